@@ -1,0 +1,102 @@
+"""ModelConfig: every hyper-parameter of an EquivariantPotential, loadable from YAML.
+
+A checkpoint stores exactly this dataclass (as a plain dict), so a model can always be rebuilt
+from its file. Units: ``cutoff`` in nm; energies of the readout shift/scale in kJ/mol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+_DTYPES = ("float32", "float64")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`multiscale.models.EquivariantPotential`.
+
+    Attributes
+    ----------
+    types: particle type names: element symbols for atoms, bead-type names for CG beads.
+    cutoff: interaction cutoff in nm.
+    channels: multiplicity of every irrep in the hidden features.
+    num_layers: number of interaction (message-passing) blocks.
+    lmax: highest spherical-harmonic degree of edges and hidden features.
+    parity: True → E(3) (O(3)) equivariance, invariant under inversion; False → SE(3) only.
+    hidden_irreps: explicit e3nn irreps string for hidden features; overrides channels/lmax/parity.
+    num_basis: number of Bessel radial basis functions.
+    envelope_exponent: p of the polynomial cutoff envelope (smoothness at r_c).
+    radial_hidden, radial_layers: width and depth of the radial MLP.
+    readout_hidden: width of the per-particle energy MLP.
+    avg_num_neighbors: normalisation of the aggregated messages.
+    dtype: "float32" or "float64" (all parameters and all arithmetic).
+    """
+
+    types: List[str]
+    cutoff: float
+    channels: int = 16
+    num_layers: int = 2
+    lmax: int = 2
+    parity: bool = True
+    hidden_irreps: Optional[str] = None
+    num_basis: int = 8
+    envelope_exponent: int = 6
+    radial_hidden: int = 32
+    radial_layers: int = 2
+    readout_hidden: int = 16
+    avg_num_neighbors: float = 16.0
+    dtype: str = "float32"
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.types = [str(t) for t in self.types]
+        if not self.types:
+            raise ValueError("types is empty; pass the particle type names, e.g. types=['H', 'O']")
+        duplicates = sorted({t for t in self.types if self.types.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"types lists {duplicates} more than once; each type name must be unique")
+        self.cutoff = float(self.cutoff)
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be a positive distance in nm, got {self.cutoff}")
+        if self.cutoff > 5.0:
+            raise ValueError(
+                f"cutoff={self.cutoff} nm is implausibly large for a short-range potential; "
+                "cutoffs are in nm (0.5 nm = 5 Å), not Å"
+            )
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        for name in ("channels", "num_layers", "num_basis", "radial_hidden", "readout_hidden"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.lmax) < 0:
+            raise ValueError(f"lmax must be >= 0, got {self.lmax}")
+        if not self.avg_num_neighbors > 0:
+            raise ValueError(f"avg_num_neighbors must be > 0, got {self.avg_num_neighbors}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "ModelConfig":
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of model options, got {type(data).__name__}")
+        return cls.from_dict(data.get("model", data))
+
+    def to_yaml(self, path: Union[str, Path]) -> None:
+        with open(path, "w") as handle:
+            yaml.safe_dump({"model": self.to_dict()}, handle, sort_keys=False)

@@ -1,0 +1,82 @@
+"""Checkpoints of EquivariantPotential: hyper-parameters plus weights, safe to load.
+
+The file is a plain ``torch.save`` of ``{"format", "format_version", "config", "state_dict"}``
+with only strings, numbers, lists, dicts and tensors, so it loads with ``weights_only=True``
+(no pickled code is ever executed). Writes are atomic: a temporary file, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from multiscale.models.config import ModelConfig
+from multiscale.models.potential import EquivariantPotential
+
+FORMAT = "multiscale.EquivariantPotential"
+FORMAT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_state(model: EquivariantPotential, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The checkpoint dictionary of ``model`` (what :func:`save_model` writes)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+
+
+def save_model(model: EquivariantPotential, path: Union[str, Path], metadata: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``model`` (hyper-parameters + weights) to ``path`` atomically."""
+    atomic_torch_save(model_state(model, metadata), path)
+
+
+def model_from_state(state: Dict[str, Any], map_location: Union[str, torch.device] = "cpu") -> EquivariantPotential:
+    """Rebuild a model from a checkpoint dictionary (see :func:`model_state`)."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"not a multiscale model checkpoint (expected format {FORMAT!r})")
+    if int(state.get("format_version", -1)) > FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint format_version {state['format_version']} is newer than this multiscale "
+            f"understands ({FORMAT_VERSION}); upgrade multiscale"
+        )
+    config = ModelConfig.from_dict(dict(state["config"]))
+    options = config.to_dict()
+    model = EquivariantPotential(options.pop("types"), options.pop("cutoff"), dtype=options.pop("dtype"), **options)
+    model.load_state_dict(state["state_dict"], strict=True)
+    return model.to(map_location)
+
+
+def load_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> EquivariantPotential:
+    """Load a model written by :func:`save_model` (``torch.load(..., weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model checkpoint at {path}; train one with protocols/train_potential.py or save_model()")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return model_from_state(state, map_location)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

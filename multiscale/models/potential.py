@@ -1,0 +1,217 @@
+"""EquivariantPotential: the E(3)-equivariant short-range network (NequIP/MACE class).
+
+    positions (nm), types, box  ──NeighborList──▶ edges (i, j, r_ij)
+    r_ij ──▶ spherical harmonics Y_l(r̂), l ≤ lmax      |r_ij| ──▶ Bessel × envelope basis
+    types ──▶ one-hot ──▶ TypeEmbedding ──▶ h⁰
+    h⁰ ──InteractionBlock × num_layers──▶ h
+    h ──EnergyReadout (scalars only, per-type scale/shift)──▶ e_i (kJ/mol) ──Σ──▶ E
+
+Energy is invariant (translation, rotation, inversion when parity=True, permutation of same-type
+particles); forces are exactly -∂E/∂r by autograd, so they are conservative; the virial is the
+exact strain derivative. Units everywhere: nm, kJ/mol, kJ/mol/nm.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from e3nn import o3
+from e3nn.util.jit import compile_mode
+
+from multiscale.models.config import ModelConfig
+from multiscale.models.embedding import TypeEmbedding
+from multiscale.models.interaction import InteractionBlock
+from multiscale.models.radial import BesselBasis
+from multiscale.models.readout import EnergyReadout
+from multiscale.neighbors import NeighborList, check_box
+
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
+
+
+def hidden_irreps_for(config: ModelConfig) -> o3.Irreps:
+    """Hidden irreps: ``channels x l`` with natural parity (-1)^l for l ≤ lmax (or the override)."""
+    if config.hidden_irreps:
+        return o3.Irreps(config.hidden_irreps).simplify()
+    parts = []
+    for l in range(int(config.lmax) + 1):
+        p = (-1) ** l if config.parity else 1
+        parts.append((int(config.channels), (l, p)))
+    return o3.Irreps(parts)
+
+
+@compile_mode("script")
+class EquivariantPotential(torch.nn.Module):
+    """E(3)-equivariant message-passing potential.
+
+    Parameters
+    ----------
+    types: particle type names (element symbols, or CG bead-type names). Type ``k`` of a particle
+        is its index in this list.
+    cutoff: cutoff radius in nm; energy and force go smoothly to zero there.
+    dtype: "float32" (default) or "float64" (for validation; works end to end).
+    Other keyword arguments: see :class:`multiscale.models.ModelConfig`.
+
+    ``model(positions, types, box=None)`` returns the total energy in kJ/mol as a 0-d tensor.
+    ``positions`` is (N, 3) in nm (any float dtype; cast inside), ``types`` an int64 (N,) tensor
+    of type indices, ``box`` None (open boundaries) or (3, 3) with rows a, b, c in nm.
+    For forces and stress use :meth:`compute`.
+    """
+
+    __jit_unused_properties__ = ["config"]
+
+    def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
+        super().__init__()
+        config = ModelConfig(types=list(types), cutoff=cutoff, dtype=dtype, **options)
+        self._config = config
+        self.type_names: List[str] = list(config.types)
+        self.num_types = len(self.type_names)
+        self.cutoff = float(config.cutoff)
+        torch_dtype = getattr(torch, config.dtype)
+
+        irreps_hidden = hidden_irreps_for(config)
+        sh_parity = -1 if config.parity else 1
+        irreps_sh = o3.Irreps.spherical_harmonics(int(config.lmax), p=sh_parity)
+        irreps_scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_hidden if ir.l == 0 and ir.p == 1])
+        if irreps_scalars.dim == 0:
+            raise ValueError(f"hidden irreps {irreps_hidden} need at least one even scalar (0e) channel")
+
+        self.neighbors = NeighborList(self.cutoff)
+        self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+        self.radial_basis = BesselBasis(self.cutoff, config.num_basis, config.envelope_exponent)
+        self.embedding = TypeEmbedding(self.num_types, irreps_scalars)
+
+        layers = []
+        irreps_in = irreps_scalars
+        for _ in range(int(config.num_layers)):
+            layer = InteractionBlock(
+                irreps_in=irreps_in,
+                irreps_out=irreps_hidden,
+                irreps_sh=irreps_sh,
+                irreps_attr=self.embedding.irreps_attr,
+                num_basis=config.num_basis,
+                radial_hidden=config.radial_hidden,
+                radial_layers=config.radial_layers,
+                avg_num_neighbors=config.avg_num_neighbors,
+            )
+            layers.append(layer)
+            irreps_in = layer.gate.irreps_out
+        self.layers = torch.nn.ModuleList(layers)
+        self.readout = EnergyReadout(irreps_in, self.num_types, config.readout_hidden)
+        self.to(torch_dtype)
+
+    # ------------------------------------------------------------------ TorchScript-visible core
+    def atomic_energies(
+        self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Per-particle energies e_i in kJ/mol, shape (N,)."""
+        dtype = self.readout.shift.dtype
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape (N, 3), in nm")
+        if types.dim() != 1 or types.shape[0] != positions.shape[0]:
+            raise ValueError(
+                "particle-count mismatch: types has "
+                + str(types.shape[0])
+                + " entries but positions has "
+                + str(positions.shape[0])
+                + " rows; pass one type per particle"
+            )
+        if not bool(torch.isfinite(positions).all()):
+            raise ValueError("positions contain NaN or Inf; check the input coordinates (nm) or the simulation for a blow-up")
+        pos = positions.to(dtype)
+        cell: Optional[torch.Tensor] = None
+        if box is not None:
+            cell = box.to(dtype)
+        senders, receivers, vectors = self.neighbors(pos, cell)
+        lengths = torch.linalg.norm(vectors, dim=-1)
+        edge_sh = self.spherical_harmonics(vectors)
+        edge_basis = self.radial_basis(lengths)
+        attrs = self.embedding.attributes(types, dtype)
+        features = self.embedding(attrs)
+        for layer in self.layers:
+            features = layer(features, attrs, edge_sh, edge_basis, senders, receivers)
+        return self.readout(features, types)
+
+    def forward(
+        self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Total potential energy in kJ/mol (0-d tensor in the model's dtype)."""
+        return self.atomic_energies(positions, types, box).sum()
+
+    # ------------------------------------------------------------------ Python conveniences
+    @property
+    def config(self) -> ModelConfig:
+        return self._config
+
+    @torch.jit.unused
+    def type_indices(self, particle_types: Sequence[str]) -> torch.Tensor:
+        """Map type names to indices; an unknown name raises a ValueError that names it."""
+        index = {name: k for k, name in enumerate(self.type_names)}
+        unknown = sorted({str(t) for t in particle_types if str(t) not in index})
+        if unknown:
+            raise ValueError(
+                f"unknown particle type(s) {unknown}; this model knows {self.type_names}. "
+                "Map the particles onto the model's types or train a model that includes them."
+            )
+        return torch.tensor([index[str(t)] for t in particle_types], dtype=torch.long)
+
+    @torch.jit.unused
+    def compute(
+        self,
+        positions: ArrayLike,
+        types: Union[Sequence[str], torch.Tensor],
+        box: Optional[ArrayLike] = None,
+        *,
+        forces: bool = True,
+        stress: bool = False,
+        create_graph: bool = False,
+    ) -> Dict[str, torch.Tensor]:
+        """Energy (kJ/mol), forces (kJ/mol/nm) and optionally virial (kJ/mol) and stress (kJ/mol/nm³).
+
+        ``virial = -∂E/∂ε`` and ``stress = (1/V) ∂E/∂ε`` for a symmetric strain ε applied to both
+        positions and cell; stress needs a periodic ``box``.
+        """
+        dtype = self.readout.shift.dtype
+        device = self.readout.shift.device
+        pos = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
+        pos = pos.to(device=device, dtype=dtype)
+        if isinstance(types, torch.Tensor):
+            type_idx = types.to(device=device, dtype=torch.long)
+        else:
+            type_idx = self.type_indices(list(types)).to(device)
+        if pos.dim() != 2 or pos.shape[1] != 3:
+            raise ValueError(f"positions must have shape (N, 3) in nm, got {tuple(pos.shape)}")
+        cell = None
+        if box is not None:
+            cell = torch.as_tensor(np.asarray(box) if not isinstance(box, torch.Tensor) else box).to(device=device, dtype=dtype)
+            check_box(cell)
+        if stress and cell is None:
+            raise ValueError("stress needs a periodic box; pass box=(3, 3) cell vectors in nm")
+
+        pos = pos.detach().requires_grad_(forces)
+        strain = None
+        if stress:
+            strain = torch.zeros(3, 3, dtype=dtype, device=device, requires_grad=True)
+            sym = 0.5 * (strain + strain.transpose(0, 1))
+            eye = torch.eye(3, dtype=dtype, device=device)
+            pos_in = pos @ (eye + sym)
+            cell_in = cell @ (eye + sym)
+        else:
+            pos_in, cell_in = pos, cell
+        energy = self.forward(pos_in, type_idx, cell_in)
+        out: Dict[str, torch.Tensor] = {"energy": energy}
+        inputs = [t for t, want in ((pos, forces), (strain, stress)) if want]
+        if inputs:
+            grads = torch.autograd.grad(energy, inputs, create_graph=create_graph)
+            k = 0
+            if forces:
+                out["forces"] = -grads[k]
+                k += 1
+            if stress:
+                volume = torch.det(cell)
+                out["virial"] = -grads[k]
+                out["stress"] = grads[k] / volume
+        if not create_graph:
+            out = {key: value.detach() for key, value in out.items()}
+        return out

@@ -1,0 +1,32 @@
+"""Named physical constants and unit conversions.
+
+Everything inside multiscale uses OpenMM units: nm, ps, kJ/mol, elementary charge (e), K.
+Files in ASE conventions (extxyz: Å, eV, eV/Å) are converted at the I/O edge with the
+constants below, never with inlined numbers.
+
+Sources: CODATA 2018 as used by OpenMM (``openmm.unit`` and ``ONE_4PI_EPS0``).
+"""
+
+from __future__ import annotations
+
+#: Coulomb constant 1/(4 pi eps0) in kJ mol^-1 nm e^-2 (OpenMM's ONE_4PI_EPS0).
+ONE_4PI_EPS0 = 138.935456
+#: Boltzmann constant in kJ mol^-1 K^-1.
+KB_KJ_PER_MOL_K = 0.00831446261815324
+#: 1 eV in kJ/mol.
+EV_TO_KJ_PER_MOL = 96.48533212
+#: 1 Hartree in kJ/mol.
+HARTREE_TO_KJ_PER_MOL = 2625.499639
+#: 1 Bohr in nm.
+BOHR_TO_NM = 0.0529177210903
+#: 1 Å in nm.
+ANGSTROM_TO_NM = 0.1
+#: 1 eV/Å in kJ mol^-1 nm^-1.
+EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM
+#: 1 eV/Å^3 (stress) in kJ mol^-1 nm^-3.
+EV_PER_ANGSTROM3_TO_KJ_PER_MOL_NM3 = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM**3
+
+
+def kT(temperature_K: float) -> float:
+    """Thermal energy k_B T in kJ/mol at ``temperature_K``."""
+    return KB_KJ_PER_MOL_K * float(temperature_K)
