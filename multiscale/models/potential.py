@@ -23,7 +23,7 @@ from e3nn.util.jit import compile_mode
 from multiscale.models.config import ModelConfig
 from multiscale.models.embedding import TypeEmbedding
 from multiscale.models.interaction import InteractionBlock
-from multiscale.models.radial import BesselBasis
+from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
 from multiscale.neighbors import NeighborList, check_box
 
@@ -84,20 +84,23 @@ class EquivariantPotential(torch.nn.Module):
 
         layers = []
         irreps_in = irreps_scalars
-        for _ in range(int(config.num_layers)):
+        for index in range(int(config.num_layers)):
+            # The readout sees scalars only, so the last block need not produce l > 0 features:
+            # keeping only its 0e paths cuts its tensor-product cost several-fold (as in MACE).
+            last = index == int(config.num_layers) - 1
             layer = InteractionBlock(
                 irreps_in=irreps_in,
-                irreps_out=irreps_hidden,
+                irreps_out=irreps_scalars if last else irreps_hidden,
                 irreps_sh=irreps_sh,
                 irreps_attr=self.embedding.irreps_attr,
-                num_basis=config.num_basis,
-                radial_hidden=config.radial_hidden,
-                radial_layers=config.radial_layers,
                 avg_num_neighbors=config.avg_num_neighbors,
             )
             layers.append(layer)
             irreps_in = layer.gate.irreps_out
         self.layers = torch.nn.ModuleList(layers)
+        self.radial = RadialMLP(
+            config.num_basis, config.radial_hidden, config.radial_layers, [layer.weight_numel for layer in layers]
+        )
         self.readout = EnergyReadout(irreps_in, self.num_types, config.readout_hidden)
         self.to(torch_dtype)
 
@@ -129,8 +132,11 @@ class EquivariantPotential(torch.nn.Module):
         edge_basis = self.radial_basis(lengths)
         attrs = self.embedding.attributes(types, dtype)
         features = self.embedding(attrs)
+        edge_weights = self.radial(edge_basis)
+        k = 0
         for layer in self.layers:
-            features = layer(features, attrs, edge_sh, edge_basis, senders, receivers)
+            features = layer(features, attrs, edge_sh, edge_weights[k], senders, receivers)
+            k += 1
         return self.readout(features, types)
 
     def forward(

@@ -11,6 +11,7 @@ continuously (and smoothly) to zero at the cutoff.
 from __future__ import annotations
 
 import math
+from typing import List
 
 import torch
 from e3nn.util.jit import compile_mode
@@ -60,3 +61,33 @@ class BesselBasis(torch.nn.Module):
         r = r.unsqueeze(-1)
         basis = self.prefactor * torch.sin(self.frequencies * r) / r
         return basis * self.envelope(r)
+
+
+@compile_mode("script")
+class RadialMLP(torch.nn.Module):
+    """Edge-length basis (E, num_basis) → per-edge tensor-product weights for every layer.
+
+    One bias-free SiLU trunk is shared by all interaction blocks, with one linear head per block
+    (the heads are fused into the last matrix). Bias-free with SiLU(0) = 0 keeps the weights zero
+    wherever the enveloped basis is zero, i.e. at and beyond the cutoff. Sharing the trunk matters
+    for memory: per-edge activations are the largest tensors of the network (E ≈ 50 N).
+    """
+
+    def __init__(self, num_basis: int, hidden: int, num_layers: int, out_sizes: List[int]):
+        super().__init__()
+        sizes = [int(num_basis)] + [int(hidden)] * int(num_layers)
+        self.trunk = torch.nn.ModuleList(
+            [torch.nn.Linear(a, b, bias=False) for a, b in zip(sizes[:-1], sizes[1:])]
+        )
+        self.head = torch.nn.Linear(sizes[-1], int(sum(out_sizes)), bias=False)
+        self.out_sizes: List[int] = [int(n) for n in out_sizes]
+        # Variance-preserving initialisation for SiLU (gain ≈ 1.68), so weights start O(1).
+        for layer in self.trunk:
+            torch.nn.init.normal_(layer.weight, std=1.68 / math.sqrt(layer.in_features))
+        torch.nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(self.head.in_features))
+
+    def forward(self, basis: torch.Tensor) -> List[torch.Tensor]:
+        x = basis
+        for layer in self.trunk:
+            x = torch.nn.functional.silu(layer(x))
+        return list(self.head(x).split(self.out_sizes, dim=1))

@@ -1,0 +1,56 @@
+"""Build OpenMM Systems around an ML potential, in the style of ``ForceField.createSystem``."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import openmm
+from openmm import app, unit
+
+from multiscale.models.potential import EquivariantPotential
+from multiscale.openmm.bridge import torch_force
+
+
+def topology_types(topology: app.Topology) -> List[str]:
+    """One type name per atom: the element symbol, or the atom name where there is no element
+    (coarse-grained beads)."""
+    return [atom.element.symbol if atom.element is not None else atom.name for atom in topology.atoms()]
+
+
+def create_system(
+    topology: app.Topology,
+    model: EquivariantPotential,
+    *,
+    particle_types: Optional[Sequence[str]] = None,
+    periodic: Optional[bool] = None,
+    backend: str = "torchforce",
+    remove_cm_motion: bool = True,
+) -> openmm.System:
+    """An OpenMM System whose only potential is ``model``; masses come from the Topology.
+
+    ``periodic=None`` follows the Topology (periodic iff it has box vectors). ``periodic=True``
+    on a Topology without a box is refused, since there would be no cell to wrap into.
+    """
+    box = topology.getPeriodicBoxVectors()
+    if periodic is None:
+        periodic = box is not None
+    if periodic and box is None:
+        raise ValueError(
+            "periodic=True but the Topology has no periodic box; call "
+            "topology.setPeriodicBoxVectors(vectors_in_nm) first, or pass periodic=False for open boundaries"
+        )
+    types = list(particle_types) if particle_types is not None else topology_types(topology)
+    if len(types) != topology.getNumAtoms():
+        raise ValueError(
+            f"particle-count mismatch: {len(types)} particle_types for a Topology of {topology.getNumAtoms()} atoms"
+        )
+    system = openmm.System()
+    for atom in topology.atoms():
+        mass = atom.element.mass if atom.element is not None else 12.0 * unit.dalton
+        system.addParticle(mass)
+    if periodic:
+        system.setDefaultPeriodicBoxVectors(*box)
+    system.addForce(torch_force(model, types, bool(periodic), backend=backend))
+    if remove_cm_motion:
+        system.addForce(openmm.CMMotionRemover())
+    return system
