@@ -95,7 +95,8 @@ class EdgeTensorProduct(torch.nn.Module):
             # e3nn conventions: 'component' irrep normalisation multiplies by sqrt(2 l_out + 1);
             # 'element' path normalisation divides by sqrt(fan-in) = sqrt(mul_sh) = 1 here.
             c = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64) * math.sqrt(ir_out.dim)
-            paths.append(_Path(i_in, i_sh, mul, c.to(torch.get_default_dtype())))
+            # kept in float64 here; the model's .to(dtype) casts once, so float64 models keep full precision
+            paths.append(_Path(i_in, i_sh, mul, c))
             weight_sizes.append(mul)
         self.paths = torch.nn.ModuleList(paths)
         self.in_sizes: List[int] = [mul * ir.dim for mul, ir in self.irreps_in]

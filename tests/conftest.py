@@ -1,0 +1,58 @@
+"""Shared fixtures: small float64 models and well-separated random configurations (nm)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import multiscale  # noqa: F401  (imports torch before openmmtorch)
+from multiscale.models import EquivariantPotential
+
+SMALL = dict(channels=8, num_layers=2, lmax=2, radial_hidden=16, num_basis=6)
+
+
+def make_model(types=("H", "O"), cutoff=0.5, dtype="float64", seed=0, **options) -> EquivariantPotential:
+    """A small randomly initialised model; readout scale/shift set so energies and forces are O(1–10)."""
+    torch.manual_seed(seed)
+    opts = dict(SMALL)
+    opts.update(options)
+    model = EquivariantPotential(list(types), cutoff, dtype=dtype, **opts)
+    with torch.no_grad():
+        model.readout.scale.fill_(5.0)
+        model.readout.shift.copy_(torch.linspace(-3.0, 3.0, len(types), dtype=model.readout.shift.dtype))
+    return model
+
+
+def random_configuration(n: int, box_edge: float, seed: int = 0, min_distance: float = 0.09):
+    """n points in a cube of edge ``box_edge`` nm with pairwise distances ≥ min_distance (open)."""
+    rng = np.random.default_rng(seed)
+    points = []
+    while len(points) < n:
+        p = rng.random(3) * box_edge
+        if all(np.linalg.norm(p - q) >= min_distance for q in points):
+            points.append(p)
+    return np.array(points)
+
+
+def random_rotation(seed: int = 0) -> np.ndarray:
+    """A uniformly random proper rotation (QR of a Gaussian matrix, sign-fixed)."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q @ np.diag(np.sign(np.diag(r)))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+@pytest.fixture
+def model64():
+    return make_model()
+
+
+@pytest.fixture
+def cluster():
+    """A 12-particle H/O cluster, open boundaries: (positions nm, type names)."""
+    pos = random_configuration(12, 0.7, seed=1)
+    types = ["O", "H", "H"] * 4
+    return pos, types
