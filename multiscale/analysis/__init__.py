@@ -1,0 +1,5 @@
+"""Analysis of simulations: plain functions over arrays or mdtraj Trajectories → numpy/floats."""
+
+from multiscale.analysis.energy import energy_drift
+
+__all__ = ["energy_drift"]
