@@ -7,7 +7,7 @@ the cell vectors a, b, c (OpenMM's convention).
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import openmm
@@ -18,11 +18,6 @@ WATER_PER_NM3 = 33.4
 
 #: Smallest cubic box edge (nm) accepted; smaller cells cannot hold a meaningful liquid sample.
 MIN_BOX_NM = 1.0
-
-#: Edge of addSolvent's pre-equilibrated water template (nm), and the range of excess over a
-#: multiple of it that addSolvent leaves under-filled (found by scanning the edge; see _gap_free_edges).
-TEMPLATE_NM = 3.0
-TEMPLATE_GAP_NM = (0.02, 0.19)
 
 #: Water models addSolvent can build: force-field file with the model's residue template, and
 #: particles per molecule (virtual sites included).
@@ -60,17 +55,6 @@ def _box_edge_nm(num_waters: Optional[int], target_atoms: Optional[int], box_nm:
     return edge
 
 
-def _gap_free_edges(edge: float) -> List[float]:
-    """Edges to try for ``edge`` nm. The addSolvent template is a periodic 3 nm cube: a box edge
-    a little over a multiple of 3 nm fills the excess with template copies that all clash across
-    the boundary and are removed, leaving a vacuum slab, so such an edge is replaced by the
-    multiple itself and the first edge past the gap."""
-    k, excess = divmod(edge, TEMPLATE_NM)
-    if TEMPLATE_GAP_NM[0] < excess < TEMPLATE_GAP_NM[1]:
-        return [e for e in (k * TEMPLATE_NM, k * TEMPLATE_NM + TEMPLATE_GAP_NM[1]) if e >= MIN_BOX_NM]
-    return [edge]
-
-
 def _solvate(forcefield_file: str, model: str, edge: float, seed: int) -> app.Modeller:
     modeller = app.Modeller(app.Topology(), [])
     saved = random.getstate()
@@ -97,9 +81,16 @@ def water_box(
     particles, virtual sites included) or ``box_nm`` (cubic box edge in nm). Counts set the edge
     from a density of ``WATER_PER_NM3`` molecules/nm³; because addSolvent drops the molecules that
     would clash across the periodic boundary, the edge is then corrected (a few rebuilds) so the
-    real count lands close to the request: within ~1-2 % from a few thousand atoms up, worse just
-    above multiples of the 3 nm template (~2,700 or ~3,200 atoms are built for 3,000). Read the
-    real count from ``topology.getNumAtoms()``. ``box_nm`` boxes are built once, as asked.
+    real count lands close to the request: within ~1-2 % from ~5,000 atoms up, up to ~10 % for
+    small boxes and just above multiples of the 3 nm template (3,297 atoms are built for 3,000).
+    Read the real count from ``topology.getNumAtoms()``. ``box_nm`` boxes are built once, as asked.
+
+    addSolvent tiles a pre-equilibrated 3 nm template. Unless the edge is a multiple of 3 nm,
+    the tiling does not match across the periodic boundary: a few percent of the molecules there
+    come too close (O-O down to ~0.18 nm; TIP3P/PME energies of -20 kJ/mol per water or
+    higher, instead of about -40), or, for edges just above a multiple of 3 nm, a thin vacuum slab is left.
+    That is fine for timing energy/force evaluations; before dynamics, energy-minimize
+    (``openmm.LocalEnergyMinimizer.minimize``) and equilibrate.
 
     ``model`` is one of ``WATER_MODELS`` ('tip3p', 'spce', 'tip4pew', 'tip5p'). ``seed`` seeds
     Python's ``random`` module, which addSolvent uses for its random choices, for the duration of
@@ -122,19 +113,16 @@ def water_box(
         # worth up to ~10 % in small boxes), so rescale the edge to the count actually obtained and
         # rebuild, at most twice more, keeping the box closest to the request.
         wanted = num_waters * per_molecule if num_waters is not None else target_atoms
-        built: Dict[float, app.Modeller] = {}
+        best = None
         for _ in range(3):
-            fresh = [e for e in _gap_free_edges(edge) if e not in built]
-            if not fresh:
-                break
-            for e in fresh:
-                built[e] = _solvate(forcefield_file, model, e, seed)
-            edge = min(built, key=lambda e: abs(built[e].topology.getNumAtoms() - wanted))
-            count = built[edge].topology.getNumAtoms()
+            modeller = _solvate(forcefield_file, model, edge, seed)
+            count = modeller.topology.getNumAtoms()
+            if best is None or abs(count - wanted) < abs(best.topology.getNumAtoms() - wanted):
+                best = modeller
             if abs(count - wanted) <= 0.01 * wanted:
                 break
             edge *= (wanted / count) ** (1.0 / 3.0)
-        modeller = min(built.values(), key=lambda m: abs(m.topology.getNumAtoms() - wanted))
+        modeller = best
 
     topology = modeller.topology
     positions = np.asarray(modeller.positions.value_in_unit(unit.nanometer), dtype=np.float64).reshape(-1, 3)
