@@ -127,6 +127,19 @@ class EquivariantPotential(torch.nn.Module):
         if box is not None:
             cell = box.to(dtype)
         senders, receivers, vectors = self.neighbors(pos, cell)
+        return self.edge_energies(types, senders, receivers, vectors)
+
+    def edge_energies(
+        self, types: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor, vectors: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-particle energies (kJ/mol) from a precomputed graph.
+
+        ``vectors[e] = r_sender − r_receiver`` (+ the periodic image shift) in nm, differentiable;
+        this is the entry point for batched training, where many configurations' graphs are
+        concatenated (see :mod:`multiscale.training.batch`).
+        """
+        dtype = self.readout.shift.dtype
+        vectors = vectors.to(dtype)
         lengths = torch.linalg.norm(vectors, dim=-1)
         edge_sh = self.spherical_harmonics(vectors)
         edge_basis = self.radial_basis(lengths)

@@ -1,0 +1,101 @@
+"""Balanced energy / force / virial loss.
+
+Each term is a mean squared error normalised by the square of its natural scale in the dataset
+and by its number of components, then weighted:
+
+    L = w_E · mean_b[((E_b − Ê_b) / N_b)²] / σ_E²            energy per particle
+      + w_F · mean_{a,k}[(F_ak − F̂_ak)²] / σ_F²             force per component
+      + w_W · mean_{b,kl}[((W_bkl − Ŵ_bkl) / N_b)²] / σ_W²  virial per particle and component
+
+with σ_E the std of the centred per-particle energy, σ_F the RMS force component and σ_W the RMS
+per-particle virial component of the training set. Normalised this way, weight 1 means "as
+important as a typical value of that quantity", so terms in different units are comparable.
+``force_only=True`` (force matching, coarse-graining) drops the energy and virial terms.
+Per-configuration weights (distillation: many cheap labels, few expensive ones) multiply each
+configuration's contribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict
+
+import torch
+
+from multiscale.training.batch import Batch
+
+
+@dataclass
+class LossConfig:
+    """Weights of the loss terms (dimensionless, see module docstring)."""
+
+    energy_weight: float = 1.0
+    force_weight: float = 10.0
+    virial_weight: float = 0.0
+    force_only: bool = False
+
+    def __post_init__(self):
+        for name in ("energy_weight", "force_weight", "virial_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.force_only and self.force_weight == 0:
+            raise ValueError("force_only=True needs force_weight > 0")
+
+    @property
+    def uses_virial(self) -> bool:
+        return self.virial_weight > 0 and not self.force_only
+
+
+@dataclass
+class LossScales:
+    """Natural scales of the training set: σ_E (kJ/mol per particle), σ_F (kJ/mol/nm), σ_W (kJ/mol per particle)."""
+
+    energy_per_particle: float = 1.0
+    force: float = 1.0
+    virial_per_particle: float = 1.0
+
+    def __post_init__(self):
+        # a degenerate dataset (one configuration, zero forces) must not divide by zero
+        self.energy_per_particle = max(float(self.energy_per_particle), 1e-6)
+        self.force = max(float(self.force), 1e-6)
+        self.virial_per_particle = max(float(self.virial_per_particle), 1e-6)
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+class EnergyForceLoss:
+    """Callable ``loss(prediction, batch) -> (total, {term: value})``."""
+
+    def __init__(self, config: LossConfig, scales: LossScales):
+        self.config = config
+        self.scales = scales
+
+    def __call__(self, prediction: Dict[str, torch.Tensor], batch: Batch):
+        cfg = self.config
+        terms: Dict[str, torch.Tensor] = {}
+        n = batch.num_particles.to(prediction["energy"].dtype)
+        total = prediction["energy"].new_zeros(())
+        if not cfg.force_only and cfg.energy_weight > 0 and bool(batch.has_energy.any()):
+            mask = batch.has_energy
+            err = (prediction["energy"][mask] - batch.energy[mask]) / n[mask] / self.scales.energy_per_particle
+            terms["energy"] = _weighted_mean(err**2, batch.weights[mask])
+            total = total + cfg.energy_weight * terms["energy"]
+        if cfg.force_weight > 0 and "forces" in prediction and bool(batch.has_forces.any()):
+            mask = batch.has_forces
+            err = (prediction["forces"][mask] - batch.forces[mask]) / self.scales.force
+            per_particle_weight = batch.weights.index_select(0, batch.batch)[mask]
+            terms["forces"] = _weighted_mean((err**2).mean(dim=1), per_particle_weight)
+            total = total + cfg.force_weight * terms["forces"]
+        if cfg.uses_virial and "virial" in prediction and bool(batch.has_virial.any()):
+            mask = batch.has_virial
+            err = (prediction["virial"][mask] - batch.virial[mask]) / n[mask].view(-1, 1, 1) / self.scales.virial_per_particle
+            terms["virial"] = _weighted_mean((err**2).mean(dim=(1, 2)), batch.weights[mask])
+            total = total + cfg.virial_weight * terms["virial"]
+        if not terms:
+            raise ValueError(
+                "no loss term applies to this batch: the configurations carry none of the labels the "
+                "loss uses (energy, forces, virial); label them first or change the loss weights"
+            )
+        return total, {k: v.detach() for k, v in terms.items()}

@@ -1,0 +1,309 @@
+"""Trainer: AdamW + LR schedule + EMA + clipping + early stopping, checkpointed every epoch.
+
+Files in ``out_dir``:
+
+* ``checkpoint.pt``: the full training state (model, EMA, optimiser, scheduler, epoch, history,
+  best score), written atomically after every epoch; ``fit(..., resume=True)`` continues from it,
+  also after kill -9, and the log records that it resumed.
+* ``model.ckpt``: the best model so far (EMA weights) by validation loss, loadable with
+  :func:`multiscale.models.load_model`, written atomically whenever validation improves.
+* ``log.csv``: one row per epoch (rewritten atomically).
+* ``training.log``: human-readable log lines (appended).
+
+Determinism: weights are initialised by the caller under ``torch.manual_seed(seed)``; the
+mini-batch order of epoch k comes from a generator seeded with (seed, k), so a resumed run sees
+exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from multiscale.models.io import atomic_torch_save, model_state, save_model
+from multiscale.models.potential import EquivariantPotential
+from multiscale.training.batch import Graph, collate, predict
+from multiscale.training.config import TrainerConfig
+from multiscale.training.loss import EnergyForceLoss
+from multiscale.training.metrics import evaluate
+
+CHECKPOINT_FORMAT = "multiscale.TrainingState"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+class ExponentialMovingAverage:
+    """Shadow copy of the parameters, θ̄ ← d·θ̄ + (1−d)·θ, with the usual warm-up
+    d_eff = min(d, (1 + n)/(10 + n)) so early averages are not dominated by the initial weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.num_updates = 0
+        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
+        for name, p in model.named_parameters():
+            self.shadow[name].mul_(d).add_(p.detach(), alpha=1.0 - d)
+
+    @contextlib.contextmanager
+    def applied(self, model: torch.nn.Module):
+        """Temporarily load the averaged weights into ``model``."""
+        if self.decay == 0.0:
+            yield model
+            return
+        saved = {name: p.detach().clone() for name, p in model.named_parameters()}
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(self.shadow[name])
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    p.copy_(saved[name])
+
+    def state_dict(self):
+        return {"decay": self.decay, "num_updates": self.num_updates, "shadow": {k: v.cpu() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state, device) -> None:
+        self.decay = float(state["decay"])
+        self.num_updates = int(state["num_updates"])
+        self.shadow = {k: v.to(device) for k, v in state["shadow"].items()}
+
+
+@dataclass
+class TrainingResult:
+    best_epoch: int
+    best_valid_loss: float
+    epochs_run: int
+    stop_reason: str
+    resumed_from_epoch: Optional[int]
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path: Path, rows: Sequence[Dict[str, float]]) -> None:
+    if not rows:
+        return
+    columns: List[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text_atomic(path, buffer.getvalue())
+
+
+class Trainer:
+    """Fits a model to graphs with a loss; see the module docstring for files and guarantees."""
+
+    def __init__(
+        self,
+        model: EquivariantPotential,
+        loss: EnergyForceLoss,
+        config: TrainerConfig,
+        out_dir,
+        *,
+        progress: bool = True,
+        log: Optional[Callable[[str], None]] = None,
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.dtype = model.readout.shift.dtype
+        self.loss = loss
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self._external_log = log
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        if config.scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer,
+                factor=config.plateau_factor,
+                patience=config.plateau_patience,
+                min_lr=config.learning_rate * config.min_lr_factor,
+            )
+        elif config.scheduler == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.epochs, eta_min=config.learning_rate * config.min_lr_factor
+            )
+        else:
+            self.scheduler = None
+        self.ema = ExponentialMovingAverage(self.model, config.ema_decay)
+
+    # ------------------------------------------------------------------ logging and state
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.out_dir / "training.log", "a") as handle:
+            handle.write(f"[{stamp}] {message}\n")
+        if self._external_log is not None:
+            self._external_log(message)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def _state(self, epoch: int, best: Dict, history: List[Dict]) -> Dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,
+            "model": model_state(self.model),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "best": best,
+            "history": history,
+            "trainer_config": self.config.to_dict(),
+        }
+
+    def _load(self) -> Dict:
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.checkpoint_path} is not a multiscale training checkpoint")
+        self.model.load_state_dict(state["model"]["state_dict"])
+        self.model.to(self.device)
+        self.ema.load_state_dict(state["ema"], self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        return state
+
+    # ------------------------------------------------------------------ training
+    def _step(self, graphs: Sequence[Graph]) -> Dict[str, float]:
+        batch = collate(graphs, self.device, self.dtype)
+        self.model.train()
+        prediction = predict(
+            self.model, batch, forces=True, virial=self.loss.config.uses_virial, create_graph=True
+        )
+        total, terms = self.loss(prediction, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        return {"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}
+
+    def validation_loss(self, graphs: Sequence[Graph]) -> Dict[str, float]:
+        """Loss terms on ``graphs`` with the EMA weights (no parameter update)."""
+        totals: Dict[str, float] = {}
+        count = 0
+        with self.ema.applied(self.model):
+            for start in range(0, len(graphs), self.config.batch_size):
+                chunk = graphs[start : start + self.config.batch_size]
+                batch = collate(chunk, self.device, self.dtype)
+                prediction = predict(self.model, batch, forces=True, virial=self.loss.config.uses_virial)
+                total, terms = self.loss(prediction, batch)
+                for key, value in {"loss": total.detach(), **terms}.items():
+                    totals[key] = totals.get(key, 0.0) + float(value) * len(chunk)
+                count += len(chunk)
+        return {k: v / count for k, v in totals.items()}
+
+    def fit(self, train: Sequence[Graph], valid: Sequence[Graph], *, resume: bool = False) -> TrainingResult:
+        if not train:
+            raise ValueError("the training set is empty")
+        if not valid:
+            raise ValueError("the validation set is empty; early stopping and model selection need one")
+        cfg = self.config
+        started = time.monotonic()
+        start_epoch, history = 0, []
+        best = {"epoch": -1, "valid_loss": math.inf}
+        resumed_from = None
+        if resume and self.checkpoint_path.exists():
+            state = self._load()
+            start_epoch, history, best = state["epoch"] + 1, list(state["history"]), dict(state["best"])
+            resumed_from = state["epoch"]
+            self.log(f"resumed from checkpoint at epoch {state['epoch']} (best valid loss {best['valid_loss']:.6g} at epoch {best['epoch']})")
+        elif resume:
+            self.log("--resume given but no checkpoint.pt found; starting from scratch")
+        else:
+            self.log(f"training {sum(p.numel() for p in self.model.parameters())} parameters on {len(train)} configurations ({self.device})")
+
+        stop_reason = "epochs"
+        epoch_seconds, valid_seconds = 0.0, 0.0
+        epochs = range(start_epoch, cfg.epochs)
+        bar = tqdm(epochs, desc="training", unit="epoch", disable=not self.progress, initial=start_epoch, total=cfg.epochs)
+        for epoch in bar:
+            elapsed = time.monotonic() - started
+            if cfg.max_time is not None and elapsed + epoch_seconds + valid_seconds > cfg.max_time:
+                stop_reason = "max_time"
+                break
+            t0 = time.monotonic()
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(train), generator=generator).tolist()
+            sums: Dict[str, float] = {}
+            steps = 0
+            out_of_time = False
+            for start in range(0, len(order), cfg.batch_size):
+                terms = self._step([train[k] for k in order[start : start + cfg.batch_size]])
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+                if cfg.max_time is not None and time.monotonic() - started + valid_seconds > cfg.max_time:
+                    out_of_time = True
+                    break
+            epoch_seconds = time.monotonic() - t0
+            t1 = time.monotonic()
+            valid_terms = self.validation_loss(list(valid))
+            valid_seconds = time.monotonic() - t1
+            row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update({f"train_{k}": v / max(steps, 1) for k, v in sums.items()})
+            row.update({f"valid_{k}": v for k, v in valid_terms.items()})
+            row["seconds"] = epoch_seconds + valid_seconds
+            history.append(row)
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(valid_terms["loss"])
+            elif self.scheduler is not None:
+                self.scheduler.step()
+            if valid_terms["loss"] < best["valid_loss"]:
+                best = {"epoch": epoch, "valid_loss": valid_terms["loss"]}
+                with self.ema.applied(self.model):
+                    save_model(self.model, self.out_dir / "model.ckpt", metadata={"epoch": epoch, "valid_loss": valid_terms["loss"]})
+            atomic_torch_save(self._state(epoch, best, history), self.checkpoint_path)
+            write_csv_atomic(self.out_dir / "log.csv", history)
+            bar.set_postfix(train=f"{row.get('train_loss', float('nan')):.4g}", valid=f"{valid_terms['loss']:.4g}", best=best["epoch"])
+            if out_of_time:
+                stop_reason = "max_time"
+                break
+            if cfg.early_stopping_patience and epoch - best["epoch"] >= cfg.early_stopping_patience:
+                stop_reason = "early_stopping"
+                break
+        bar.close()
+        epochs_run = len(history)
+        self.log(f"stopped ({stop_reason}) after epoch {history[-1]['epoch'] if history else start_epoch - 1}; best epoch {best['epoch']} valid loss {best['valid_loss']:.6g}")
+        return TrainingResult(best["epoch"], best["valid_loss"], epochs_run, stop_reason, resumed_from, history)
+
+    def evaluate(self, graphs: Sequence[Graph], *, dtype: str = "float32") -> Dict:
+        """Metrics of the EMA model on ``graphs`` (see :func:`multiscale.training.metrics.evaluate`)."""
+        with self.ema.applied(self.model):
+            return evaluate(self.model, graphs, batch_size=self.config.batch_size, device=self.device, dtype=dtype)

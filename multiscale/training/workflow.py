@@ -1,0 +1,118 @@
+"""From configurations to a trained potential in one call: the library side of
+``protocols/train_potential.py``.
+
+``JobConfig`` groups the three dataclasses (model options, trainer, loss) and loads from one
+YAML file with sections ``model:``, ``trainer:`` and ``loss:``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+import torch
+import yaml
+
+from multiscale.data.configuration import Configuration
+from multiscale.models.config import ModelConfig
+from multiscale.models.io import load_model
+from multiscale.models.potential import EquivariantPotential
+from multiscale.training.batch import build_graphs
+from multiscale.training.config import TrainerConfig
+from multiscale.training.loss import EnergyForceLoss, LossConfig
+from multiscale.training.statistics import average_num_neighbors, initialise_readout, loss_scales, reference_energies
+from multiscale.training.trainer import Trainer, TrainingResult
+
+_MODEL_KEYS_SET_BY_DATA = ("types", "avg_num_neighbors")
+
+
+@dataclass
+class JobConfig:
+    """Model options (``ModelConfig`` fields except types, which come from the data), trainer and loss."""
+
+    model: Dict[str, Any] = field(default_factory=lambda: {"cutoff": 0.5})
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(self.model) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
+        bad = sorted(set(self.model) & set(_MODEL_KEYS_SET_BY_DATA))
+        if bad:
+            raise ValueError(f"model option(s) {bad} are derived from the training data; remove them from the config")
+        self.model.setdefault("cutoff", 0.5)
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "JobConfig":
+        with open(path) as handle:
+            data = yaml.safe_load(handle) or {}
+        unknown = sorted(set(data) - {"model", "trainer", "loss"})
+        if unknown:
+            raise ValueError(f"{path}: unknown section(s) {unknown}; use model:, trainer:, loss:")
+        return cls(
+            model=dict(data.get("model") or {}),
+            trainer=TrainerConfig.from_dict(dict(data.get("trainer") or {})),
+            loss=LossConfig(**dict(data.get("loss") or {})),
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"model": dict(self.model), "trainer": self.trainer.to_dict(), "loss": dataclasses.asdict(self.loss)}
+
+
+def types_of(*sets: Sequence[Configuration]) -> list:
+    """Sorted type names present in any of the configuration sets."""
+    return sorted({t for configs in sets for c in configs for t in c.types})
+
+
+def build_model(
+    train: Sequence[Configuration], types: Sequence[str], model_options: Dict[str, Any], seed: int, loss: LossConfig
+) -> EquivariantPotential:
+    """A model initialised from the training data: avg. neighbours, per-type E0, energy scale."""
+    options = dict(model_options)
+    cutoff = float(options.pop("cutoff"))
+    dtype = options.pop("dtype", "float32")
+    graphs = build_graphs(train, types, cutoff)
+    torch.manual_seed(seed)
+    model = EquivariantPotential(list(types), cutoff, dtype=dtype, avg_num_neighbors=average_num_neighbors(graphs), **options)
+    e0 = reference_energies(train, types) if not loss.force_only else {t: 0.0 for t in types}
+    initialise_readout(model, e0, loss_scales(train, types, e0))
+    return model
+
+
+def fit_potential(
+    train: Sequence[Configuration],
+    valid: Sequence[Configuration],
+    out_dir: Union[str, Path],
+    job: JobConfig,
+    *,
+    types: Optional[Sequence[str]] = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> tuple:
+    """Train one model into ``out_dir``; returns (best model, TrainingResult, Trainer).
+
+    The readout initialisation and loss scales come from ``train``; ``job.trainer.max_time``
+    bounds the training loop.
+    """
+    types = list(types) if types is not None else types_of(train, valid)
+    model = build_model(train, types, job.model, job.trainer.seed, job.loss)
+    e0 = {t: float(v) for t, v in zip(model.type_names, model.readout.shift.tolist())}
+    scales = loss_scales(train, types, e0 if not job.loss.force_only else {t: 0.0 for t in types})
+    loss = EnergyForceLoss(job.loss, scales)
+    trainer = Trainer(model, loss, job.trainer, out_dir, progress=progress, log=log)
+    train_graphs = build_graphs(train, types, model.cutoff)
+    valid_graphs = build_graphs(valid, types, model.cutoff)
+    result: TrainingResult = trainer.fit(train_graphs, valid_graphs, resume=resume)
+    best = load_model(Path(out_dir) / "model.ckpt")
+    return best, result, trainer
+
+
+def remaining(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left before a monotonic-clock deadline (None: unbounded)."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
