@@ -60,6 +60,7 @@ class EquivariantPotential(torch.nn.Module):
     """
 
     __jit_unused_properties__ = ["config"]
+    CONFIG_CLASS = ModelConfig
 
     def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
         super().__init__()

@@ -24,7 +24,7 @@ from e3nn.util.jit import script as e3nn_script
 import openmm
 from openmm import unit
 
-from multiscale.models.io import model_from_state, model_state
+from multiscale.models.io import MODEL_FORMATS, model_from_state, model_state
 from multiscale.models.potential import EquivariantPotential
 
 BACKENDS = ("torchforce", "pythonforce")
@@ -102,10 +102,10 @@ def _rebuild_computation(state: Dict, types: List[int], periodic: bool) -> Pytho
 
 
 def _validate(model, particle_types: Sequence[str], particles: Optional[Sequence[int]]) -> torch.Tensor:
-    if not isinstance(model, EquivariantPotential):
+    if not isinstance(model, tuple(MODEL_FORMATS.values())):
         raise TypeError(
-            f"model must be a multiscale.models.EquivariantPotential, got {type(model).__name__}; "
-            "load a checkpoint with multiscale.models.load_model(path)"
+            f"model must be a multiscale potential (EquivariantPotential or another registered model), "
+            f"got {type(model).__name__}; load a checkpoint with multiscale.models.load_model(path)"
         )
     if isinstance(particle_types, str):
         raise TypeError("particle_types must be a list of type names, one per particle, not a single string")
