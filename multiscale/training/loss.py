@@ -18,7 +18,7 @@ configuration's contribution.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -61,39 +61,64 @@ class LossScales:
         self.virial_per_particle = max(float(self.virial_per_particle), 1e-6)
 
 
-def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
-
-
 class EnergyForceLoss:
-    """Callable ``loss(prediction, batch) -> (total, {term: value})``."""
+    """Callable ``loss(prediction, batch) -> (total, {term: value})``.
+
+    Each term is Σ w·err² / Σ w over the batch. For data-parallel training pass
+    ``denominators`` (the Σ w of every term over *all* processes, from :meth:`denominators`
+    summed with all_reduce): each process then returns its share of the global mean, and the
+    *sum* of the processes' gradients equals the single-process gradient exactly.
+    """
+
+    TERMS = ("energy", "forces", "virial")
 
     def __init__(self, config: LossConfig, scales: LossScales):
         self.config = config
         self.scales = scales
 
-    def __call__(self, prediction: Dict[str, torch.Tensor], batch: Batch):
+    def _active(self, batch: Batch) -> Dict[str, bool]:
         cfg = self.config
+        return {
+            "energy": not cfg.force_only and cfg.energy_weight > 0,
+            "forces": cfg.force_weight > 0,
+            "virial": cfg.uses_virial,
+        }
+
+    def denominators(self, batch: Batch) -> torch.Tensor:
+        """Σ of the per-item weights of each term in this batch, as a (3,) tensor (energy, forces, virial)."""
+        active = self._active(batch)
+        per_particle = batch.weights.index_select(0, batch.batch)
+        values = [
+            batch.weights[batch.has_energy].sum() if active["energy"] else batch.weights.new_zeros(()),
+            per_particle[batch.has_forces].sum() if active["forces"] else batch.weights.new_zeros(()),
+            batch.weights[batch.has_virial].sum() if active["virial"] else batch.weights.new_zeros(()),
+        ]
+        return torch.stack(values).detach()
+
+    def __call__(self, prediction: Dict[str, torch.Tensor], batch: Batch, denominators: Optional[torch.Tensor] = None):
+        cfg = self.config
+        active = self._active(batch)
+        dens = self.denominators(batch) if denominators is None else denominators
         terms: Dict[str, torch.Tensor] = {}
         n = batch.num_particles.to(prediction["energy"].dtype)
         total = prediction["energy"].new_zeros(())
-        if not cfg.force_only and cfg.energy_weight > 0 and bool(batch.has_energy.any()):
+        if active["energy"] and float(dens[0]) > 0:
             mask = batch.has_energy
             err = (prediction["energy"][mask] - batch.energy[mask]) / n[mask] / self.scales.energy_per_particle
-            terms["energy"] = _weighted_mean(err**2, batch.weights[mask])
+            terms["energy"] = (err**2 * batch.weights[mask]).sum() / dens[0]
             total = total + cfg.energy_weight * terms["energy"]
-        if cfg.force_weight > 0 and "forces" in prediction and bool(batch.has_forces.any()):
+        if active["forces"] and "forces" in prediction and float(dens[1]) > 0:
             mask = batch.has_forces
             err = (prediction["forces"][mask] - batch.forces[mask]) / self.scales.force
-            per_particle_weight = batch.weights.index_select(0, batch.batch)[mask]
-            terms["forces"] = _weighted_mean((err**2).mean(dim=1), per_particle_weight)
+            per_particle = batch.weights.index_select(0, batch.batch)[mask]
+            terms["forces"] = ((err**2).mean(dim=1) * per_particle).sum() / dens[1]
             total = total + cfg.force_weight * terms["forces"]
-        if cfg.uses_virial and "virial" in prediction and bool(batch.has_virial.any()):
+        if active["virial"] and "virial" in prediction and float(dens[2]) > 0:
             mask = batch.has_virial
             err = (prediction["virial"][mask] - batch.virial[mask]) / n[mask].view(-1, 1, 1) / self.scales.virial_per_particle
-            terms["virial"] = _weighted_mean((err**2).mean(dim=(1, 2)), batch.weights[mask])
+            terms["virial"] = ((err**2).mean(dim=(1, 2)) * batch.weights[mask]).sum() / dens[2]
             total = total + cfg.virial_weight * terms["virial"]
-        if not terms:
+        if not terms and denominators is None:
             raise ValueError(
                 "no loss term applies to this batch: the configurations carry none of the labels the "
                 "loss uses (energy, forces, virial); label them first or change the loss weights"

@@ -1,41 +1,36 @@
 """Data-derived settings of a model before training: per-type reference energies, energy scale,
-average neighbour count, and the loss scales."""
+average neighbour count, and the loss scales (from :mod:`multiscale.data.splits`)."""
 
 from __future__ import annotations
 
 from typing import Dict, Sequence
 
-import numpy as np
 import torch
 
-from multiscale.data.configuration import Configuration, type_counts
+from multiscale.data.configuration import Configuration
+from multiscale.data.splits import dataset_statistics, fit_reference_energies
 from multiscale.training.batch import Graph
 from multiscale.training.loss import LossScales
 from multiscale.units import ANGSTROM_TO_NM
 
 
 def reference_energies(configs: Sequence[Configuration], types: Sequence[str]) -> Dict[str, float]:
-    """Per-type E0 (kJ/mol) by least squares of E ≈ Σ_t count_t E0_t (minimum-norm if rank-deficient)."""
-    labelled = [c for c in configs if c.energy is not None]
-    if not labelled:
+    """Per-type E0 (kJ/mol) by least squares (see ``fit_reference_energies``); zeros when no
+    configuration carries an energy (force-only data)."""
+    if not any(c.energy is not None for c in configs):
         return {t: 0.0 for t in types}
-    counts = type_counts(labelled, types)
-    energies = np.array([c.energy for c in labelled])
-    e0, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return {t: float(v) for t, v in zip(types, e0)}
+    return fit_reference_energies(configs, types)
 
 
 def loss_scales(configs: Sequence[Configuration], types: Sequence[str], e0: Dict[str, float]) -> LossScales:
-    """σ_E: std of the centred per-atom energy; σ_F: RMS force component; σ_W: RMS per-atom virial."""
-    per_atom = [
-        (c.energy - sum(e0[t] for t in c.types)) / c.num_particles for c in configs if c.energy is not None
-    ]
-    forces = [c.forces.ravel() for c in configs if c.forces is not None]
-    virials = [(c.virial / c.num_particles).ravel() for c in configs if c.virial is not None]
+    """σ_E: std of the centred per-atom energy; σ_F: RMS force component; σ_W: RMS per-atom virial
+    (1.0 for a label the data lacks, or with a single energy)."""
+    stats = dataset_statistics(configs, types, e0)
+    energy_std = stats["energy_per_atom_std"] if (stats["num_energies"] or 0) > 1 else None
     return LossScales(
-        energy_per_particle=float(np.std(per_atom)) if len(per_atom) > 1 else 1.0,
-        force=float(np.sqrt(np.mean(np.concatenate(forces) ** 2))) if forces else 1.0,
-        virial_per_particle=float(np.sqrt(np.mean(np.concatenate(virials) ** 2))) if virials else 1.0,
+        energy_per_particle=energy_std or 1.0,
+        force=stats["force_rms"] or 1.0,
+        virial_per_particle=stats["virial_per_atom_rms"] or 1.0,
     )
 
 

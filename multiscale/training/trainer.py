@@ -34,6 +34,7 @@ from tqdm import tqdm
 from multiscale.models.io import atomic_torch_save, model_state, save_model
 from multiscale.models.potential import EquivariantPotential
 from multiscale.training.batch import Graph, collate, predict
+from multiscale.training import distributed
 from multiscale.training.config import TrainerConfig
 from multiscale.training.loss import EnergyForceLoss
 from multiscale.training.metrics import evaluate
@@ -163,6 +164,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging and state
     def log(self, message: str) -> None:
+        if not distributed.is_main_process():
+            return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.out_dir / "training.log", "a") as handle:
             handle.write(f"[{stamp}] {message}\n")
@@ -200,19 +203,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _step(self, graphs: Sequence[Graph]) -> Dict[str, float]:
+        full = collate(graphs, self.device, self.dtype) if distributed.is_distributed() else None
+        graphs = distributed.shard(graphs)
         batch = collate(graphs, self.device, self.dtype)
         self.model.train()
         prediction = predict(
             self.model, batch, forces=True, virial=self.loss.config.uses_virial, create_graph=True
         )
-        total, terms = self.loss(prediction, batch)
+        denominators = None if full is None else self.loss.denominators(full)
+        total, terms = self.loss(prediction, batch, denominators)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        distributed.sum_gradients(self.model.parameters())
+        if full is not None:  # report the global loss, identical on every process
+            values = distributed.all_sum(torch.stack([total.detach()] + [terms.get(k, total.new_zeros(())) for k in self.loss.TERMS]))
+            return {"loss": float(values[0]), **{k: float(v) for k, v in zip(self.loss.TERMS, values[1:]) if k in self._active_terms()}}
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model)
         return {"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}
+
+    def _active_terms(self):
+        cfg = self.loss.config
+        return {k for k, on in (("energy", not cfg.force_only and cfg.energy_weight > 0), ("forces", cfg.force_weight > 0), ("virial", cfg.uses_virial)) if on}
 
     def validation_loss(self, graphs: Sequence[Graph]) -> Dict[str, float]:
         """Loss terms on ``graphs`` with the EMA weights (no parameter update)."""
@@ -252,7 +266,10 @@ class Trainer:
         stop_reason = "epochs"
         epoch_seconds, valid_seconds = 0.0, 0.0
         epochs = range(start_epoch, cfg.epochs)
-        bar = tqdm(epochs, desc="training", unit="epoch", disable=not self.progress, initial=start_epoch, total=cfg.epochs)
+        bar = tqdm(
+            epochs, desc="training", unit="epoch", initial=start_epoch, total=cfg.epochs,
+            disable=not (self.progress and distributed.is_main_process()),
+        )
         for epoch in bar:
             elapsed = time.monotonic() - started
             if cfg.max_time is not None and elapsed + epoch_seconds + valid_seconds > cfg.max_time:
@@ -285,12 +302,21 @@ class Trainer:
                 self.scheduler.step(valid_terms["loss"])
             elif self.scheduler is not None:
                 self.scheduler.step()
+            main = distributed.is_main_process()
             if valid_terms["loss"] < best["valid_loss"]:
                 best = {"epoch": epoch, "valid_loss": valid_terms["loss"]}
-                with self.ema.applied(self.model):
-                    save_model(self.model, self.out_dir / "model.ckpt", metadata={"epoch": epoch, "valid_loss": valid_terms["loss"]})
-            atomic_torch_save(self._state(epoch, best, history), self.checkpoint_path)
-            write_csv_atomic(self.out_dir / "log.csv", history)
+                if main:
+                    with self.ema.applied(self.model):
+                        save_model(self.model, self.out_dir / "model.ckpt", metadata={"epoch": epoch, "valid_loss": valid_terms["loss"]})
+            if main:
+                atomic_torch_save(self._state(epoch, best, history), self.checkpoint_path)
+                write_csv_atomic(self.out_dir / "log.csv", history)
+            distributed.barrier()
+            if cfg.max_time is not None and distributed.is_distributed():
+                # every process must stop at the same epoch: agree on the slowest clock
+                flag = torch.tensor([1.0 if out_of_time else 0.0])
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                out_of_time = bool(flag.item() > 0)
             bar.set_postfix(train=f"{row.get('train_loss', float('nan')):.4g}", valid=f"{valid_terms['loss']:.4g}", best=best["epoch"])
             if out_of_time:
                 stop_reason = "max_time"
