@@ -152,3 +152,45 @@ def tip3p_pme_system(
         rigidWater=rigid_water,
         ewaldErrorTolerance=ewald_error_tolerance,
     )
+
+
+def water_cluster(num_waters: int, *, seed: int = 0) -> Tuple[app.Topology, np.ndarray]:
+    """A compact cluster of ``num_waters`` TIP3P waters cut from an equilibrated-density box:
+    the waters whose oxygens lie nearest the box centre. Open boundaries (no box on the Topology).
+
+    Returns (topology, positions in nm).
+    """
+    if num_waters < 1:
+        raise ValueError(f"num_waters must be >= 1, got {num_waters}")
+    topology, positions, box = water_box(box_nm=max(1.2, 2.0 * (num_waters / 33.4) ** (1 / 3) + 0.4), seed=seed)
+    centre = box.sum(axis=0) / 2
+    residues = list(topology.residues())
+    if num_waters > len(residues):
+        raise ValueError(f"num_waters={num_waters} is more than the {len(residues)} waters of the template box")
+    oxygen = [next(a.index for a in r.atoms() if a.element.symbol == "O") for r in residues]
+    chosen = sorted(np.argsort(np.linalg.norm(positions[oxygen] - centre, axis=1))[:num_waters])
+    cluster = app.Topology()
+    chain = cluster.addChain()
+    keep = []
+    for k in chosen:
+        residue = cluster.addResidue("HOH", chain)
+        atoms = {}
+        for atom in residues[k].atoms():
+            atoms[atom.name] = cluster.addAtom(atom.name, atom.element, residue)
+            keep.append(atom.index)
+        cluster.addBond(atoms["O"], atoms["H1"])
+        cluster.addBond(atoms["O"], atoms["H2"])
+    pos = positions[keep]
+    # make each molecule whole around its oxygen (the template box is periodic)
+    for start in range(0, len(keep), 3):
+        for h in (start + 1, start + 2):
+            d = pos[h] - pos[start]
+            pos[h] -= np.round(d @ np.linalg.inv(box)) @ box
+    return cluster, pos - pos.mean(axis=0)
+
+
+def flexible_water_system(topology: app.Topology) -> openmm.System:
+    """amber14 TIP3P with flexible O–H bonds and H–O–H angle (no constraints), NoCutoff:
+    a cheap, smooth teacher for isolated water clusters."""
+    forcefield = app.ForceField("amber14/tip3p.xml")
+    return forcefield.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False)
