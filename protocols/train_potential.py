@@ -5,6 +5,9 @@
         [--cutoff NM] [--max-time SECONDS] [--epochs N] [--ensemble K] [--seed S] [--resume]
         [--config job.yaml] [--batch-size B] [--lr LR] [--force-only] [--device cpu|cuda|auto]
 
+Multi-process (data-parallel; gloo on CPU, nccl on GPU):
+    torchrun --standalone --nproc_per_node 2 protocols/train_potential.py --train FILE --out DIR
+
 Input: extended XYZ in ASE units (Å, eV, eV/Å; converted to nm and kJ/mol on reading) or the
 binary .npz store. Without --valid/--test the --train set is split 80/10/10 (seeded).
 
@@ -33,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
 from multiscale.data import read_configurations, split_dataset  # noqa: E402
-from multiscale.training import build_graphs, evaluate, parity_plot  # noqa: E402
+from multiscale.training import build_graphs, distributed, evaluate, parity_plot  # noqa: E402
+from multiscale.training.trainer import resolve_device  # noqa: E402
 from multiscale.training.workflow import JobConfig, fit_potential, remaining, types_of  # noqa: E402
 
 #: seconds kept aside from --max-time for the final test evaluation and writing outputs
@@ -100,6 +104,9 @@ def main(argv=None) -> int:
     deadline = None if args.max_time is None else started + args.max_time - FINAL_RESERVE_S
     args.out.mkdir(parents=True, exist_ok=True)
     job = job_from_args(args)
+    # Under torchrun (WORLD_SIZE > 1) every process joins the group; rank 0 writes the outputs.
+    distributed.init_from_environment(str(resolve_device(job.trainer.device)))
+    main_process = distributed.is_main_process()
 
     train = read_configurations(args.train)
     if args.valid is None or args.test is None:
@@ -110,7 +117,8 @@ def main(argv=None) -> int:
     else:
         valid, test = read_configurations(args.valid), read_configurations(args.test)
     types = types_of(train, valid, test)
-    print(f"{len(train)} train / {len(valid)} valid / {len(test)} test configurations; types {types}", flush=True)
+    if main_process:
+        print(f"{len(train)} train / {len(valid)} valid / {len(test)} test configurations; types {types}", flush=True)
 
     members = []
     for k in range(args.ensemble):
@@ -125,9 +133,11 @@ def main(argv=None) -> int:
         member_job.trainer = type(job.trainer).from_dict(options)
         model, result, trainer = fit_potential(
             train, valid, member_dir, member_job, types=types, resume=args.resume,
-            progress=not args.no_progress, log=lambda m: print(m, flush=True),
+            progress=not args.no_progress, log=(lambda m: print(m, flush=True)) if main_process else None,
         )
         members.append((member_dir, model, result))
+    if not main_process:
+        return 0
     if args.ensemble > 1:
         for name in ("model.ckpt", "log.csv"):
             shutil.copyfile(members[0][0] / name, args.out / f".{name}.tmp")

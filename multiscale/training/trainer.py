@@ -215,13 +215,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         distributed.sum_gradients(self.model.parameters())
-        if full is not None:  # report the global loss, identical on every process
-            values = distributed.all_sum(torch.stack([total.detach()] + [terms.get(k, total.new_zeros(())) for k in self.loss.TERMS]))
-            return {"loss": float(values[0]), **{k: float(v) for k, v in zip(self.loss.TERMS, values[1:]) if k in self._active_terms()}}
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model)
+        if full is not None:  # report the global loss, identical on every process
+            values = distributed.all_sum(torch.stack([total.detach()] + [terms.get(k, total.new_zeros(())) for k in self.loss.TERMS]))
+            return {"loss": float(values[0]), **{k: float(v) for k, v in zip(self.loss.TERMS, values[1:]) if k in self._active_terms()}}
         return {"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}
 
     def _active_terms(self):
