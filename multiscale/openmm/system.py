@@ -54,3 +54,34 @@ def create_system(
     if remove_cm_motion:
         system.addForce(openmm.CMMotionRemover())
     return system
+
+
+def create_delta_system(
+    base_system: openmm.System,
+    model: EquivariantPotential,
+    particle_types: Sequence[str],
+    *,
+    periodic: Optional[bool] = None,
+    particles: Optional[Sequence[int]] = None,
+    backend: str = "torchforce",
+) -> openmm.System:
+    """Δ-learning deployment: a copy of ``base_system`` plus the ML force (trained on
+    E_high − E_base, see :func:`multiscale.training.delta.delta_configurations`).
+
+    ``particle_types`` has one entry per particle the ML force acts on: all particles, or those in
+    ``particles``. ``periodic=None`` follows the base System.
+    """
+    system = openmm.XmlSerializer.clone(base_system)
+    if periodic is None:
+        periodic = base_system.usesPeriodicBoundaryConditions()
+    n = system.getNumParticles()
+    if particles is None and len(particle_types) != n:
+        raise ValueError(
+            f"particle-count mismatch: {len(particle_types)} particle_types for a base System of {n} particles; "
+            "pass particles=[...] to act on a subset"
+        )
+    if particles is not None and max(particles) >= n:
+        raise ValueError(f"particles contains index {max(particles)} but the base System has {n} particles")
+    force = torch_force(model, list(particle_types), bool(periodic), None if particles is None else list(particles), backend=backend)
+    system.addForce(force)
+    return system

@@ -91,6 +91,7 @@ def fit_potential(
     job: JobConfig,
     *,
     types: Optional[Sequence[str]] = None,
+    train_weights: Optional[Sequence[float]] = None,
     resume: bool = False,
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
@@ -98,7 +99,8 @@ def fit_potential(
     """Train one model into ``out_dir``; returns (best model, TrainingResult, Trainer).
 
     The readout initialisation and loss scales come from ``train``; ``job.trainer.max_time``
-    bounds the training loop.
+    bounds the training loop. ``train_weights`` (one per training configuration) weight each
+    configuration's loss terms (distillation: see :mod:`multiscale.training.distillation`).
     """
     types = list(types) if types is not None else types_of(train, valid)
     model = build_model(train, types, job.model, job.trainer.seed, job.loss)
@@ -106,7 +108,9 @@ def fit_potential(
     scales = loss_scales(train, types, e0 if not job.loss.force_only else {t: 0.0 for t in types})
     loss = EnergyForceLoss(job.loss, scales)
     trainer = Trainer(model, loss, job.trainer, out_dir, progress=progress, log=log)
-    train_graphs = build_graphs(train, types, model.cutoff)
+    if train_weights is not None and len(train_weights) != len(train):
+        raise ValueError(f"train_weights has {len(train_weights)} entries for {len(train)} training configurations")
+    train_graphs = build_graphs(train, types, model.cutoff, weights=train_weights)
     valid_graphs = build_graphs(valid, types, model.cutoff)
     result: TrainingResult = trainer.fit(train_graphs, valid_graphs, resume=resume)
     best = load_model(Path(out_dir) / "model.ckpt")
