@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--force-only", action="store_true", help="fit forces only (force matching)")
+    p.add_argument("--family", choices=("equivariant", "behler_parrinello"),
+                   help="model family (default: the config file's, else equivariant)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -88,6 +90,8 @@ def job_from_args(args) -> JobConfig:
     job.trainer = type(job.trainer).from_dict(trainer)
     if args.force_only:
         job.loss.force_only = True
+    if args.family is not None:
+        job = JobConfig(model=job.model, trainer=job.trainer, loss=job.loss, family=args.family)
     return job
 
 
@@ -127,7 +131,7 @@ def main(argv=None) -> int:
         budget = None if left is None else left / (args.ensemble - k)
         if budget is not None and budget < 1.0:
             raise SystemExit(f"--max-time is exhausted before ensemble member {k}; give more time or fewer members")
-        member_job = JobConfig(model=dict(job.model), trainer=job.trainer, loss=job.loss)
+        member_job = JobConfig(model=dict(job.model), trainer=job.trainer, loss=job.loss, family=job.family)
         options = member_job.trainer.to_dict()
         options.update(seed=args.seed + k, max_time=budget)
         member_job.trainer = type(job.trainer).from_dict(options)

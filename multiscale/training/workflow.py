@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from multiscale.data.configuration import Configuration
+from multiscale.models.behler_parrinello import BehlerParrinelloPotential, BPConfig
 from multiscale.models.config import ModelConfig
 from multiscale.models.io import load_model
 from multiscale.models.potential import EquivariantPotential
@@ -26,23 +27,32 @@ from multiscale.training.loss import EnergyForceLoss, LossConfig
 from multiscale.training.statistics import average_num_neighbors, initialise_readout, loss_scales, reference_energies
 from multiscale.training.trainer import Trainer, TrainingResult
 
-_MODEL_KEYS_SET_BY_DATA = ("types", "avg_num_neighbors")
+#: model families: name → (model class, config class, options derived from the data)
+FAMILIES = {
+    "equivariant": (EquivariantPotential, ModelConfig, ("types", "avg_num_neighbors")),
+    "behler_parrinello": (BehlerParrinelloPotential, BPConfig, ("types",)),
+}
 
 
 @dataclass
 class JobConfig:
-    """Model options (``ModelConfig`` fields except types, which come from the data), trainer and loss."""
+    """Model family and options (its config-class fields except those derived from the data),
+    trainer and loss. YAML: ``family:`` plus ``model:``, ``trainer:``, ``loss:`` sections."""
 
     model: Dict[str, Any] = field(default_factory=lambda: {"cutoff": 0.5})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    family: str = "equivariant"
 
     def __post_init__(self):
-        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; choose one of {sorted(FAMILIES)}")
+        _, config_class, derived = FAMILIES[self.family]
+        known = {f.name for f in dataclasses.fields(config_class)}
         unknown = sorted(set(self.model) - known)
         if unknown:
             raise ValueError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
-        bad = sorted(set(self.model) & set(_MODEL_KEYS_SET_BY_DATA))
+        bad = sorted(set(self.model) & set(derived))
         if bad:
             raise ValueError(f"model option(s) {bad} are derived from the training data; remove them from the config")
         self.model.setdefault("cutoff", 0.5)
@@ -51,17 +61,23 @@ class JobConfig:
     def from_yaml(cls, path: Union[str, Path]) -> "JobConfig":
         with open(path) as handle:
             data = yaml.safe_load(handle) or {}
-        unknown = sorted(set(data) - {"model", "trainer", "loss"})
+        unknown = sorted(set(data) - {"family", "model", "trainer", "loss"})
         if unknown:
-            raise ValueError(f"{path}: unknown section(s) {unknown}; use model:, trainer:, loss:")
+            raise ValueError(f"{path}: unknown section(s) {unknown}; use family:, model:, trainer:, loss:")
         return cls(
+            family=str(data.get("family", "equivariant")),
             model=dict(data.get("model") or {}),
             trainer=TrainerConfig.from_dict(dict(data.get("trainer") or {})),
             loss=LossConfig(**dict(data.get("loss") or {})),
         )
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"model": dict(self.model), "trainer": self.trainer.to_dict(), "loss": dataclasses.asdict(self.loss)}
+        return {
+            "family": self.family,
+            "model": dict(self.model),
+            "trainer": self.trainer.to_dict(),
+            "loss": dataclasses.asdict(self.loss),
+        }
 
 
 def types_of(*sets: Sequence[Configuration]) -> list:
@@ -70,15 +86,26 @@ def types_of(*sets: Sequence[Configuration]) -> list:
 
 
 def build_model(
-    train: Sequence[Configuration], types: Sequence[str], model_options: Dict[str, Any], seed: int, loss: LossConfig
-) -> EquivariantPotential:
-    """A model initialised from the training data: avg. neighbours, per-type E0, energy scale."""
+    train: Sequence[Configuration],
+    types: Sequence[str],
+    model_options: Dict[str, Any],
+    seed: int,
+    loss: LossConfig,
+    family: str = "equivariant",
+):
+    """A model initialised from the training data: per-type E0 and energy scale in the readout;
+    average neighbour count (equivariant) or descriptor standardisation (Behler–Parrinello)."""
+    model_class, _, _ = FAMILIES[family]
     options = dict(model_options)
     cutoff = float(options.pop("cutoff"))
     dtype = options.pop("dtype", "float32")
     graphs = build_graphs(train, types, cutoff)
     torch.manual_seed(seed)
-    model = EquivariantPotential(list(types), cutoff, dtype=dtype, avg_num_neighbors=average_num_neighbors(graphs), **options)
+    if family == "equivariant":
+        options["avg_num_neighbors"] = average_num_neighbors(graphs)
+    model = model_class(list(types), cutoff, dtype=dtype, **options)
+    if family == "behler_parrinello":
+        model.standardise_descriptors(graphs)
     e0 = reference_energies(train, types) if not loss.force_only else {t: 0.0 for t in types}
     initialise_readout(model, e0, loss_scales(train, types, e0))
     return model
@@ -103,7 +130,7 @@ def fit_potential(
     configuration's loss terms (distillation: see :mod:`multiscale.training.distillation`).
     """
     types = list(types) if types is not None else types_of(train, valid)
-    model = build_model(train, types, job.model, job.trainer.seed, job.loss)
+    model = build_model(train, types, job.model, job.trainer.seed, job.loss, job.family)
     e0 = {t: float(v) for t, v in zip(model.type_names, model.readout.shift.tolist())}
     scales = loss_scales(train, types, e0 if not job.loss.force_only else {t: 0.0 for t in types})
     loss = EnergyForceLoss(job.loss, scales)
