@@ -118,3 +118,25 @@ def test_create_system_from_topology_runs_md(setup):
     sim.step(5)
     moved = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     assert np.isfinite(moved).all() and np.abs(moved - pos).max() > 0
+
+
+@pytest.mark.parametrize("backend", ["torchforce", "pythonforce"])
+def test_force_is_independent_of_the_callers_model(setup, backend):
+    """Building a force leaves the caller's model untouched, and later edits of the model do not
+    leak into the force."""
+    import torch
+
+    model, pos = setup
+    kinds = [type(m).__name__ for m in model.modules()]
+    force = torch_force(model, TYPES, True, backend=backend)
+    assert [type(m).__name__ for m in model.modules()] == kinds  # no TorchScript swapped in
+    ctx = context_for(force, len(TYPES), BOX)
+    e_before, _ = energy_forces(ctx, pos)
+    with torch.no_grad():
+        model.readout.scale.mul_(2.0)
+    try:
+        e_after, _ = energy_forces(ctx, pos)
+    finally:
+        with torch.no_grad():
+            model.readout.scale.div_(2.0)
+    assert e_after == pytest.approx(e_before, rel=1e-12)

@@ -166,7 +166,10 @@ def torch_force(
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     type_indices = _validate(model, particle_types, particles)
-    model = model.eval()
+    # Work on a rebuilt copy: e3nn's script() compiles submodules in place, and a force must not
+    # change when the caller goes on training or editing its model. (deepcopy cannot copy
+    # e3nn's compiled functions; the checkpoint round trip can.)
+    model = model_from_state(model_state(model)).eval()
     if backend == "pythonforce":
         computation = PythonForceComputation(model, type_indices, periodic)
         force = openmm.PythonForce(computation, {}, [] if particles is None else list(map(int, particles)))
@@ -176,7 +179,6 @@ def torch_force(
 
     openmmtorch = _import_openmmtorch()
     subset = None if particles is None else torch.tensor([int(p) for p in particles], dtype=torch.long)
-    # e3nn's script() compiles a deep copy, so the caller's model is left untouched (device included).
     module = e3nn_script(OpenMMAdapter(model, type_indices, subset, periodic)).to("cpu")
     force = openmmtorch.TorchForce(module)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
