@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import openmm
 import pytest
-from openmm import app, unit
+from openmm import app
 
 from conftest import make_model, random_configuration
 from multiscale.models import EquivariantPotential, ModelConfig

@@ -53,18 +53,16 @@ particles by construction; forces are −∂E/∂r by autograd. TorchScript-comp
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import yaml
 from e3nn.util.jit import compile_mode
 
+from multiscale.config import YamlConfig
 from multiscale.models.io import register_model_format
 from multiscale.models.potential import ArrayLike, EquivariantPotential
 from multiscale.models.radial import PolynomialEnvelope
@@ -106,7 +104,7 @@ def _float_list(name: str, values: Any) -> List[float]:
 
 
 @dataclass
-class BPConfig:
+class BPConfig(YamlConfig):
     """Hyper-parameters of :class:`BehlerParrinelloPotential` (see the module docstring for the
     symmetry functions).
 
@@ -132,6 +130,9 @@ class BPConfig:
     dtype: "float32" or "float64" (all parameters and all arithmetic).
     extra: free-form metadata, stored in checkpoints and otherwise ignored.
     """
+
+    SECTION = "model"
+    DESCRIPTION = "Behler-Parrinello model option"
 
     types: List[str]
     cutoff: float
@@ -228,32 +229,6 @@ class BPConfig:
     def num_features(self) -> int:
         t = len(self.types)
         return t * self.num_radial + t * (t + 1) // 2 * self.num_angular
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "BPConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown Behler-Parrinello model option(s) {unknown}; known options are {sorted(known)}")
-        missing = sorted({"types", "cutoff"} - set(data))
-        if missing:
-            raise ValueError(f"Behler-Parrinello model options lack {missing}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "BPConfig":
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of model options, got {type(data).__name__}")
-        return cls.from_dict(data.get("model", data))
-
-    def to_yaml(self, path: Union[str, Path]) -> None:
-        with open(path, "w") as handle:
-            yaml.safe_dump({"model": self.to_dict()}, handle, sort_keys=False)
 
 
 @compile_mode("script")

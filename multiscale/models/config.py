@@ -6,18 +6,16 @@ from its file. Units: ``cutoff`` in nm; energies of the readout shift/scale in k
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
-import yaml
+from multiscale.config import YamlConfig
 
 _DTYPES = ("float32", "float64")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(YamlConfig):
     """Hyper-parameters of :class:`multiscale.models.EquivariantPotential`.
 
     Attributes
@@ -36,6 +34,9 @@ class ModelConfig:
     avg_num_neighbors: normalisation of the aggregated messages.
     dtype: "float32" or "float64" (all parameters and all arithmetic).
     """
+
+    SECTION = "model"
+    DESCRIPTION = "model option"
 
     types: List[str]
     cutoff: float
@@ -77,26 +78,3 @@ class ModelConfig:
             raise ValueError(f"lmax must be >= 0, got {self.lmax}")
         if not self.avg_num_neighbors > 0:
             raise ValueError(f"avg_num_neighbors must be > 0, got {self.avg_num_neighbors}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "ModelConfig":
-        with open(path) as handle:
-            data = yaml.safe_load(handle)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of model options, got {type(data).__name__}")
-        return cls.from_dict(data.get("model", data))
-
-    def to_yaml(self, path: Union[str, Path]) -> None:
-        with open(path, "w") as handle:
-            yaml.safe_dump({"model": self.to_dict()}, handle, sort_keys=False)

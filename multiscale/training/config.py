@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Optional
 
-import yaml
+from multiscale.config import YamlConfig
 
 _SCHEDULERS = ("plateau", "cosine", "none")
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(YamlConfig):
     """Optimisation settings of :class:`multiscale.training.Trainer`.
 
     epochs: maximum number of passes over the training set.
@@ -32,6 +30,9 @@ class TrainerConfig:
     seed: seeds weight initialisation and the order of mini-batches (deterministic for a seed).
     device: "cpu", "cuda" or "auto".
     """
+
+    SECTION = "trainer"
+    DESCRIPTION = "trainer option"
 
     epochs: int = 500
     batch_size: int = 8
@@ -61,20 +62,3 @@ class TrainerConfig:
             raise ValueError(f"max_time must be a positive number of seconds, got {self.max_time}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "TrainerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown trainer option(s) {unknown}; known options are {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: Union[str, Path]) -> "TrainerConfig":
-        with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
-        return cls.from_dict(data.get("trainer", data))
