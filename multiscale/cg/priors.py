@@ -1,0 +1,1207 @@
+"""Prior potentials for coarse-grained (CG) models, fitted by Boltzmann inversion with Jacobians.
+
+A CG network learns the *difference* between the mapped reference forces and a physical prior.
+The prior keeps bonded beads at sensible distances and angles, and keeps non-bonded beads from
+overlapping in regions the training data never visited (where the network is unconstrained).
+
+Inputs are plain arrays, so this module does not depend on the mapping code:
+
+- ``positions``: CG bead positions, shape (T, n_beads, 3) (or (n_beads, 3) for one frame), nm.
+- ``boxes``: periodic cells, shape (T, 3, 3) or (3, 3), rows are the cell vectors a, b, c in nm
+  (OpenMM's convention, OpenMM's reduced triclinic form); ``None`` for open boundaries.
+- ``bonds`` (i, j), ``angles`` (i, j, k) with j the vertex, ``dihedrals`` (i, j, k, l): bead indices.
+- ``bead_types``: one type name (str) per bead.
+- ``temperature_K``: temperature of the reference ensemble in K.
+
+Units everywhere: nm, rad, kJ/mol, K. Force constants: kJ mol⁻¹ nm⁻² (bonds), kJ mol⁻¹ rad⁻²
+(angles). Every harmonic prior uses OpenMM's convention U = ½ k (x − x₀)².
+
+Fitting rules (one prior per canonical bead-type tuple; bonds of types (A, B) and (B, A) share one)
+-------------------------------------------------------------------------------------------------
+**Bonds and angles: weighted least-squares parabola on the Jacobian-corrected free energy.**
+Samples are histogrammed (``bins`` bins between the ``tail_quantile`` and 1 − ``tail_quantile``
+quantiles; for angles that reach within 0.05 rad of π the range is closed at π). The free energy
+of bin b is ``F_b = −kBT ln[n_b / (N w_b J̄_b)]`` with the bin-averaged Jacobian J̄_b of
+J(r) = r² (bonds) or J(θ) = sin θ (angles), so ``F`` is the Boltzmann inversion
+U(r) = −kBT ln[P(r)/r²] and U(θ) = −kBT ln[P(θ)/sin θ] (up to a constant). Starting at the lowest
+bin, the *well* is the contiguous run of occupied bins with F ≤ F_min + ``fit_window_kT``·kBT.
+A parabola a x² + b x + c is fitted to F over the well with weights n_b (the inverse variance of
+ln n_b for Poisson counts); k = 2a and x₀ is its vertex. This fits the well itself (not the tails
+of a possibly anharmonic distribution), and it is robust for angles near 180°, where the
+reweighting by 1/sin θ that a moment-based fit would need diverges.
+
+The fit is refused (ValueError naming the type tuple and the offending number) when: any sample is
+NaN/inf; fewer than ``min_samples`` samples; all samples identical; the well is open (F stays within
+the window up to an edge of the sampled range: a flat, repulsive or unbound distribution; the edge at
+θ = π is a geometric bound and counts as closed for angles); the well spans fewer than
+``min_well_bins`` bins; the fitted k is not positive or is below ``min_bond_k`` / ``min_angle_k``;
+the vertex lies outside the well.
+
+**Dihedrals (optional): Fourier series of PeriodicTorsionForce terms.** No Jacobian (the dihedral
+measure is uniform). The histogram on [−π, π) with ``dihedral_bins`` bins gives
+F_b = −kBT ln[n_b/(N w)]; a weighted (n_b) linear least-squares fit of
+c + Σₙ (aₙ cos nφ + bₙ sin nφ) over the occupied bins, n in ``dihedral_periodicities``, is rewritten
+as Σₙ kₙ [1 + cos(nφ − δₙ)] with kₙ = hypot(aₙ, bₙ) ≥ 0, δₙ = atan2(bₙ, aₙ) (the constant is
+dropped). Dihedral angles follow the IUPAC convention used by OpenMM (cis = 0, trans = ±π).
+
+**Repulsive non-bonded prior.** Pairs of beads not excluded by ``exclusion`` ("1-2", "1-3" or
+"1-4": beads separated by at most 1, 2 or 3 bonds are excluded) interact through a purely
+repulsive pair potential (energy ≥ 0, monotone decreasing, force never attractive), so all
+attraction is left to the network:
+
+- ``"r12"``: U(r) = ε[(σ/r)¹² − (σ/r_c)¹²] for r < r_c, 0 beyond (shifted to vanish at the cutoff);
+- ``"wca"``: U(r) = 4ε[(σ/r)¹² − (σ/r)⁶] + ε for r < 2^(1/6) σ, 0 beyond.
+
+ε = ``repulsive_epsilon_kT``·kBT. σ rule: for every frame and every bead i of type A, take the
+distance to its nearest non-excluded bead of type B within ``nonbonded_cutoff_nm`` (minimum
+image); pool these nearest-neighbour distances over frames and beads (both directions, A→B and
+B→A); σ_AB is their ``repulsive_quantile`` quantile (numpy's default linear interpolation).
+Nearest-neighbour distances, unlike all pair distances, do not depend on the box size or the
+cutoff. (Computed from all non-excluded pairs for small systems, with vesin's cell list for large
+ones; :func:`contact_distances`.) In OpenMM the "r12" shift uses the cutoff given to
+:func:`priors_to_openmm`. At r = σ the prior is about ε (exactly ε for "wca", ε minus a tiny shift for "r12"), so it
+is ≲ kBT over the sampled contacts and grows steeply where the data have no samples. Refused when a
+type pair that occurs among non-excluded pairs has fewer than ``min_contacts`` contacts, or when
+σ < ``min_sigma_nm`` (overlapping beads point to a mapping error).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from multiscale.config import YamlConfig
+from multiscale.units import kT as _kT
+
+TypeKey = Tuple[str, ...]
+
+_EXCLUSIONS = {"1-2": 1, "1-3": 2, "1-4": 3}
+_REPULSIVE_FORMS = ("r12", "wca")
+#: Angles whose samples come within this distance of π (rad) have their histogram closed at π.
+_PI_TOLERANCE = 0.05
+_UNITS = {"bond": ("nm", "kJ/mol/nm^2"), "angle": ("rad", "kJ/mol/rad^2")}
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PriorConfig(YamlConfig):
+    """Options of the prior fits (see the module docstring for the rules).
+
+    Attributes
+    ----------
+    bins: histogram bins for bond and angle distributions.
+    dihedral_bins: histogram bins on [−π, π) for dihedrals.
+    fit_window_kT: the harmonic fit uses the well up to this many kBT above its minimum.
+    tail_quantile: bond/angle histograms span the [q, 1 − q] quantiles of the samples.
+    min_samples: fewest samples per type tuple for a bonded fit.
+    min_well_bins: fewest histogram bins inside the fitted well.
+    min_bond_k: smallest accepted bond force constant, kJ mol⁻¹ nm⁻².
+    min_angle_k: smallest accepted angle force constant, kJ mol⁻¹ rad⁻².
+    use_dihedrals: fit PeriodicTorsionForce priors to the dihedrals.
+    dihedral_periodicities: periodicities n of the torsion Fourier series.
+    use_repulsive: fit the repulsive non-bonded prior.
+    repulsive_form: "r12" (shifted ε(σ/r)¹²) or "wca" (Weeks–Chandler–Andersen).
+    repulsive_quantile: σ is this quantile of the nearest-neighbour contact distances.
+    repulsive_epsilon_kT: ε in units of kBT.
+    min_sigma_nm: smallest accepted σ, nm.
+    min_contacts: fewest contact distances per non-bonded type pair.
+    nonbonded_cutoff_nm: contacts are searched within this distance, nm.
+    exclusion: "1-2", "1-3" or "1-4": bonded separations excluded from the non-bonded prior.
+    """
+
+    SECTION = "priors"
+    DESCRIPTION = "prior option"
+
+    bins: int = 100
+    dihedral_bins: int = 72
+    fit_window_kT: float = 3.0
+    tail_quantile: float = 1e-4
+    min_samples: int = 500
+    min_well_bins: int = 5
+    min_bond_k: float = 10.0
+    min_angle_k: float = 1.0
+    use_dihedrals: bool = False
+    dihedral_periodicities: List[int] = field(default_factory=lambda: [1, 2, 3])
+    use_repulsive: bool = True
+    repulsive_form: str = "r12"
+    repulsive_quantile: float = 0.01
+    repulsive_epsilon_kT: float = 1.0
+    min_sigma_nm: float = 0.1
+    min_contacts: int = 50
+    nonbonded_cutoff_nm: float = 1.0
+    exclusion: str = "1-3"
+
+    def __post_init__(self) -> None:
+        for name in ("bins", "dihedral_bins", "min_samples", "min_well_bins", "min_contacts"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            setattr(self, name, int(getattr(self, name)))
+        if not self.fit_window_kT > 0:
+            raise ValueError(f"fit_window_kT must be > 0 (in kBT), got {self.fit_window_kT!r}")
+        if not 0.0 <= self.tail_quantile < 0.25:
+            raise ValueError(f"tail_quantile must lie in [0, 0.25), got {self.tail_quantile!r}")
+        if not 0.0 <= self.repulsive_quantile < 1.0:
+            raise ValueError(f"repulsive_quantile must lie in [0, 1), got {self.repulsive_quantile!r}")
+        if not self.repulsive_epsilon_kT > 0:
+            raise ValueError(f"repulsive_epsilon_kT must be > 0, got {self.repulsive_epsilon_kT!r}")
+        if self.repulsive_form not in _REPULSIVE_FORMS:
+            raise ValueError(f"repulsive_form must be one of {_REPULSIVE_FORMS}, got {self.repulsive_form!r}")
+        if self.exclusion not in _EXCLUSIONS:
+            raise ValueError(f"exclusion must be one of {sorted(_EXCLUSIONS)}, got {self.exclusion!r}")
+        if not self.nonbonded_cutoff_nm > 0:
+            raise ValueError(f"nonbonded_cutoff_nm must be a positive distance in nm, got {self.nonbonded_cutoff_nm!r}")
+        if self.nonbonded_cutoff_nm > 5.0:
+            raise ValueError(
+                f"nonbonded_cutoff_nm={self.nonbonded_cutoff_nm} is implausibly large; distances are in nm, not Å"
+            )
+        if self.min_bond_k < 0 or self.min_angle_k < 0 or self.min_sigma_nm < 0:
+            raise ValueError("min_bond_k, min_angle_k and min_sigma_nm must be >= 0")
+        periods = [int(n) for n in self.dihedral_periodicities]
+        if not periods or min(periods) < 1 or len(set(periods)) != len(periods):
+            raise ValueError(
+                f"dihedral_periodicities must be distinct positive integers, got {self.dihedral_periodicities!r}"
+            )
+        self.dihedral_periodicities = periods
+
+
+# ----------------------------------------------------------------------------------------------
+# fitted parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def canonical_key(types: Sequence[str]) -> TypeKey:
+    """The canonical type tuple: the smaller (lexicographically) of the tuple and its reverse.
+
+    Bonds (A, B) ≡ (B, A), angles (A, B, C) ≡ (C, B, A), dihedrals (A, B, C, D) ≡ (D, C, B, A),
+    non-bonded pairs (A, B) ≡ (B, A). Bond lengths, angles and dihedral angles are all invariant
+    under reversing the index order, so both orders share one prior.
+    """
+    forward = tuple(str(t) for t in types)
+    return min(forward, forward[::-1])
+
+
+def _label(kind: str, types: Sequence[str]) -> str:
+    return f"{kind} type ({', '.join(types)})"
+
+
+@dataclass
+class BondPrior:
+    """U(r) = ½ k (r − r0)²; k in kJ mol⁻¹ nm⁻², r0 in nm."""
+
+    types: TypeKey
+    k: float
+    r0: float
+    n_samples: int = 0
+
+    def energy(self, r: np.ndarray) -> np.ndarray:
+        """Energy in kJ/mol at distances ``r`` (nm)."""
+        return 0.5 * self.k * (np.asarray(r, dtype=float) - self.r0) ** 2
+
+
+@dataclass
+class AnglePrior:
+    """U(θ) = ½ k (θ − θ0)²; k in kJ mol⁻¹ rad⁻², theta0 in rad."""
+
+    types: TypeKey
+    k: float
+    theta0: float
+    n_samples: int = 0
+
+    def energy(self, theta: np.ndarray) -> np.ndarray:
+        """Energy in kJ/mol at angles ``theta`` (rad)."""
+        return 0.5 * self.k * (np.asarray(theta, dtype=float) - self.theta0) ** 2
+
+
+@dataclass
+class DihedralPrior:
+    """U(φ) = Σ k_n [1 + cos(n φ − phase_n)] (OpenMM PeriodicTorsionForce); terms (n, phase rad, k kJ/mol)."""
+
+    types: TypeKey
+    terms: List[Tuple[int, float, float]]
+    n_samples: int = 0
+
+    def energy(self, phi: np.ndarray) -> np.ndarray:
+        """Energy in kJ/mol at dihedral angles ``phi`` (rad)."""
+        phi = np.asarray(phi, dtype=float)
+        total = np.zeros_like(phi)
+        for n, phase, k in self.terms:
+            total = total + k * (1.0 + np.cos(n * phi - phase))
+        return total
+
+
+@dataclass
+class RepulsivePrior:
+    """Purely repulsive pair prior of form "r12" or "wca" (module docstring); sigma nm, epsilon kJ/mol."""
+
+    types: TypeKey
+    sigma: float
+    epsilon: float
+    n_contacts: int = 0
+
+    def energy(self, r: np.ndarray, form: str, cutoff_nm: float) -> np.ndarray:
+        """Energy in kJ/mol at distances ``r`` (nm) for ``form`` with the cutoff ``cutoff_nm`` (nm)."""
+        r = np.asarray(r, dtype=float)
+        x = self.sigma / r
+        if form == "r12":
+            value = self.epsilon * (x**12 - (self.sigma / cutoff_nm) ** 12)
+            return np.where(r < cutoff_nm, value, 0.0)
+        if form == "wca":
+            value = 4.0 * self.epsilon * (x**12 - x**6) + self.epsilon
+            return np.where(r < 2.0 ** (1.0 / 6.0) * self.sigma, value, 0.0)
+        raise ValueError(f"unknown repulsive form {form!r}; expected one of {_REPULSIVE_FORMS}")
+
+
+@dataclass
+class Priors:
+    """All fitted priors of one CG model (kJ/mol, nm, rad), keyed by canonical type tuples.
+
+    ``temperature_K`` (K) is the temperature of the fit; ``exclusion`` the bonded-separation rule
+    of the non-bonded prior; ``repulsive_form`` its functional form; ``cutoff_nm`` (nm) the cutoff
+    the contacts were searched within. ``to_dict``/``from_dict`` give a JSON-safe round trip.
+    """
+
+    temperature_K: float
+    exclusion: str = "1-3"
+    repulsive_form: str = "r12"
+    cutoff_nm: float = 1.0
+    bonds: Dict[TypeKey, BondPrior] = field(default_factory=dict)
+    angles: Dict[TypeKey, AnglePrior] = field(default_factory=dict)
+    dihedrals: Dict[TypeKey, DihedralPrior] = field(default_factory=dict)
+    repulsive: Dict[TypeKey, RepulsivePrior] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.exclusion not in _EXCLUSIONS:
+            raise ValueError(f"exclusion must be one of {sorted(_EXCLUSIONS)}, got {self.exclusion!r}")
+        if self.repulsive_form not in _REPULSIVE_FORMS:
+            raise ValueError(f"repulsive_form must be one of {_REPULSIVE_FORMS}, got {self.repulsive_form!r}")
+        for table in (self.bonds, self.angles, self.dihedrals, self.repulsive):
+            for key in list(table):
+                canonical = canonical_key(key)
+                if canonical != key:
+                    table[canonical] = table.pop(key)
+                table[canonical].types = canonical
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-safe dict (lists, floats, ints, str)."""
+        return {
+            "units": "nm, rad, kJ/mol, K; U = 1/2 k (x - x0)^2",
+            "temperature_K": float(self.temperature_K),
+            "exclusion": self.exclusion,
+            "repulsive_form": self.repulsive_form,
+            "cutoff_nm": float(self.cutoff_nm),
+            "bonds": [
+                {"types": list(p.types), "k": float(p.k), "r0": float(p.r0), "n_samples": int(p.n_samples)}
+                for p in self.bonds.values()
+            ],
+            "angles": [
+                {"types": list(p.types), "k": float(p.k), "theta0": float(p.theta0), "n_samples": int(p.n_samples)}
+                for p in self.angles.values()
+            ],
+            "dihedrals": [
+                {
+                    "types": list(p.types),
+                    "terms": [[int(n), float(phase), float(k)] for n, phase, k in p.terms],
+                    "n_samples": int(p.n_samples),
+                }
+                for p in self.dihedrals.values()
+            ],
+            "repulsive": [
+                {"types": list(p.types), "sigma": float(p.sigma), "epsilon": float(p.epsilon),
+                 "n_contacts": int(p.n_contacts)}
+                for p in self.repulsive.values()
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Priors":
+        """Inverse of :meth:`to_dict`; refuses unknown keys."""
+        known = {"units", "temperature_K", "exclusion", "repulsive_form", "cutoff_nm",
+                 "bonds", "angles", "dihedrals", "repulsive"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown prior field(s) {unknown}; known fields are {sorted(known)}")
+        if "temperature_K" not in data:
+            raise ValueError("priors lack 'temperature_K'")
+
+        def key(entry: Dict[str, Any], width: int, what: str) -> TypeKey:
+            types = tuple(str(t) for t in entry["types"])
+            if len(types) != width:
+                raise ValueError(f"{what} prior types {list(types)} must name {width} bead types")
+            return canonical_key(types)
+
+        bonds = {}
+        for e in data.get("bonds", []):
+            k = key(e, 2, "bond")
+            bonds[k] = BondPrior(k, float(e["k"]), float(e["r0"]), int(e.get("n_samples", 0)))
+        angles = {}
+        for e in data.get("angles", []):
+            k = key(e, 3, "angle")
+            angles[k] = AnglePrior(k, float(e["k"]), float(e["theta0"]), int(e.get("n_samples", 0)))
+        dihedrals = {}
+        for e in data.get("dihedrals", []):
+            k = key(e, 4, "dihedral")
+            terms = [(int(n), float(ph), float(kk)) for n, ph, kk in e["terms"]]
+            dihedrals[k] = DihedralPrior(k, terms, int(e.get("n_samples", 0)))
+        repulsive = {}
+        for e in data.get("repulsive", []):
+            k = key(e, 2, "repulsive")
+            repulsive[k] = RepulsivePrior(k, float(e["sigma"]), float(e["epsilon"]), int(e.get("n_contacts", 0)))
+        return cls(
+            temperature_K=float(data["temperature_K"]),
+            exclusion=str(data.get("exclusion", "1-3")),
+            repulsive_form=str(data.get("repulsive_form", "r12")),
+            cutoff_nm=float(data.get("cutoff_nm", 1.0)),
+            bonds=bonds, angles=angles, dihedrals=dihedrals, repulsive=repulsive,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# geometry
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_frames(positions: np.ndarray) -> np.ndarray:
+    x = np.asarray(positions, dtype=float)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"positions must have shape (T, n_beads, 3) or (n_beads, 3) in nm, got {x.shape}")
+    return x
+
+
+def _as_boxes(boxes: Optional[np.ndarray], n_frames: int) -> Optional[np.ndarray]:
+    if boxes is None:
+        return None
+    b = np.asarray(boxes, dtype=float)
+    if b.shape == (3, 3):
+        b = np.broadcast_to(b, (n_frames, 3, 3))
+    if b.shape != (n_frames, 3, 3):
+        raise ValueError(
+            f"boxes must have shape (T, 3, 3) = ({n_frames}, 3, 3) or (3, 3), rows = cell vectors in nm; got {b.shape}"
+        )
+    volume = np.abs(np.linalg.det(b))
+    if not np.all(np.isfinite(b)) or np.any(volume < 1e-9):
+        bad = int(np.argmax(~np.isfinite(volume) | (volume < 1e-9)))
+        raise ValueError(f"box of frame {bad} is degenerate or not finite (volume {volume[bad]:.3g} nm^3)")
+    return b
+
+
+def _as_index(index: Any, width: int, what: str, n_beads: int) -> np.ndarray:
+    arr = np.asarray(index if index is not None else [], dtype=np.int64)
+    if arr.size == 0:
+        return np.zeros((0, width), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise ValueError(f"{what} must be a list of {width}-tuples of bead indices, got shape {arr.shape}")
+    if arr.min() < 0 or arr.max() >= n_beads:
+        raise ValueError(f"{what} index out of range [0, {n_beads}): min {arr.min()}, max {arr.max()}")
+    for a, b in itertools.combinations(range(width), 2):
+        same = np.nonzero(arr[:, a] == arr[:, b])[0]
+        if same.size:
+            raise ValueError(f"{what} entry {arr[same[0]].tolist()} repeats a bead index")
+    return arr
+
+
+_SHIFTS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
+
+
+def minimum_image(vectors: np.ndarray, boxes: Optional[np.ndarray]) -> np.ndarray:
+    """Minimum-image displacement vectors (nm) for ``vectors`` (T, M, 3) in cells ``boxes`` (T, 3, 3).
+
+    Wraps fractional coordinates into [−½, ½), then, for any vector longer than half the
+    smallest cell height (the only ones that may not yet be minimal), searches the 26 neighbouring
+    images. Exact for cells in OpenMM's reduced triclinic form. ``boxes=None``: returned unchanged.
+    """
+    d = np.asarray(vectors, dtype=float)
+    if boxes is None:
+        return d
+    boxes = np.asarray(boxes, dtype=float)
+    frac = np.einsum("tmi,tij->tmj", d, np.linalg.inv(boxes))
+    frac -= np.round(frac)
+    d = np.einsum("tmj,tjk->tmk", frac, boxes)
+    volume = np.abs(np.linalg.det(boxes))
+    a, b, c = boxes[:, 0], boxes[:, 1], boxes[:, 2]
+    areas = np.stack([np.linalg.norm(np.cross(b, c), axis=-1), np.linalg.norm(np.cross(c, a), axis=-1),
+                      np.linalg.norm(np.cross(a, b), axis=-1)], axis=-1)
+    half_height = 0.5 * volume / areas.max(axis=-1)
+    suspect = np.linalg.norm(d, axis=-1) > half_height[:, None] * (1.0 - 1e-12)
+    if suspect.any():
+        t, m = np.nonzero(suspect)
+        images = d[t, m][:, None, :] + np.einsum("sk,bkl->bsl", _SHIFTS, boxes[t])
+        best = np.argmin(np.einsum("bsl,bsl->bs", images, images), axis=1)
+        d = d.copy()
+        d[t, m] = images[np.arange(len(t)), best]
+    return d
+
+
+def _displacements(x: np.ndarray, i: np.ndarray, j: np.ndarray, boxes: Optional[np.ndarray]) -> np.ndarray:
+    """Minimum-image r_j − r_i, shape (T, M, 3)."""
+    return minimum_image(x[:, j] - x[:, i], boxes)
+
+
+def bond_lengths(positions: np.ndarray, bonds: Any, boxes: Optional[np.ndarray] = None) -> np.ndarray:
+    """Minimum-image distances (nm) of the bead pairs ``bonds`` (M, 2); returns (T, M)."""
+    x = _as_frames(positions)
+    idx = _as_index(bonds, 2, "bonds", x.shape[1])
+    d = _displacements(x, idx[:, 0], idx[:, 1], _as_boxes(boxes, x.shape[0]))
+    return np.linalg.norm(d, axis=-1)
+
+
+#: Distances of arbitrary bead pairs (e.g. from :func:`nonbonded_pairs`), nm; same as bond_lengths.
+pair_distances = bond_lengths
+
+
+def bond_angles(positions: np.ndarray, angles: Any, boxes: Optional[np.ndarray] = None) -> np.ndarray:
+    """Angles i–j–k (rad, in [0, π]) at vertex j for ``angles`` (M, 3), minimum image; returns (T, M)."""
+    x = _as_frames(positions)
+    idx = _as_index(angles, 3, "angles", x.shape[1])
+    box = _as_boxes(boxes, x.shape[0])
+    u = _displacements(x, idx[:, 1], idx[:, 0], box)
+    v = _displacements(x, idx[:, 1], idx[:, 2], box)
+    return np.arctan2(np.linalg.norm(np.cross(u, v), axis=-1), np.einsum("tmk,tmk->tm", u, v))
+
+
+def dihedral_angles(positions: np.ndarray, dihedrals: Any, boxes: Optional[np.ndarray] = None) -> np.ndarray:
+    """Dihedral angles i–j–k–l (rad, in (−π, π]) for ``dihedrals`` (M, 4); returns (T, M).
+
+    IUPAC convention, as OpenMM's PeriodicTorsionForce: cis = 0, trans = ±π, positive when the
+    bond j→i must turn clockwise, looking along j→k, to eclipse k→l.
+    φ = atan2(|b2| b1·(b2×b3), (b1×b2)·(b2×b3)) with b1 = r_j − r_i, b2 = r_k − r_j, b3 = r_l − r_k.
+    """
+    x = _as_frames(positions)
+    idx = _as_index(dihedrals, 4, "dihedrals", x.shape[1])
+    box = _as_boxes(boxes, x.shape[0])
+    b1 = _displacements(x, idx[:, 0], idx[:, 1], box)
+    b2 = _displacements(x, idx[:, 1], idx[:, 2], box)
+    b3 = _displacements(x, idx[:, 2], idx[:, 3], box)
+    n1 = np.cross(b1, b2)
+    n2 = np.cross(b2, b3)
+    y = np.linalg.norm(b2, axis=-1) * np.einsum("tmk,tmk->tm", b1, n2)
+    return np.arctan2(y, np.einsum("tmk,tmk->tm", n1, n2))
+
+
+def excluded_pairs(n_beads: int, bonds: Any, exclusion: str = "1-3") -> np.ndarray:
+    """Bead pairs (i < j) within the bonded separation of ``exclusion``, shape (P, 2).
+
+    "1-2": bonded pairs; "1-3": also pairs two bonds apart; "1-4": also pairs three bonds apart.
+    """
+    if exclusion not in _EXCLUSIONS:
+        raise ValueError(f"exclusion must be one of {sorted(_EXCLUSIONS)}, got {exclusion!r}")
+    depth = _EXCLUSIONS[exclusion]
+    idx = _as_index(bonds, 2, "bonds", n_beads)
+    neighbours: Dict[int, set] = defaultdict(set)
+    for i, j in idx.tolist():
+        neighbours[i].add(j)
+        neighbours[j].add(i)
+    pairs = set()
+    for start in list(neighbours):
+        seen = {start: 0}
+        queue = deque([start])
+        while queue:
+            node = queue.popleft()
+            if seen[node] == depth:
+                continue
+            for nxt in neighbours[node]:
+                if nxt not in seen:
+                    seen[nxt] = seen[node] + 1
+                    queue.append(nxt)
+        pairs.update((start, other) for other in seen if other > start)
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def nonbonded_pairs(n_beads: int, bonds: Any, exclusion: str = "1-3") -> np.ndarray:
+    """All bead pairs (i < j) not excluded by ``exclusion`` (see :func:`excluded_pairs`), shape (P, 2)."""
+    excluded = excluded_pairs(n_beads, bonds, exclusion)
+    keep = np.ones((n_beads, n_beads), dtype=bool)
+    keep[np.tril_indices(n_beads)] = False
+    keep[excluded[:, 0], excluded[:, 1]] = False
+    i, j = np.nonzero(keep)
+    return np.stack([i, j], axis=1).astype(np.int64)
+
+
+def _type_codes(bead_types: Sequence[str], n_beads: int) -> Tuple[List[str], np.ndarray]:
+    names = [str(t) for t in bead_types]
+    if len(names) != n_beads:
+        raise ValueError(f"bead_types has {len(names)} entries but there are {n_beads} beads")
+    unique = sorted(set(names))
+    lookup = {t: c for c, t in enumerate(unique)}
+    return unique, np.array([lookup[t] for t in names], dtype=np.int64)
+
+
+def nonbonded_type_pairs(bead_types: Sequence[str], bonds: Any, exclusion: str = "1-3") -> Dict[TypeKey, int]:
+    """Number of non-excluded bead pairs per canonical type pair (only pairs that occur)."""
+    unique, codes = _type_codes(bead_types, len(bead_types))
+    counts = np.bincount(codes, minlength=len(unique))
+    total: Dict[TypeKey, int] = {}
+    for a in range(len(unique)):
+        for b in range(a, len(unique)):
+            n = counts[a] * (counts[a] - 1) // 2 if a == b else counts[a] * counts[b]
+            total[(unique[a], unique[b])] = int(n)
+    for i, j in excluded_pairs(len(codes), bonds, exclusion).tolist():
+        total[canonical_key((unique[codes[i]], unique[codes[j]]))] -= 1
+    return {k: v for k, v in total.items() if v > 0}
+
+
+def contact_distances(
+    positions: np.ndarray,
+    bead_types: Sequence[str],
+    bonds: Any,
+    boxes: Optional[np.ndarray] = None,
+    *,
+    exclusion: str = "1-3",
+    cutoff_nm: float = 1.0,
+    method: str = "auto",
+) -> Dict[TypeKey, np.ndarray]:
+    """Nearest-neighbour contact distances (nm) per canonical type pair (A, B).
+
+    For every frame and every bead i of type A: the minimum-image distance to the nearest bead of
+    type B that is not i and not excluded from i by ``exclusion``, if it is below ``cutoff_nm``.
+    The pooled values of A→B and B→A form the (A, B) entry.
+
+    ``method``: "pairs" (all non-excluded pairs, vectorised over frames; O(T n²)), "cells" (vesin's
+    O(n) cell list, one frame at a time) or "auto" ("pairs" while T·n²/2 ≤ 2·10⁷). Same result.
+    """
+    x = _as_frames(positions)
+    n_frames, n_beads, _ = x.shape
+    box = _as_boxes(boxes, n_frames)
+    unique, codes = _type_codes(bead_types, n_beads)
+    n_types = len(unique)
+    if method == "auto":
+        method = "pairs" if n_frames * n_beads * (n_beads - 1) // 2 <= 20_000_000 else "cells"
+    if method not in ("pairs", "cells"):
+        raise ValueError(f"method must be 'auto', 'pairs' or 'cells', got {method!r}")
+    best = np.full((n_frames, n_beads, n_types), np.inf)
+    if method == "pairs":
+        pairs = nonbonded_pairs(n_beads, bonds, exclusion)
+        chunk = max(1, 5_000_000 // max(len(pairs), 1))
+        frame_index = np.arange(n_frames)[:, None]
+        for start in range(0, n_frames, chunk):
+            stop = min(n_frames, start + chunk)
+            d = pair_distances(x[start:stop], pairs, None if box is None else box[start:stop])
+            d = np.where(d < cutoff_nm, d, np.inf)
+            rows = frame_index[: stop - start] + start
+            for a, b in ((0, 1), (1, 0)):
+                cols = np.broadcast_to(pairs[:, a], d.shape)
+                kinds = np.broadcast_to(codes[pairs[:, b]], d.shape)
+                np.minimum.at(best, (np.broadcast_to(rows, d.shape), cols, kinds), d)
+        return _pool_contacts(best, unique, codes)
+
+    import torch
+    import vesin_torch
+
+    excluded = excluded_pairs(n_beads, bonds, exclusion)
+    excluded_keys = np.sort(excluded[:, 0] * n_beads + excluded[:, 1])
+    search = vesin_torch.NeighborList(cutoff=float(cutoff_nm), full_list=True)
+    for t in range(n_frames):
+        points = torch.tensor(x[t], dtype=torch.float64)
+        if box is None:
+            i, j, d = search.compute(points=points, box=torch.zeros(3, 3, dtype=points.dtype),
+                                     periodic=False, quantities="ijd", copy=True)
+        else:
+            cell = torch.tensor(box[t], dtype=torch.float64)
+            i, j, d = search.compute(points=points, box=cell, periodic=True, quantities="ijd", copy=True)
+        i, j, d = i.numpy().astype(np.int64), j.numpy().astype(np.int64), d.numpy()
+        keep = (i != j) & (d < cutoff_nm)
+        pair_key = np.minimum(i, j) * n_beads + np.maximum(i, j)
+        if len(excluded_keys):
+            keep &= ~np.isin(pair_key, excluded_keys)
+        np.minimum.at(best[t], (i[keep], codes[j[keep]]), d[keep])
+    return _pool_contacts(best, unique, codes)
+
+
+def _pool_contacts(best: np.ndarray, unique: List[str], codes: np.ndarray) -> Dict[TypeKey, np.ndarray]:
+    """Pool best[t, i, b] (nearest type-b neighbour of bead i, inf if none) per canonical type pair."""
+    n_types = len(unique)
+    out: Dict[TypeKey, List[np.ndarray]] = defaultdict(list)
+    for a in range(n_types):
+        rows = best[:, codes == a, :]
+        for b in range(n_types):
+            values = rows[:, :, b].ravel()
+            values = values[np.isfinite(values)]
+            if values.size:
+                out[canonical_key((unique[a], unique[b]))].append(values)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# samples per type
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PriorSamples:
+    """Samples per canonical type tuple: bonds (nm), angles (rad), dihedrals (rad), contacts (nm).
+
+    ``nonbonded_counts``: number of non-excluded bead pairs per type pair (pairs that need a
+    repulsive prior); ``exclusion`` and ``cutoff_nm`` (nm) record how contacts were collected.
+    """
+
+    bonds: Dict[TypeKey, np.ndarray] = field(default_factory=dict)
+    angles: Dict[TypeKey, np.ndarray] = field(default_factory=dict)
+    dihedrals: Dict[TypeKey, np.ndarray] = field(default_factory=dict)
+    contacts: Dict[TypeKey, np.ndarray] = field(default_factory=dict)
+    nonbonded_counts: Dict[TypeKey, int] = field(default_factory=dict)
+    exclusion: str = "1-3"
+    cutoff_nm: float = 1.0
+
+
+def _group(values: np.ndarray, index: np.ndarray, names: List[str]) -> Dict[TypeKey, np.ndarray]:
+    groups: Dict[TypeKey, List[int]] = defaultdict(list)
+    for m, row in enumerate(index.tolist()):
+        groups[canonical_key([names[i] for i in row])].append(m)
+    return {k: values[:, cols].ravel() for k, cols in groups.items()}
+
+
+def collect_samples(
+    positions: np.ndarray,
+    bead_types: Sequence[str],
+    bonds: Any,
+    angles: Any = (),
+    dihedrals: Any = (),
+    *,
+    boxes: Optional[np.ndarray] = None,
+    config: Optional[PriorConfig] = None,
+) -> PriorSamples:
+    """Measure bonds, angles, dihedrals (if ``config.use_dihedrals``) and contacts (if
+    ``config.use_repulsive``) of a CG trajectory and group them by canonical type tuple."""
+    config = config or PriorConfig()
+    x = _as_frames(positions)
+    names = [str(t) for t in bead_types]
+    _type_codes(names, x.shape[1])
+    bond_idx = _as_index(bonds, 2, "bonds", x.shape[1])
+    angle_idx = _as_index(angles, 3, "angles", x.shape[1])
+    dihedral_idx = _as_index(dihedrals, 4, "dihedrals", x.shape[1])
+    samples = PriorSamples(exclusion=config.exclusion, cutoff_nm=config.nonbonded_cutoff_nm)
+    samples.bonds = _group(bond_lengths(x, bond_idx, boxes), bond_idx, names)
+    samples.angles = _group(bond_angles(x, angle_idx, boxes), angle_idx, names)
+    if config.use_dihedrals:
+        samples.dihedrals = _group(dihedral_angles(x, dihedral_idx, boxes), dihedral_idx, names)
+    if config.use_repulsive:
+        samples.nonbonded_counts = nonbonded_type_pairs(names, bond_idx, config.exclusion)
+        if samples.nonbonded_counts:
+            samples.contacts = contact_distances(
+                x, names, bond_idx, boxes, exclusion=config.exclusion, cutoff_nm=config.nonbonded_cutoff_nm
+            )
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------
+# Boltzmann inversion and fits
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inversion:
+    """A Boltzmann-inverted histogram: bin ``edges`` and ``centers`` (nm or rad), ``counts``, and
+    ``free_energy`` (kJ/mol, minimum 0, NaN in empty bins)."""
+
+    edges: np.ndarray
+    centers: np.ndarray
+    counts: np.ndarray
+    free_energy: np.ndarray
+
+
+def _bin_jacobian(kind: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Bin average of the Jacobian: r² for bonds/contacts, sin θ for angles, 1 for dihedrals."""
+    if kind in ("bond", "contact"):
+        return (hi**3 - lo**3) / (3.0 * (hi - lo))
+    if kind == "angle":
+        return (np.cos(lo) - np.cos(hi)) / (hi - lo)
+    if kind == "dihedral":
+        return np.ones_like(lo)
+    raise ValueError(f"unknown kind {kind!r}; expected 'bond', 'angle', 'dihedral' or 'contact'")
+
+
+def boltzmann_inversion(
+    samples: np.ndarray, kind: str, temperature_K: float, bins: int, value_range: Tuple[float, float]
+) -> Inversion:
+    """F(x) = −kBT ln[P(x)/J(x)] on a ``bins``-bin histogram over ``value_range``.
+
+    J = r² (kind "bond"/"contact", x in nm), sin θ ("angle", rad), 1 ("dihedral", rad), averaged
+    over each bin. Samples outside the range are ignored (they change F only by a constant).
+    """
+    x = np.asarray(samples, dtype=float).ravel()
+    counts, edges = np.histogram(x, bins=int(bins), range=value_range)
+    lo, hi = edges[:-1], edges[1:]
+    jac = _bin_jacobian(kind, lo, hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density = counts / (max(x.size, 1) * (hi - lo) * jac)
+        free = np.where(counts > 0, -_kT(temperature_K) * np.log(density), np.nan)
+    if np.any(counts > 0):
+        free = free - np.nanmin(free)
+    return Inversion(edges, 0.5 * (lo + hi), counts, free)
+
+
+def _check_samples(samples: np.ndarray, label: str, minimum: int, unit: str) -> np.ndarray:
+    x = np.asarray(samples, dtype=float).ravel()
+    bad = int(np.sum(~np.isfinite(x)))
+    if bad:
+        raise ValueError(
+            f"{label}: {bad} of {x.size} samples are NaN or infinite; remove the corrupted frames "
+            "(check positions and boxes) before fitting priors"
+        )
+    if x.size < minimum:
+        raise ValueError(
+            f"{label}: only {x.size} samples, at least {minimum} are needed for a Boltzmann inversion; "
+            "supply more frames (or lower PriorConfig.min_samples/min_contacts)"
+        )
+    if x.size and np.ptp(x) <= 0.0:
+        raise ValueError(
+            f"{label}: all {x.size} samples equal {x[0]:.6g} {unit}, the histogram is empty but for one bin; "
+            "the geometry never fluctuates (constrained or mis-mapped beads); check the mapping and index lists"
+        )
+    return x
+
+
+def _harmonic_range(x: np.ndarray, kind: str, tail: float) -> Tuple[float, float, bool]:
+    lo, hi = (float(q) for q in np.quantile(x, [tail, 1.0 - tail]))
+    closed_at_pi = kind == "angle" and float(x.max()) >= math.pi - _PI_TOLERANCE
+    if closed_at_pi:
+        hi = math.pi
+    if not hi > lo:
+        lo, hi = float(x.min()), float(x.max())
+    return lo, hi, closed_at_pi
+
+
+def fit_harmonic(
+    samples: np.ndarray,
+    kind: str,
+    temperature_K: float,
+    config: Optional[PriorConfig] = None,
+    types: Sequence[str] = ("?", "?"),
+) -> Tuple[float, float]:
+    """Fit ½k(x − x0)² to the well of −kBT ln[P(x)/J(x)]; returns (k, x0).
+
+    ``kind`` "bond" (x = r in nm, J = r², k in kJ mol⁻¹ nm⁻²) or "angle" (x = θ in rad,
+    J = sin θ, k in kJ mol⁻¹ rad⁻²). Rule and refusals: module docstring. ``types`` only names the
+    type tuple in error messages.
+    """
+    if kind not in _UNITS:
+        raise ValueError(f"kind must be 'bond' or 'angle', got {kind!r}")
+    config = config or PriorConfig()
+    unit, kunit = _UNITS[kind]
+    label = _label(kind, types)
+    x = _check_samples(samples, label, config.min_samples, unit)
+    lo, hi, closed_at_pi = _harmonic_range(x, kind, config.tail_quantile)
+    inv = boltzmann_inversion(x, kind, temperature_K, config.bins, (lo, hi))
+    free, counts, centers, edges = inv.free_energy, inv.counts, inv.centers, inv.edges
+    occupied = counts > 0
+    reliable = counts >= 5
+    pick = reliable if reliable.any() else occupied
+    i0 = int(np.argmin(np.where(pick, free, np.inf)))
+    window = config.fit_window_kT * _kT(temperature_K)
+    left = i0
+    while left > 0 and occupied[left - 1] and free[left - 1] - free[i0] <= window:
+        left -= 1
+    right = i0
+    last = len(counts) - 1
+    while right < last and occupied[right + 1] and free[right + 1] - free[i0] <= window:
+        right += 1
+    open_sides = []
+    if left == 0:
+        open_sides.append(f"lower edge {lo:.4g} {unit}")
+    if right == last and not closed_at_pi:
+        open_sides.append(f"upper edge {hi:.4g} {unit}")
+    if open_sides:
+        raise ValueError(
+            f"{label}: no closed well: the Jacobian-corrected free energy stays within "
+            f"{config.fit_window_kT:g} kBT of its minimum (at {centers[i0]:.4g} {unit}) up to the "
+            f"{' and the '.join(open_sides)} of the sampled range; the distribution is flat, repulsive "
+            "or unbound, which a harmonic prior cannot describe. Check the mapping and the bond/angle "
+            "list, sample longer, or widen the data (fit_window_kT)"
+        )
+    n_bins = right - left + 1
+    if n_bins < config.min_well_bins:
+        raise ValueError(
+            f"{label}: the well spans only {n_bins} histogram bins (need {config.min_well_bins}); "
+            "supply more samples, or increase PriorConfig.bins"
+        )
+    sel = slice(left, right + 1)
+    dx = centers[sel] - centers[i0]
+    weights = np.sqrt(counts[sel].astype(float))
+    design = np.stack([dx**2, dx, np.ones_like(dx)], axis=1)
+    coef, *_ = np.linalg.lstsq(design * weights[:, None], free[sel] * weights, rcond=None)
+    a, b, _ = (float(c) for c in coef)
+    k = 2.0 * a
+    if not np.isfinite(k) or not np.isfinite(b):
+        raise ValueError(f"{label}: the parabola fit returned NaN (k={k}); check the samples")
+    if k <= 0.0:
+        raise ValueError(
+            f"{label}: fitted force constant k = {k:.4g} {kunit} is not positive: the free energy has no "
+            "minimum here; check the mapping and the bond/angle list"
+        )
+    if k < (config.min_bond_k if kind == "bond" else config.min_angle_k):
+        floor = config.min_bond_k if kind == "bond" else config.min_angle_k
+        raise ValueError(
+            f"{label}: fitted force constant k = {k:.4g} {kunit} is below the floor {floor:g} {kunit} "
+            f"(harmonic width sqrt(kBT/k) = {math.sqrt(_kT(temperature_K) / k):.3g} {unit}); the distribution "
+            "is too broad for a harmonic prior; check the mapping, or lower PriorConfig.min_bond_k/min_angle_k"
+        )
+    x0 = centers[i0] - b / (2.0 * a)
+    # At θ = π the well is cut by geometry; the vertex of a one-sided fit may land a little beyond π
+    # (then clipped to π), by at most a quarter of the well's width.
+    upper = edges[right + 1] + (0.25 * (edges[right + 1] - edges[left]) if closed_at_pi else 0.0)
+    if not edges[left] <= x0 <= upper:
+        raise ValueError(
+            f"{label}: fitted minimum x0 = {x0:.4g} {unit} lies outside the fitted well "
+            f"[{edges[left]:.4g}, {edges[right + 1]:.4g}] {unit}: the free energy is not parabolic near its "
+            "minimum; increase the samples or PriorConfig.bins, or change fit_window_kT"
+        )
+    if kind == "angle":
+        x0 = min(x0, math.pi)
+    return float(k), float(x0)
+
+
+def fit_torsion(
+    samples: np.ndarray,
+    temperature_K: float,
+    config: Optional[PriorConfig] = None,
+    types: Sequence[str] = ("?", "?", "?", "?"),
+) -> List[Tuple[int, float, float]]:
+    """Fit Σₙ kₙ[1 + cos(nφ − δₙ)] to −kBT ln P(φ) (no Jacobian); returns [(n, δₙ rad, kₙ kJ/mol)].
+
+    Weighted linear least squares over the occupied bins of a ``config.dihedral_bins`` histogram on
+    [−π, π); n runs over ``config.dihedral_periodicities``. The additive constant is dropped.
+    """
+    config = config or PriorConfig()
+    label = _label("dihedral", types)
+    x = _check_samples(samples, label, config.min_samples, "rad")
+    x = np.mod(x + math.pi, 2.0 * math.pi) - math.pi
+    inv = boltzmann_inversion(x, "dihedral", temperature_K, config.dihedral_bins, (-math.pi, math.pi))
+    occupied = inv.counts > 0
+    periods = config.dihedral_periodicities
+    n_unknown = 2 * len(periods) + 1
+    if occupied.sum() < n_unknown + 2:
+        raise ValueError(
+            f"{label}: only {int(occupied.sum())} occupied histogram bins for {n_unknown} Fourier coefficients; "
+            "supply more samples or increase PriorConfig.dihedral_bins"
+        )
+    phi = inv.centers[occupied]
+    columns = [np.ones_like(phi)]
+    for n in periods:
+        columns += [np.cos(n * phi), np.sin(n * phi)]
+    design = np.stack(columns, axis=1)
+    weights = np.sqrt(inv.counts[occupied].astype(float))
+    coef, *_ = np.linalg.lstsq(design * weights[:, None], inv.free_energy[occupied] * weights, rcond=None)
+    if not np.all(np.isfinite(coef)):
+        raise ValueError(f"{label}: the Fourier fit returned NaN; check the samples")
+    terms = []
+    for m, n in enumerate(periods):
+        a, b = float(coef[1 + 2 * m]), float(coef[2 + 2 * m])
+        terms.append((int(n), math.atan2(b, a), math.hypot(a, b)))
+    return terms
+
+
+def repulsive_sigma(
+    contacts: np.ndarray, config: Optional[PriorConfig] = None, types: Sequence[str] = ("?", "?")
+) -> float:
+    """σ (nm) of the repulsive prior: the ``config.repulsive_quantile`` quantile of the contacts.
+
+    Refused below ``config.min_contacts`` contacts or when σ < ``config.min_sigma_nm``.
+    """
+    config = config or PriorConfig()
+    label = _label("non-bonded", types)
+    x = np.asarray(contacts, dtype=float).ravel()
+    if x.size < config.min_contacts:
+        raise ValueError(
+            f"{label}: only {x.size} close contacts within {config.nonbonded_cutoff_nm:g} nm "
+            f"(need {config.min_contacts}) to place the repulsive prior; supply more frames, raise "
+            "PriorConfig.nonbonded_cutoff_nm, or lower PriorConfig.min_contacts"
+        )
+    bad = int(np.sum(~np.isfinite(x)))
+    if bad:
+        raise ValueError(f"{label}: {bad} of {x.size} contact distances are NaN or infinite; check positions and boxes")
+    sigma = float(np.quantile(x, config.repulsive_quantile))
+    if sigma < config.min_sigma_nm:
+        raise ValueError(
+            f"{label}: repulsive sigma = {sigma:.4g} nm (the {config.repulsive_quantile:g} quantile of the "
+            f"contacts) is below the floor {config.min_sigma_nm:g} nm: beads overlap in the data, which points "
+            "to a mapping error (two beads on the same atoms?) or a wrong exclusion rule"
+        )
+    return sigma
+
+
+def fit_priors_from_samples(
+    samples: PriorSamples, temperature_K: float, config: Optional[PriorConfig] = None
+) -> Priors:
+    """Fit every prior to ``samples`` (from :func:`collect_samples`) at ``temperature_K`` (K).
+
+    All refusals are gathered and raised together as one ValueError, one line per type tuple.
+    """
+    config = config or PriorConfig()
+    if not temperature_K > 0:
+        raise ValueError(f"temperature_K must be > 0 K, got {temperature_K!r}")
+    priors = Priors(temperature_K=float(temperature_K), exclusion=samples.exclusion,
+                    repulsive_form=config.repulsive_form, cutoff_nm=float(samples.cutoff_nm))
+    problems: List[str] = []
+    for key, values in sorted(samples.bonds.items()):
+        try:
+            k, r0 = fit_harmonic(values, "bond", temperature_K, config, key)
+            priors.bonds[key] = BondPrior(key, k, r0, int(np.size(values)))
+        except ValueError as err:
+            problems.append(str(err))
+    for key, values in sorted(samples.angles.items()):
+        try:
+            k, theta0 = fit_harmonic(values, "angle", temperature_K, config, key)
+            priors.angles[key] = AnglePrior(key, k, theta0, int(np.size(values)))
+        except ValueError as err:
+            problems.append(str(err))
+    if config.use_dihedrals:
+        for key, values in sorted(samples.dihedrals.items()):
+            try:
+                terms = fit_torsion(values, temperature_K, config, key)
+                priors.dihedrals[key] = DihedralPrior(key, terms, int(np.size(values)))
+            except ValueError as err:
+                problems.append(str(err))
+    if config.use_repulsive:
+        epsilon = config.repulsive_epsilon_kT * _kT(temperature_K)
+        for key in sorted(samples.nonbonded_counts):
+            values = samples.contacts.get(key, np.zeros(0))
+            try:
+                sigma = repulsive_sigma(values, config, key)
+                priors.repulsive[key] = RepulsivePrior(key, sigma, epsilon, int(np.size(values)))
+            except ValueError as err:
+                problems.append(str(err))
+    if problems:
+        raise ValueError(f"{len(problems)} prior fit(s) refused:\n" + "\n".join(problems))
+    return priors
+
+
+def fit_priors(
+    positions: np.ndarray,
+    bead_types: Sequence[str],
+    bonds: Any,
+    angles: Any = (),
+    dihedrals: Any = (),
+    *,
+    temperature_K: float,
+    boxes: Optional[np.ndarray] = None,
+    config: Optional[PriorConfig] = None,
+) -> Priors:
+    """Collect samples from a CG trajectory (positions nm, boxes nm) and fit all priors at ``temperature_K``."""
+    config = config or PriorConfig()
+    samples = collect_samples(positions, bead_types, bonds, angles, dihedrals, boxes=boxes, config=config)
+    return fit_priors_from_samples(samples, temperature_K, config)
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenMM
+# ----------------------------------------------------------------------------------------------
+
+
+def _missing(kind: str, key: TypeKey) -> ValueError:
+    return ValueError(
+        f"no {kind} prior for type {key}; the priors were fitted on a system without this type tuple. "
+        "Refit the priors on data containing it, or remove the term"
+    )
+
+
+def priors_to_openmm(
+    priors: Priors,
+    bead_types: Sequence[str],
+    bonds: Any,
+    angles: Any = (),
+    dihedrals: Any = (),
+    *,
+    nonbonded_cutoff_nm: float,
+    periodic: bool,
+) -> List[Any]:
+    """Native OpenMM forces for the priors of a CG system with ``len(bead_types)`` particles.
+
+    Returns, in this order: HarmonicBondForce (½k(r − r0)², always), HarmonicAngleForce (always),
+    PeriodicTorsionForce (only if ``priors.dihedrals`` is non-empty; one term per periodicity) and
+    CustomNonbondedForce (only if ``priors.repulsive`` is non-empty). The non-bonded force has a
+    per-particle parameter ``type`` (index into the sorted type names) and Discrete2DFunctions
+    ``sigma_ab``/``epsilon_ab`` (nm, kJ/mol), exclusions from ``priors.exclusion``, cutoff
+    ``nonbonded_cutoff_nm`` (nm), CutoffPeriodic if ``periodic`` else CutoffNonPeriodic, no
+    long-range correction. With ``periodic`` the bonded forces use periodic boundary conditions.
+    Names: "cg_prior_bonds", "cg_prior_angles", "cg_prior_torsions", "cg_prior_repulsion".
+    """
+    import openmm
+
+    names = [str(t) for t in bead_types]
+    n_beads = len(names)
+    unique, codes = _type_codes(names, n_beads)
+    bond_idx = _as_index(bonds, 2, "bonds", n_beads)
+    angle_idx = _as_index(angles, 3, "angles", n_beads)
+    dihedral_idx = _as_index(dihedrals, 4, "dihedrals", n_beads)
+    cutoff = float(nonbonded_cutoff_nm)
+    if not cutoff > 0:
+        raise ValueError(f"nonbonded_cutoff_nm must be a positive distance in nm, got {nonbonded_cutoff_nm!r}")
+
+    bond_force = openmm.HarmonicBondForce()
+    bond_force.setName("cg_prior_bonds")
+    for i, j in bond_idx.tolist():
+        key = canonical_key((names[i], names[j]))
+        if key not in priors.bonds:
+            raise _missing("bond", key)
+        p = priors.bonds[key]
+        bond_force.addBond(i, j, p.r0, p.k)
+    bond_force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    forces: List[Any] = [bond_force]
+
+    angle_force = openmm.HarmonicAngleForce()
+    angle_force.setName("cg_prior_angles")
+    for i, j, k in angle_idx.tolist():
+        key = canonical_key((names[i], names[j], names[k]))
+        if key not in priors.angles:
+            raise _missing("angle", key)
+        p = priors.angles[key]
+        angle_force.addAngle(i, j, k, p.theta0, p.k)
+    angle_force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    forces.append(angle_force)
+
+    if priors.dihedrals:
+        torsion_force = openmm.PeriodicTorsionForce()
+        torsion_force.setName("cg_prior_torsions")
+        for i, j, k, l in dihedral_idx.tolist():
+            key = canonical_key((names[i], names[j], names[k], names[l]))
+            if key not in priors.dihedrals:
+                raise _missing("dihedral", key)
+            for n, phase, kn in priors.dihedrals[key].terms:
+                torsion_force.addTorsion(i, j, k, l, int(n), float(phase), float(kn))
+        torsion_force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        forces.append(torsion_force)
+
+    if priors.repulsive:
+        n_types = len(unique)
+        sigma = np.zeros((n_types, n_types))
+        epsilon = np.zeros((n_types, n_types))
+        for key in nonbonded_type_pairs(names, bond_idx, priors.exclusion):
+            if key not in priors.repulsive:
+                raise _missing("repulsive non-bonded", key)
+        for key, p in priors.repulsive.items():
+            reach = p.sigma if priors.repulsive_form == "r12" else 2.0 ** (1.0 / 6.0) * p.sigma
+            if reach >= cutoff:
+                raise ValueError(
+                    f"repulsive prior {key}: its range {reach:.4g} nm (sigma {p.sigma:.4g} nm) reaches the cutoff "
+                    f"{cutoff:g} nm; raise nonbonded_cutoff_nm"
+                )
+            if key[0] in unique and key[1] in unique:
+                a, b = unique.index(key[0]), unique.index(key[1])
+                sigma[a, b] = sigma[b, a] = p.sigma
+                epsilon[a, b] = epsilon[b, a] = p.epsilon
+        if priors.repulsive_form == "r12":
+            expression = f"eps*((sig/r)^12 - (sig/{cutoff!r})^12)"
+        else:
+            expression = "step(rmin - r)*(4*eps*((sig/r)^12 - (sig/r)^6) + eps); rmin = 2^(1/6)*sig"
+        expression += "; sig = sigma_ab(type1, type2); eps = epsilon_ab(type1, type2)"
+        repulsion = openmm.CustomNonbondedForce(expression)
+        repulsion.setName("cg_prior_repulsion")
+        repulsion.addTabulatedFunction("sigma_ab", openmm.Discrete2DFunction(n_types, n_types, sigma.T.ravel().tolist()))
+        repulsion.addTabulatedFunction(
+            "epsilon_ab", openmm.Discrete2DFunction(n_types, n_types, epsilon.T.ravel().tolist())
+        )
+        repulsion.addPerParticleParameter("type")
+        for c in codes.tolist():
+            repulsion.addParticle([float(c)])
+        for i, j in excluded_pairs(n_beads, bond_idx, priors.exclusion).tolist():
+            repulsion.addExclusion(i, j)
+        repulsion.setNonbondedMethod(
+            openmm.CustomNonbondedForce.CutoffPeriodic if periodic else openmm.CustomNonbondedForce.CutoffNonPeriodic
+        )
+        repulsion.setCutoffDistance(cutoff)
+        repulsion.setUseLongRangeCorrection(False)
+        forces.append(repulsion)
+    return forces
+
+
+# ----------------------------------------------------------------------------------------------
+# diagnostics
+# ----------------------------------------------------------------------------------------------
+
+
+def plot_priors(
+    priors: Priors, data: PriorSamples, path: Union[str, Path], config: Optional[PriorConfig] = None
+) -> Path:
+    """Write a PNG grid to ``path``: per type tuple, the Jacobian-corrected Boltzmann-inverted free
+    energy of ``data`` (kJ/mol, points) with the fitted prior over it (line).
+
+    Bonds and angles: −kBT ln[P/J] against ½k(x − x0)² (both 0 at their minimum). Dihedrals:
+    −kBT ln P(φ) against the torsion series, aligned by their count-weighted means. Repulsion:
+    −kBT ln[P_nn(r)/r²] of the nearest-neighbour contact distances against the prior, σ dashed.
+    Returns the path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config = config or PriorConfig()
+    temperature = priors.temperature_K
+    kbt = _kT(temperature)
+    panels = []
+    for key, p in sorted(priors.bonds.items()):
+        panels.append(("bond", key, p, data.bonds.get(key)))
+    for key, p in sorted(priors.angles.items()):
+        panels.append(("angle", key, p, data.angles.get(key)))
+    for key, p in sorted(priors.dihedrals.items()):
+        panels.append(("dihedral", key, p, data.dihedrals.get(key)))
+    for key, p in sorted(priors.repulsive.items()):
+        panels.append(("contact", key, p, data.contacts.get(key)))
+    if not panels:
+        raise ValueError("no priors to plot; fit some first")
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (kind, key, prior, values) in zip(axes.ravel(), panels):
+        title = f"{kind} {'-'.join(key)}"
+        if kind in ("bond", "angle"):
+            unit = _UNITS[kind][0]
+            if values is not None and np.size(values) > 1 and np.ptp(values) > 0:
+                lo, hi, _ = _harmonic_range(np.asarray(values, float), kind, config.tail_quantile)
+                inv = boltzmann_inversion(values, kind, temperature, config.bins, (lo, hi))
+                ax.plot(inv.centers, inv.free_energy, ".", ms=3, label="BI data")
+                grid = np.linspace(lo, hi, 200)
+            else:
+                x0 = prior.r0 if kind == "bond" else prior.theta0
+                width = 3.0 * math.sqrt(kbt / prior.k)
+                grid = np.linspace(x0 - width, x0 + width, 200)
+            ax.plot(grid, prior.energy(grid), "-", label="prior")
+            x0 = prior.r0 if kind == "bond" else prior.theta0
+            title += f"\nk={prior.k:.4g}, x0={x0:.4g}"
+            ax.set_xlabel(f"{'r' if kind == 'bond' else 'θ'} ({unit})")
+        elif kind == "dihedral":
+            grid = np.linspace(-math.pi, math.pi, 361)
+            curve = prior.energy(grid)
+            if values is not None and np.size(values) > 1:
+                inv = boltzmann_inversion(values, "dihedral", temperature, config.dihedral_bins, (-math.pi, math.pi))
+                occ = inv.counts > 0
+                shift = np.average(inv.free_energy[occ] - prior.energy(inv.centers[occ]), weights=inv.counts[occ])
+                ax.plot(inv.centers, inv.free_energy, ".", ms=3, label="BI data")
+                curve = curve + shift
+            ax.plot(grid, curve, "-", label="prior")
+            ax.set_xlabel("φ (rad)")
+        else:
+            cutoff = priors.cutoff_nm
+            hi = cutoff
+            if values is not None and np.size(values) > 1 and np.ptp(values) > 0:
+                hi = float(np.max(values))
+                inv = boltzmann_inversion(values, "contact", temperature, config.bins, (float(np.min(values)), hi))
+                ax.plot(inv.centers, inv.free_energy, ".", ms=3, label="BI contacts")
+            grid = np.linspace(0.8 * prior.sigma, hi, 200)
+            ax.plot(grid, prior.energy(grid, priors.repulsive_form, cutoff), "-", label="prior")
+            ax.axvline(prior.sigma, ls="--", lw=0.8, color="gray")
+            ax.set_ylim(-0.5 * kbt, 10.0 * kbt)
+            title += f"\nσ={prior.sigma:.4g} nm"
+            ax.set_xlabel("r (nm)")
+        ax.set_title(title, fontsize=8)
+        ax.set_ylabel("kJ/mol")
+        ax.legend(fontsize=6)
+    fig.suptitle(f"CG priors at {temperature:g} K (kBT = {kbt:.3g} kJ/mol)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
