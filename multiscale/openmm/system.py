@@ -56,6 +56,38 @@ def create_system(
     return system
 
 
+def _is_ml_force(force: openmm.Force) -> bool:
+    return type(force).__name__ in ("TorchForce", "PythonForce")
+
+
+def clone_system(system: openmm.System, *, keep=None) -> openmm.System:
+    """A copy of ``system`` (particles, box, constraints, virtual sites, forces), force by force.
+
+    ``keep(force) -> bool`` selects the forces to copy (default: all). ML forces (TorchForce,
+    PythonForce) cannot go through OpenMM's XML serializer (cloning a whole System that holds a
+    TorchForce crashes the process), so they must be left out by ``keep``; a clear error says so.
+    """
+    copy = openmm.System()
+    for i in range(system.getNumParticles()):
+        copy.addParticle(system.getParticleMass(i))
+    copy.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    for i in range(system.getNumConstraints()):
+        copy.addConstraint(*system.getConstraintParameters(i))
+    for i in range(system.getNumParticles()):
+        if system.isVirtualSite(i):
+            copy.setVirtualSite(i, openmm.XmlSerializer.clone(system.getVirtualSite(i)))
+    for force in system.getForces():
+        if keep is not None and not keep(force):
+            continue
+        if _is_ml_force(force):
+            raise ValueError(
+                f"cannot copy the ML force {force.getName()!r} through OpenMM's serializer; "
+                "leave it out (keep=...) and add a fresh one with multiscale.openmm.torch_force"
+            )
+        copy.addForce(openmm.XmlSerializer.clone(force))
+    return copy
+
+
 def create_delta_system(
     base_system: openmm.System,
     model: EquivariantPotential,
@@ -71,7 +103,7 @@ def create_delta_system(
     ``particle_types`` has one entry per particle the ML force acts on: all particles, or those in
     ``particles``. ``periodic=None`` follows the base System.
     """
-    system = openmm.XmlSerializer.clone(base_system)
+    system = clone_system(base_system)
     if periodic is None:
         periodic = base_system.usesPeriodicBoundaryConditions()
     n = system.getNumParticles()

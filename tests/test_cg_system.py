@@ -1,0 +1,105 @@
+"""CG System builder, force-matching targets and resumable CG MD on a small polyethylene melt."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import openmm
+import pytest
+from openmm import app, unit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conftest import make_model  # noqa: E402
+from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
+from multiscale.cg.priors import PriorConfig, fit_priors  # noqa: E402
+from multiscale.cg.system import CGSimulation, build_cg_system, force_matching_set, prior_only_system  # noqa: E402
+from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
+from systems.polyethylene import build_melt  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cg")
+    topology, positions, box, system = build_melt(6, 12, temperature_K=450.0, cutoff_nm=0.55, seed=1)
+    integrator = openmm.LangevinMiddleIntegrator(450 * unit.kelvin, 1 / unit.picosecond, 0.001 * unit.picosecond)
+    sim = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    sim.context.setPositions(positions)
+    sim.context.setVelocitiesToTemperature(450 * unit.kelvin, 1)
+    sim.step(2000)
+    recorder = ForceRecorder(tmp / "rec", 20, chunk_size=100)
+    sim.reporters.append(recorder)
+    sim.step(20 * 1000)
+    recorder.close()
+    rec = load_recording(tmp / "rec")
+    mapping = build_mapping(topology, MappingDefinition(polymers=[PolymerRule(residues=["CH3", "CH2"], monomers_per_bead=3,
+                                                                              bead_type="M", end_bead_type="E")]),
+                            constraints=system, masses=system)
+    boxes = rec["boxes"].astype(float)
+    cg_pos = mapping.map_positions(rec["positions"].astype(float))
+    cg_f = mapping.map_forces(rec["forces"].astype(float))
+    priors = fit_priors(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [], temperature_K=450.0,
+                        boxes=boxes, config=PriorConfig(nonbonded_cutoff_nm=0.55, min_samples=200, min_contacts=20))
+    return dict(tmp=tmp, mapping=mapping, priors=priors, cg_pos=cg_pos, cg_f=cg_f, boxes=boxes, system=system)
+
+
+def test_cg_system_masses_priors_and_network(pipeline):
+    mapping, priors, boxes = pipeline["mapping"], pipeline["priors"], pipeline["boxes"]
+    model = make_model(types=sorted(set(mapping.bead_types)), cutoff=0.5, dtype="float32")
+    system, top = build_cg_system(mapping, priors, model=model, box=boxes[0], nonbonded_cutoff_nm=0.55)
+    assert system.getNumParticles() == mapping.n_beads == top.getNumAtoms()
+    masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
+    np.testing.assert_allclose(masses, mapping.bead_masses)
+    # bead masses are the sums of the united-atom masses (CH3 15.035, CH2 14.027 amu, TraPPE-UA)
+    assert sum(masses) == pytest.approx(6 * (2 * 15.035 + 10 * 14.027), rel=1e-9)
+    assert len(list(top.chains())) == 6 and top.getNumBonds() == len(mapping.bead_bonds)
+    names = {type(f).__name__ for f in system.getForces()}
+    assert {"HarmonicBondForce", "HarmonicAngleForce", "CustomNonbondedForce"} <= names
+    # the ML force sits in group 1; removing it leaves exactly the priors
+    priors_only = prior_only_system(system)
+    assert priors_only.getNumForces() == system.getNumForces() - 1
+    with pytest.raises(ValueError, match="does not know bead type"):
+        build_cg_system(mapping, priors, model=make_model(types=["X"], cutoff=0.5), box=boxes[0], nonbonded_cutoff_nm=0.55)
+
+
+def test_force_matching_targets_are_mapped_minus_prior_forces(pipeline):
+    mapping, priors, boxes = pipeline["mapping"], pipeline["priors"], pipeline["boxes"]
+    prior_system, _ = build_cg_system(mapping, priors, box=boxes[0], nonbonded_cutoff_nm=0.55)
+    frames = slice(0, 4)
+    configs = force_matching_set(pipeline["cg_pos"][frames], pipeline["cg_f"][frames], mapping.bead_types, prior_system,
+                                 boxes=boxes[frames])
+    ctx = openmm.Context(prior_system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    for k, config in enumerate(configs):
+        ctx.setPositions(pipeline["cg_pos"][k])
+        f_prior = ctx.getState(getForces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        np.testing.assert_allclose(config.forces + f_prior, pipeline["cg_f"][k], rtol=1e-6, atol=1e-4)
+        assert config.energy is None and config.types == mapping.bead_types
+
+
+def test_cg_md_resumes_after_crash_without_duplicate_frames(pipeline, tmp_path):
+    mapping, priors, boxes = pipeline["mapping"], pipeline["priors"], pipeline["boxes"]
+    system, top = build_cg_system(mapping, priors, box=boxes[0], nonbonded_cutoff_nm=0.55)
+
+    def runner():
+        return CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=0.005,
+                            report_interval=20, checkpoint_interval=100, platform="Reference")
+
+    runner().run(100, progress=False)
+    saved = {name: (tmp_path / name).read_bytes() for name in ("cg.chk", "cg_state.json")}
+    runner().run(160, progress=False)  # goes on to step 160: the DCD now holds 8 frames
+    assert mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb")).n_frames == 8
+    for name, data in saved.items():  # "crash": only the step-100 checkpoint survived
+        (tmp_path / name).write_bytes(data)
+    result = runner().run(200, progress=False)
+    assert result["resumed"]
+    traj = mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb"))
+    assert traj.n_frames == 10  # 5 before the checkpoint + 5 after it, none duplicated
+    assert np.isfinite(traj.xyz).all()
+    pdb = (tmp_path / "cg.pdb").read_text()
+    assert pdb.count("CONECT") >= len(mapping.bead_bonds) // 4  # bead bonds written as CONECT records
+    bonds = app.PDBFile(str(tmp_path / "cg.pdb")).topology.getNumBonds()
+    assert bonds == len(mapping.bead_bonds)
