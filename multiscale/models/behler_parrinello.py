@@ -64,7 +64,7 @@ from e3nn.util.jit import compile_mode
 
 from multiscale.config import YamlConfig
 from multiscale.models.io import register_model_format
-from multiscale.models.potential import ArrayLike, EquivariantPotential
+from multiscale.models.potential import ArrayLike, EquivariantPotential, check_particles
 from multiscale.models.radial import PolynomialEnvelope
 from multiscale.neighbors import NeighborList
 
@@ -471,18 +471,7 @@ class BehlerParrinelloPotential(torch.nn.Module):
     ) -> torch.Tensor:
         """Per-particle energies e_i in kJ/mol, shape (N,)."""
         dtype = self.readout.shift.dtype
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape (N, 3), in nm")
-        if types.dim() != 1 or types.shape[0] != positions.shape[0]:
-            raise ValueError(
-                "particle-count mismatch: types has "
-                + str(types.shape[0])
-                + " entries but positions has "
-                + str(positions.shape[0])
-                + " rows; pass one type per particle"
-            )
-        if not bool(torch.isfinite(positions).all()):
-            raise ValueError("positions contain NaN or Inf; check the input coordinates (nm) or the simulation for a blow-up")
+        check_particles(positions, types)
         pos = positions.to(dtype)
         cell: Optional[torch.Tensor] = None
         if box is not None:

@@ -25,9 +25,25 @@ from multiscale.models.embedding import TypeEmbedding
 from multiscale.models.interaction import InteractionBlock
 from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
-from multiscale.neighbors import NeighborList, check_box
+from multiscale.neighbors import NeighborList, check_box, receiver_chunks
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
+
+
+def check_particles(positions: torch.Tensor, types: torch.Tensor) -> None:
+    """Refuse malformed input with a message that names the problem (TorchScript-compatible)."""
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError("positions must have shape (N, 3), in nm")
+    if types.dim() != 1 or types.shape[0] != positions.shape[0]:
+        raise ValueError(
+            "particle-count mismatch: types has "
+            + str(types.shape[0])
+            + " entries but positions has "
+            + str(positions.shape[0])
+            + " rows; pass one type per particle"
+        )
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contain NaN or Inf; check the input coordinates (nm) or the simulation for a blow-up")
 
 
 def hidden_irreps_for(config: ModelConfig) -> o3.Irreps:
@@ -79,6 +95,10 @@ class EquivariantPotential(torch.nn.Module):
             raise ValueError(f"hidden irreps {irreps_hidden} need at least one even scalar (0e) channel")
 
         self.neighbors = NeighborList(self.cutoff)
+        #: Edges per chunk of the per-edge work (a run-time setting, not a hyper-parameter: results
+        #: do not depend on it beyond float rounding). ~16k edges keep per-edge temporaries at a
+        #: few MB, reused chunk after chunk.
+        self.chunk_edges: int = 16384
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.radial_basis = BesselBasis(self.cutoff, config.num_basis, config.envelope_exponent)
         self.embedding = TypeEmbedding(self.num_types, irreps_scalars)
@@ -111,18 +131,7 @@ class EquivariantPotential(torch.nn.Module):
     ) -> torch.Tensor:
         """Per-particle energies e_i in kJ/mol, shape (N,)."""
         dtype = self.readout.shift.dtype
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape (N, 3), in nm")
-        if types.dim() != 1 or types.shape[0] != positions.shape[0]:
-            raise ValueError(
-                "particle-count mismatch: types has "
-                + str(types.shape[0])
-                + " entries but positions has "
-                + str(positions.shape[0])
-                + " rows; pass one type per particle"
-            )
-        if not bool(torch.isfinite(positions).all()):
-            raise ValueError("positions contain NaN or Inf; check the input coordinates (nm) or the simulation for a blow-up")
+        check_particles(positions, types)
         pos = positions.to(dtype)
         cell: Optional[torch.Tensor] = None
         if box is not None:
@@ -141,15 +150,37 @@ class EquivariantPotential(torch.nn.Module):
         """
         dtype = self.readout.shift.dtype
         vectors = vectors.to(dtype)
-        lengths = torch.linalg.norm(vectors, dim=-1)
-        edge_sh = self.spherical_harmonics(vectors)
-        edge_basis = self.radial_basis(lengths)
+        num_nodes = types.shape[0]
+        # Edges sorted by receiver (NeighborList's order; re-sorted here only for other callers),
+        # then cut into chunks of whole receivers: all per-edge work runs chunk by chunk, so its
+        # temporaries stay chunk-sized whatever the system size (see receiver_chunks).
+        if receivers.shape[0] > 1 and not bool((receivers[1:] >= receivers[:-1]).all()):
+            receivers, order = torch.sort(receivers, stable=True)
+            senders = senders.index_select(0, order)
+            vectors = vectors.index_select(0, order)
+        edge_sizes, node_sizes = receiver_chunks(receivers, num_nodes, self.chunk_edges)
+        local_receivers: List[torch.Tensor] = []
+        sh_chunks: List[torch.Tensor] = []
+        weight_chunks: List[List[torch.Tensor]] = []
+        for _ in range(len(self.layers)):
+            weight_chunks.append([])
+        first = 0
+        c = 0
+        for chunk, receivers_c in zip(vectors.split(edge_sizes, dim=0), receivers.split(edge_sizes, dim=0)):
+            local_receivers.append(receivers_c - first)
+            first += node_sizes[c]
+            c += 1
+            lengths = torch.linalg.norm(chunk, dim=-1)
+            sh_chunks.append(self.spherical_harmonics(chunk))
+            k = 0
+            for weights in self.radial(self.radial_basis(lengths)):
+                weight_chunks[k].append(weights)
+                k += 1
         attrs = self.embedding.attributes(types, dtype)
         features = self.embedding(attrs)
-        edge_weights = self.radial(edge_basis)
         k = 0
         for layer in self.layers:
-            features = layer(features, attrs, edge_sh, edge_weights[k], senders, receivers)
+            features = layer(features, attrs, sh_chunks, weight_chunks[k], senders, local_receivers, edge_sizes, node_sizes)
             k += 1
         return self.readout(features, types)
 
