@@ -25,7 +25,7 @@ from multiscale.models.embedding import TypeEmbedding
 from multiscale.models.interaction import InteractionBlock
 from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
-from multiscale.neighbors import NeighborList, check_box, receiver_chunks
+from multiscale.neighbors import NeighborList, check_box
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
@@ -95,10 +95,6 @@ class EquivariantPotential(torch.nn.Module):
             raise ValueError(f"hidden irreps {irreps_hidden} need at least one even scalar (0e) channel")
 
         self.neighbors = NeighborList(self.cutoff)
-        #: Edges per chunk of the per-edge work (a run-time setting, not a hyper-parameter: results
-        #: do not depend on it beyond float rounding). ~16k edges keep per-edge temporaries at a
-        #: few MB, reused chunk after chunk.
-        self.chunk_edges: int = 16384
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.radial_basis = BesselBasis(self.cutoff, config.num_basis, config.envelope_exponent)
         self.embedding = TypeEmbedding(self.num_types, irreps_scalars)
@@ -150,37 +146,15 @@ class EquivariantPotential(torch.nn.Module):
         """
         dtype = self.readout.shift.dtype
         vectors = vectors.to(dtype)
-        num_nodes = types.shape[0]
-        # Edges sorted by receiver (NeighborList's order; re-sorted here only for other callers),
-        # then cut into chunks of whole receivers: all per-edge work runs chunk by chunk, so its
-        # temporaries stay chunk-sized whatever the system size (see receiver_chunks).
-        if receivers.shape[0] > 1 and not bool((receivers[1:] >= receivers[:-1]).all()):
-            receivers, order = torch.sort(receivers, stable=True)
-            senders = senders.index_select(0, order)
-            vectors = vectors.index_select(0, order)
-        edge_sizes, node_sizes = receiver_chunks(receivers, num_nodes, self.chunk_edges)
-        local_receivers: List[torch.Tensor] = []
-        sh_chunks: List[torch.Tensor] = []
-        weight_chunks: List[List[torch.Tensor]] = []
-        for _ in range(len(self.layers)):
-            weight_chunks.append([])
-        first = 0
-        c = 0
-        for chunk, receivers_c in zip(vectors.split(edge_sizes, dim=0), receivers.split(edge_sizes, dim=0)):
-            local_receivers.append(receivers_c - first)
-            first += node_sizes[c]
-            c += 1
-            lengths = torch.linalg.norm(chunk, dim=-1)
-            sh_chunks.append(self.spherical_harmonics(chunk))
-            k = 0
-            for weights in self.radial(self.radial_basis(lengths)):
-                weight_chunks[k].append(weights)
-                k += 1
+        lengths = torch.linalg.norm(vectors, dim=-1)
+        edge_sh = self.spherical_harmonics(vectors)
+        edge_basis = self.radial_basis(lengths)
         attrs = self.embedding.attributes(types, dtype)
         features = self.embedding(attrs)
+        edge_weights = self.radial(edge_basis)
         k = 0
         for layer in self.layers:
-            features = layer(features, attrs, sh_chunks, weight_chunks[k], senders, local_receivers, edge_sizes, node_sizes)
+            features = layer(features, attrs, edge_sh, edge_weights[k], senders, receivers)
             k += 1
         return self.readout(features, types)
 
