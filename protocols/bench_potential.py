@@ -19,6 +19,15 @@ Writes ``OUT/bench_potential.json`` (after every size, atomically) and ``OUT/ben
     python protocols/bench_potential.py --out results/bench           # 1k ... 100k atoms
     python protocols/bench_potential.py --quick --out /tmp/bench_quick  # 300, 1k, 3k atoms
 
+On CPU one ML evaluation allocates and frees gigabytes of per-edge tensors, and by default glibc
+returns large blocks to the kernel on free, so the next evaluation page-faults them in again
+(~0.4 s/GB, more in a VM). The benchmark therefore first calls
+``multiscale.runtime.configure_allocator()`` (glibc keeps freed memory for reuse; the run-time
+equivalent of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>``), as a long MD run of a large
+system should. ``--no-allocator-tuning`` measures with glibc's defaults instead. The JSON records
+the choice under ``settings.allocator`` and allocator/threading environment variables under
+``settings.environment``.
+
 Units: lengths in nm, times in seconds, energies in kJ/mol, memory in MB.
 """
 
@@ -53,6 +62,7 @@ from tqdm import tqdm  # noqa: E402
 
 from multiscale.models import EquivariantPotential  # noqa: E402
 from multiscale.openmm import BACKENDS, topology_types, torch_force  # noqa: E402
+from multiscale.runtime import allocator_info, configure_allocator  # noqa: E402
 from systems.water import MIN_BOX_NM, WATER_PER_NM3, tip3p_pme_system, water_box  # noqa: E402
 
 DEFAULT_SIZES = [1000, 3000, 10000, 30000, 100000]
@@ -65,6 +75,7 @@ MEMORY_NOTE = (
     "energy+force evaluation needs roughly 0.1-0.3 MB per atom (10-30 GB at 100,000 atoms), and "
     "the edge count grows as cutoff^3; hence the 0.4 nm default on a 24 GB machine."
 )
+ENV_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "OMP_", "MKL_", "OPENMM_")
 JSON_NAME = "bench_potential.json"
 PNG_NAME = "bench_potential.png"
 
@@ -73,11 +84,11 @@ def platform_names() -> List[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
-def repeats_for(n_atoms: int, requested: int) -> int:
-    """Fewer timed repeats for the big boxes, to keep a full run under ~15 min."""
-    if n_atoms >= 100000:
+def repeats_for(target_atoms: int, requested: int) -> int:
+    """Fewer timed repeats for the big boxes (by requested size), to keep a full run under ~15 min."""
+    if target_atoms >= 100000:
         return min(requested, 1)
-    if n_atoms >= 30000:
+    if target_atoms >= 30000:
         return min(requested, 2)
     return requested
 
@@ -88,11 +99,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def time_evaluations(system: openmm.System, positions: np.ndarray, platform: str, warmup: int, repeats: int) -> Dict[str, Any]:
+def time_evaluations(
+    system: openmm.System, positions: np.ndarray, platform: str, warmup: int, repeats: int, threads: Optional[int] = None
+) -> Dict[str, Any]:
     """``warmup`` untimed, then ``repeats`` timed ``getState(getEnergy, getForces)`` calls; each
     is preceded by an untimed ``setPositions`` (same coordinates), so every call is a fresh evaluation."""
     integrator = openmm.VerletIntegrator(0.001)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    properties = {"Threads": str(threads)} if threads and platform == "CPU" else {}
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform), properties)
     try:
         pos = positions * unit.nanometer
         for _ in range(warmup):  # TorchScript compilation and re-optimisation, PME/FFT plans
@@ -133,14 +147,14 @@ def measure(n_target: int, args: argparse.Namespace, model: EquivariantPotential
         n_waters=topology.getNumResidues(),
         box_nm=edge,
         build_seconds=time.perf_counter() - start,
-        repeats=repeats_for(topology.getNumAtoms(), args.repeats),
+        repeats=repeats_for(n_target, args.repeats),
     )
 
     try:
         i, _, _ = model.neighbors.pairs(torch.as_tensor(positions, dtype=torch.float32), torch.as_tensor(box, dtype=torch.float32))
         row["ml_edges_per_atom"] = i.shape[0] / row["n_atoms"]
         force = torch_force(model, topology_types(topology), periodic=True, backend=args.backend)
-        ml = time_evaluations(ml_system(topology, box, force), positions, args.platform, args.warmup, row["repeats"])
+        ml = time_evaluations(ml_system(topology, box, force), positions, args.platform, args.warmup, row["repeats"], args.threads)
         row.update(ml_seconds=ml["seconds"], ml_times=ml["times"], ml_energy_kj_mol=ml["energy_kj_mol"])
     except (MemoryError, RuntimeError, openmm.OpenMMException) as error:
         row.update(status="failed", ml_seconds=None, ml_error=f"{type(error).__name__}: {error}")
@@ -151,7 +165,8 @@ def measure(n_target: int, args: argparse.Namespace, model: EquivariantPotential
     cutoff = min(CLASSICAL_CUTOFF_NM, round(0.49 * edge, 3))
     row["classical_cutoff_nm"] = cutoff
     try:
-        classical = time_evaluations(tip3p_pme_system(topology, cutoff_nm=cutoff), positions, args.platform, args.warmup, row["repeats"])
+        system = tip3p_pme_system(topology, cutoff_nm=cutoff)
+        classical = time_evaluations(system, positions, args.platform, args.warmup, row["repeats"], args.threads)
         row.update(
             classical_seconds=classical["seconds"],
             classical_times=classical["times"],
@@ -182,6 +197,9 @@ def fit_exponent(rows: List[Dict[str, Any]], key: str) -> Optional[float]:
 def atomic_write(directory: Path, name: str, write) -> None:
     """Write ``directory/name`` via a temporary file in the same directory and os.replace."""
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
@@ -217,7 +235,8 @@ def plot(rows: List[Dict[str, Any]], results: Dict[str, Any], stream) -> None:
     settings = results["settings"]
     ax.set_xlabel("atoms")
     ax.set_ylabel("seconds per energy + force evaluation")
-    ax.set_title(f"{settings['platform']} platform, ML cutoff {settings['cutoff_nm']} nm, {settings['backend']}")
+    threads = settings["host"]["torch_threads"]
+    ax.set_title(f"{settings['platform']} platform, ML cutoff {settings['cutoff_nm']} nm, {settings['backend']}, {threads} torch thread(s)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -249,7 +268,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed evaluations first (TorchScript optimises the model on its 2nd/3rd call)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (torch.set_num_threads) and for OpenMM's CPU platform; default: their own defaults "
+        "(all cores). Use 1 on a machine shared with other busy processes: multi-threaded torch then stalls "
+        "for seconds per call",
+    )
     parser.add_argument("--seed", type=int, default=0, help="torch seed for the (untrained) model weights")
+    parser.add_argument(
+        "--no-allocator-tuning",
+        dest="allocator_tuning",
+        action="store_false",
+        help="leave glibc's malloc at its defaults (freed large blocks go back to the kernel and are page-faulted "
+        "in again on the next evaluation) instead of calling multiscale.runtime.configure_allocator()",
+    )
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -262,6 +296,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(f"--cutoff must be a distance in nm in (0, 5], got {args.cutoff}")
     if args.warmup < 1:
         parser.error(f"--warmup must be >= 1 (the first call compiles), got {args.warmup}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     names = platform_names()
@@ -275,6 +311,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    allocator_tuned = configure_allocator(keep_freed_memory=True) if args.allocator_tuning else False
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = EquivariantPotential(["H", "O"], cutoff=args.cutoff)
 
@@ -301,7 +340,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             "vesin-torch": package_version("vesin-torch"),
             "numpy": np.__version__,
         },
-        "host": {"machine": host.machine(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        # Allocator and threading settings change the timings a lot (see the module docstring).
+        "allocator": dict(allocator_info(), tuning_requested=args.allocator_tuning, tuning_applied=allocator_tuned),
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)},
+        "host": {
+            "machine": host.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "openmm_cpu_threads": args.threads or openmm.Platform.getPlatformByName("CPU").getPropertyDefaultValue("Threads"),
+        },
     }
     rows: List[Dict[str, Any]] = []
     results: Dict[str, Any] = {}
