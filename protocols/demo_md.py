@@ -17,16 +17,14 @@ once it exists); untrained, it is scaled to a small correction so the run is phy
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
+from multiscale.atomic import atomic_write_json  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
 import torch  # noqa: E402
@@ -57,13 +55,6 @@ def parse_args(argv=None):
     if args.box_nm < 1.5:
         p.error("--box-nm must be at least 1.5 nm (twice the 0.75 nm PME cutoff used here)")
     return args
-
-
-def write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def plot(csv_path: Path, png_path: Path, ml_energy) -> None:
@@ -160,7 +151,7 @@ def main(argv=None) -> int:
         "final_temperature_K": final_temperature,
         "finite": bool(np.isfinite(ml_energy).all()),
     }
-    write_json_atomic(args.out / "summary.json", summary)
+    atomic_write_json(args.out / "summary.json", summary)
     print(
         f"{topology.getNumAtoms()} atoms ({len(particles)} ML), {args.steps} steps on {args.platform}/{args.backend}: "
         f"{ns_per_day:.2f} ns/day, final T = {final_temperature:.0f} K, outputs in {args.out}"

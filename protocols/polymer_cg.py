@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,15 +32,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
+from multiscale.atomic import atomic_write_json  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
 import torch  # noqa: E402
 from openmm import app, unit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from multiscale.cg.mapping import Mapping, MappingDefinition, PolymerRule, build_mapping  # noqa: E402
-from multiscale.cg.priors import PriorConfig, Priors, fit_priors, plot_priors, collect_samples  # noqa: E402
-from multiscale.cg.system import CGSimulation, build_cg_system, force_matching_set, prior_only_system  # noqa: E402
+from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
+from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors, plot_priors  # noqa: E402
+from multiscale.cg.system import CGSimulation, build_cg_system, force_matching_set  # noqa: E402
 from multiscale.models import load_model  # noqa: E402
 from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
 from multiscale.training.config import TrainerConfig  # noqa: E402
@@ -102,13 +101,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def write_json(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
-
-
 def say(message: str) -> None:
     print(f"[polymer_cg {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -162,7 +154,7 @@ def main(argv=None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    write_json(out / "settings.json", {"quick": args.quick, "platform": args.platform, **asdict(s)})
+    atomic_write_json(out / "settings.json", {"quick": args.quick, "platform": args.platform, **asdict(s)})
     t0 = time.perf_counter()
 
     # 1–2. fine model
@@ -183,7 +175,7 @@ def main(argv=None) -> int:
     prior_config = PriorConfig(nonbonded_cutoff_nm=s.prior_cutoff_nm, min_samples=200)
     priors = fit_priors(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [],
                         temperature_K=s.temperature_K, boxes=boxes, config=prior_config)
-    write_json(out / "priors.json", priors.to_dict())
+    atomic_write_json(out / "priors.json", priors.to_dict())
     samples = collect_samples(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [], boxes=boxes, config=prior_config)
     plot_priors(priors, samples, out / "priors.png", config=prior_config)
 

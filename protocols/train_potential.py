@@ -24,17 +24,16 @@ Writes to DIR:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
+from multiscale.atomic import atomic_write_json  # noqa: E402
 from multiscale.data import read_configurations, split_dataset  # noqa: E402
 from multiscale.training import build_graphs, distributed, evaluate, parity_plot  # noqa: E402
 from multiscale.training.trainer import resolve_device  # noqa: E402
@@ -93,13 +92,6 @@ def job_from_args(args) -> JobConfig:
     if args.family is not None:
         job = JobConfig(model=job.model, trainer=job.trainer, loss=job.loss, family=args.family)
     return job
-
-
-def write_json_atomic(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -169,7 +161,7 @@ def main(argv=None) -> int:
         "wall_time_s": time.monotonic() - started,
         "inputs": {"train": str(args.train), "valid": str(args.valid), "test": str(args.test)},
     }
-    write_json_atomic(args.out / "metrics.json", summary)
+    atomic_write_json(args.out / "metrics.json", summary)
     test_metrics = metrics.get("test", {})
     print(
         f"done in {summary['wall_time_s']:.0f} s: test energy MAE {test_metrics.get('energy_mae_mev_per_atom', float('nan')):.2f} meV/atom, "

@@ -35,8 +35,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any, Dict, List, Mapping as MappingABC, Optional, Sequence, Tuple, Union
@@ -44,6 +42,8 @@ from typing import Any, Dict, List, Mapping as MappingABC, Optional, Sequence, T
 import mdtraj as md
 import numpy as np
 from scipy.special import rel_entr
+
+from multiscale.atomic import atomic_write_bytes
 
 __all__ = [
     "AVOGADRO_CONSTANT_PER_MOL",
@@ -743,23 +743,6 @@ def _jsonable(value, where: str = "report"):
                     "lists or dicts in extra")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def _figure(n_panels: int):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -1000,7 +983,7 @@ def validation_report(ref: md.Trajectory, cg: md.Trajectory, masses: Masses, *, 
     report["files"] = ["report.json", "report.md", *plots]
     report = _jsonable(report)
     for name, data in plots.items():
-        _atomic_write(out / name, data)
-    _atomic_write(out / "report.md", _markdown(report).encode("utf-8"))
-    _atomic_write(out / "report.json", (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+        atomic_write_bytes(out / name, data)
+    atomic_write_bytes(out / "report.md", _markdown(report).encode("utf-8"))
+    atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2, allow_nan=False) + "\n").encode("utf-8"))
     return report

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -22,6 +21,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
+from multiscale.atomic import atomic_write_bytes, atomic_write_json
 from multiscale.cg.mapping import Mapping
 from multiscale.cg.priors import Priors, priors_to_openmm
 from multiscale.data.configuration import Configuration
@@ -34,13 +34,15 @@ def build_cg_system(
     model=None,
     box: Optional[np.ndarray] = None,
     nonbonded_cutoff_nm: float = 1.0,
+    use_angles: Optional[bool] = None,
     use_dihedrals: Optional[bool] = None,
     backend: str = "torchforce",
 ) -> Tuple[openmm.System, app.Topology]:
     """The CG System (priors + optional ML bead potential) and the CG Topology.
 
     ``box``: (3, 3) nm periodic cell (rows a, b, c), None for open boundaries.
-    ``use_dihedrals``: include dihedral priors (default: whenever ``priors`` has any).
+    ``use_angles`` / ``use_dihedrals``: include angle / dihedral priors (default: whenever
+    ``priors`` has any of that kind).
     """
     topology = mapping.cg_topology()
     system = openmm.System()
@@ -60,11 +62,14 @@ def build_cg_system(
             raise ValueError(
                 f"nonbonded_cutoff_nm={nonbonded_cutoff_nm} is not below half the box; use a smaller cutoff or a larger system"
             )
+    if use_angles is None:
+        use_angles = bool(getattr(priors, "angles", None))
     if use_dihedrals is None:
         use_dihedrals = bool(getattr(priors, "dihedrals", None))
+    angles = mapping.bead_angles if use_angles else []
     dihedrals = mapping.bead_dihedrals if use_dihedrals else []
     for force in priors_to_openmm(
-        priors, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, dihedrals,
+        priors, mapping.bead_types, mapping.bead_bonds, angles, dihedrals,
         nonbonded_cutoff_nm=nonbonded_cutoff_nm, periodic=periodic,
     ):
         system.addForce(force)
@@ -118,13 +123,6 @@ def force_matching_set(
     ]
 
 
-def _atomic_json(path: Path, data) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
-
-
 class CGSimulation:
     """Langevin dynamics of a CG System with checkpoint/restart.
 
@@ -174,11 +172,8 @@ class CGSimulation:
 
     def _save_checkpoint(self, steps: int, frames: int) -> None:
         paths = self.paths
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{paths['chk'].name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(self.simulation.context.createCheckpoint())
-        os.replace(tmp, paths["chk"])
-        _atomic_json(paths["state"], {"steps": steps, "frames": frames})
+        atomic_write_bytes(paths["chk"], self.simulation.context.createCheckpoint())
+        atomic_write_json(paths["state"], {"steps": steps, "frames": frames})
 
     def _truncate_dcd(self, frames: int) -> None:
         import mdtraj

@@ -17,12 +17,12 @@ import json
 import numbers
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Union
 
 import numpy as np
 
+from multiscale.atomic import atomic_write
 from multiscale.data.configuration import Configuration
 from multiscale.units import (
     ANGSTROM_TO_NM,
@@ -60,20 +60,11 @@ def _ase():
 
 
 def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(binary file)`` on a temporary file next to ``path``, then ``os.replace`` it."""
+    """:func:`multiscale.atomic.atomic_write`, refusing a missing directory with a clear message."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist (create it first)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, write)
 
 
 def _check_configs(configs: Sequence[Configuration], what: str) -> List[Configuration]:

@@ -32,7 +32,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -41,6 +40,7 @@ import torch
 from e3nn.util.jit import compile_mode
 from e3nn.util.jit import script as e3nn_script
 
+from multiscale.atomic import atomic_write_text
 from multiscale.models.io import load_model, model_from_state, model_state, save_model
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
@@ -204,21 +204,6 @@ class EnsemblePotential(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------------------- files
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_ensemble(
     ensemble: EnsemblePotential, directory: PathLike, metadata: Optional[Dict[str, Any]] = None
 ) -> List[Path]:
@@ -250,7 +235,7 @@ def save_ensemble(
         "cutoff_nm": ensemble.cutoff,
         "metadata": dict(metadata or {}),
     }
-    _atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return paths
 
 

@@ -7,13 +7,12 @@ with only strings, numbers, lists, dicts and tensors, so it loads with ``weights
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
 
+from multiscale.atomic import atomic_write
 from multiscale.models.potential import EquivariantPotential
 
 FORMAT = "multiscale.EquivariantPotential"
@@ -39,19 +38,7 @@ def _format_of(model) -> str:
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def model_state(model, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:

@@ -40,12 +40,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from openmm import unit
+
+from multiscale.atomic import atomic_write
 
 #: Name of the manifest file in a recording directory.
 MANIFEST = "manifest.json"
@@ -76,39 +77,6 @@ def _chunk_files(directory: Path) -> List[Path]:
         if match and path.is_file():
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write ``path`` through a temporary file in the same directory, fsync, then os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if hasattr(os, "fchmod"):
-                os.fchmod(handle.fileno(), FILE_MODE)  # mkstemp creates 0600
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(path.parent)
 
 
 def _read_manifest(directory: Path) -> Optional[Dict[str, Any]]:
@@ -305,7 +273,7 @@ class ForceRecorder:
             "forces": np.stack(self._buffer["forces"]),
             "boxes": np.stack(self._buffer["boxes"]),
         }
-        _atomic_write(self.directory / _chunk_name(self._chunk_index), lambda handle: np.savez(handle, **arrays))
+        atomic_write(self.directory / _chunk_name(self._chunk_index), lambda handle: np.savez(handle, **arrays))
 
     def _write_manifest(self) -> None:
         manifest = {
@@ -322,7 +290,7 @@ class ForceRecorder:
             "units": UNITS,
         }
         text = json.dumps(manifest, indent=1).encode("utf-8")
-        _atomic_write(self.directory / MANIFEST, lambda handle: handle.write(text))
+        atomic_write(self.directory / MANIFEST, lambda handle: handle.write(text))
 
 
 def _describe(particles) -> str:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import yaml
 
+from multiscale.atomic import atomic_write, atomic_write_json
 from multiscale.config import YamlConfig
 from multiscale.data.configuration import Configuration
 from multiscale.data.splits import split_dataset
@@ -641,25 +641,6 @@ def evaluate_ensemble(ensemble: EnsemblePotential, configs: Sequence[Configurati
 
 
 # ---------------------------------------------------------------------------------- files
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    _write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
-
-
 def _save_frames(path: Path, frames: Exploration) -> None:
     """Explored frames to ``.npz`` (steps, positions (F, N, 3) nm, uncertainties kJ/mol/nm), atomically."""
     n_atoms = frames[0]["positions"].shape[0] if frames else 0
@@ -683,18 +664,7 @@ def _save_frames(path: Path, frames: Exploration) -> None:
         "stop_reason": np.array(frames.stop_reason or ""),
         "trajectories": np.array(frames.trajectories),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_frames(path: PathLike) -> Exploration:
@@ -908,8 +878,8 @@ class ActiveLearningLoop:
                 )
 
     def _save_state(self) -> None:
-        _write_json_atomic(self.out / ROUNDS_FILE, self.state["rounds"])
-        _write_json_atomic(self.out / STATE_FILE, self.state)
+        atomic_write_json(self.out / ROUNDS_FILE, self.state["rounds"])
+        atomic_write_json(self.out / STATE_FILE, self.state)
 
     def _complete(self, stage: str) -> None:
         self.state["stage"] = stage

@@ -21,8 +21,6 @@ import contextlib
 import csv
 import io
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from multiscale.atomic import atomic_write_text
 from multiscale.models.io import atomic_torch_save, model_state, save_model
 from multiscale.models.potential import EquivariantPotential
 from multiscale.training.batch import Graph, collate, predict
@@ -102,13 +101,6 @@ class TrainingResult:
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def write_csv_atomic(path: Path, rows: Sequence[Dict[str, float]]) -> None:
     if not rows:
         return
@@ -119,7 +111,7 @@ def write_csv_atomic(path: Path, rows: Sequence[Dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    _write_text_atomic(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 class Trainer:
