@@ -311,13 +311,10 @@ class EnsembleForceComputation:
         self.periodic = bool(periodic)
 
     def __call__(self, state):
-        from openmm import unit
+        from multiscale.openmm.bridge import state_positions_and_box
 
-        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        box = None
-        if self.periodic:
-            box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
-        out = self.ensemble.compute(np.asarray(positions), self.types, box, forces=True)
+        positions, box = state_positions_and_box(state, self.periodic)
+        out = self.ensemble.compute(positions, self.types, box, forces=True)
         return float(out["energy"]), out["forces"].to(torch.float64).cpu().numpy()
 
     def __reduce__(self):
@@ -333,22 +330,9 @@ def _rebuild_ensemble_computation(states: List[Dict], types: List[int], periodic
 def _validate_particles(
     ensemble: EnsemblePotential, particle_types: Sequence[str], particles: Optional[Sequence[int]]
 ) -> torch.Tensor:
-    if isinstance(particle_types, str):
-        raise TypeError("particle_types must be a list of type names, one per particle, not a single string")
-    particle_types = [str(t) for t in particle_types]
-    if not particle_types:
-        raise ValueError("particle_types is empty; the ensemble force must act on at least one particle")
-    if particles is not None:
-        particles = [int(p) for p in particles]
-        if len(particles) != len(particle_types):
-            raise ValueError(
-                f"particle-count mismatch: {len(particles)} particles but {len(particle_types)} particle_types; "
-                "give one type per particle in `particles`"
-            )
-        if len(set(particles)) != len(particles):
-            raise ValueError("particles lists an index more than once; each particle may appear once")
-        if min(particles) < 0:
-            raise ValueError(f"particles contains a negative index ({min(particles)}); indices are 0-based System indices")
+    from multiscale.openmm.bridge import check_particle_selection
+
+    particle_types, _ = check_particle_selection(particle_types, particles, "the ensemble force")
     return ensemble.type_indices(particle_types)
 
 

@@ -85,12 +85,9 @@ class PythonForceComputation:
         self.periodic = bool(periodic)
 
     def __call__(self, state: openmm.State):
-        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        box = None
-        if self.periodic:
-            box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        positions, box = state_positions_and_box(state, self.periodic)
         device = self.model.readout.shift.device
-        out = self.model.compute(np.asarray(positions), self.types.to(device), None if box is None else np.asarray(box))
+        out = self.model.compute(positions, self.types.to(device), box)
         return float(out["energy"]), out["forces"].to(torch.float64).cpu().numpy()
 
     def __reduce__(self):
@@ -101,15 +98,14 @@ def _rebuild_computation(state: Dict, types: List[int], periodic: bool) -> Pytho
     return PythonForceComputation(model_from_state(state), torch.tensor(types, dtype=torch.long), periodic)
 
 
-def _validate(model, particle_types: Sequence[str], particles: Optional[Sequence[int]]) -> torch.Tensor:
-    if not isinstance(model, tuple(MODEL_FORMATS.values())):
-        raise TypeError(
-            f"model must be a multiscale potential (EquivariantPotential or another registered model), "
-            f"got {type(model).__name__}; load a checkpoint with multiscale.models.load_model(path)"
-        )
+def check_particle_selection(particle_types: Sequence[str], particles: Optional[Sequence[int]], what: str = "the ML force"):
+    """Validate ``particle_types`` (one type name per particle) and the optional ``particles``
+    subset (distinct, non-negative System indices, one per type). Returns them cleaned."""
     if isinstance(particle_types, str):
         raise TypeError("particle_types must be a list of type names, one per particle, not a single string")
     particle_types = [str(t) for t in particle_types]
+    if not particle_types:
+        raise ValueError(f"particle_types is empty; {what} must act on at least one particle")
     if particles is not None:
         particles = [int(p) for p in particles]
         if len(particles) != len(particle_types):
@@ -119,10 +115,27 @@ def _validate(model, particle_types: Sequence[str], particles: Optional[Sequence
             )
         if len(set(particles)) != len(particles):
             raise ValueError("particles lists an index more than once; each particle may appear once")
-        if particles and min(particles) < 0:
+        if min(particles) < 0:
             raise ValueError(f"particles contains a negative index ({min(particles)}); indices are 0-based System indices")
-    if not particle_types:
-        raise ValueError("particle_types is empty; the ML force must act on at least one particle")
+    return particle_types, particles
+
+
+def state_positions_and_box(state: openmm.State, periodic: bool):
+    """(positions (N, 3) nm, box (3, 3) nm or None) of an OpenMM State as numpy arrays."""
+    positions = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    box = None
+    if periodic:
+        box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+    return positions, box
+
+
+def _validate(model, particle_types: Sequence[str], particles: Optional[Sequence[int]]) -> torch.Tensor:
+    if not isinstance(model, tuple(MODEL_FORMATS.values())):
+        raise TypeError(
+            f"model must be a multiscale potential (EquivariantPotential or another registered model), "
+            f"got {type(model).__name__}; load a checkpoint with multiscale.models.load_model(path)"
+        )
+    particle_types, particles = check_particle_selection(particle_types, particles)
     return model.type_indices(particle_types)
 
 

@@ -22,6 +22,7 @@ import torch
 from openmm import unit
 
 from multiscale.models.ensemble import EnsemblePotential
+from multiscale.openmm.bridge import check_particle_selection
 
 #: the CSV columns, in order
 COLUMNS = (
@@ -95,20 +96,7 @@ class EnsembleUncertaintyReporter:
         threshold = float(threshold)
         if not threshold >= 0.0:
             raise ValueError(f"threshold must be a non-negative force uncertainty in kJ/mol/nm, got {threshold!r}")
-        if isinstance(particle_types, str):
-            raise TypeError("particle_types must be a list of type names, one per particle, not a single string")
-        particle_types = [str(t) for t in particle_types]
-        if not particle_types:
-            raise ValueError("particle_types is empty; the reporter must watch at least one particle")
-        if particles is not None:
-            particles = [int(p) for p in particles]
-            if len(particles) != len(particle_types):
-                raise ValueError(
-                    f"particle-count mismatch: {len(particles)} particles but {len(particle_types)} particle_types; "
-                    "give one type per particle in `particles`"
-                )
-            if len(set(particles)) != len(particles) or min(particles) < 0:
-                raise ValueError("particles must be distinct, non-negative 0-based System indices")
+        particle_types, particles = check_particle_selection(particle_types, particles, "the reporter")
         self._types = ensemble.type_indices(particle_types)  # raises naming unknown types
         self._particles = None if particles is None else np.asarray(particles, dtype=np.int64)
         self._interval = interval
