@@ -2,25 +2,30 @@
 
 :func:`configure_allocator` keeps freed memory inside the process instead of giving it back to
 the kernel. Why it matters: one energy+force evaluation of an :class:`EquivariantPotential`
-allocates and frees gigabytes of per-edge tensors (≈ 4 kB per edge, 26 edges per atom at a
-0.4 nm cutoff in water). glibc serves every block above its mmap threshold (128 kB to 32 MB,
-adapting) with a fresh ``mmap`` and ``munmap``s it on ``free``, so on the next call every page is
-faulted in and zero-filled by the kernel again. Touching fresh memory costs ~0.4 s/GB (more in a
-VM whose host has not backed that memory yet), against ~0.05 s/GB for memory the process already
-owns, so at 10⁵ atoms most of an evaluation went into page faults (30 s → 11 s per call once
-memory is kept), and the cost grew faster than linearly with the system size.
+allocates and frees several kB per edge (26 edges per atom at a 0.4 nm cutoff in water), gigabytes
+per call at 10⁵ atoms. glibc serves every block above its mmap threshold (128 kB to 32 MB,
+adapting) with a fresh ``mmap`` and ``munmap``s it on ``free``, so on the next call those pages
+are faulted in and zero-filled by the kernel again: ~0.4 s/GB, and 1-2 s/GB in a VM for memory
+its host has not backed yet, against ~0.05 s/GB for memory the process already owns.
 
-The fix is the run-time equivalent of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>``:
+The setting is the run-time equivalent of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>``:
 
 * ``M_MMAP_MAX = 0``: no block is served by its own ``mmap``; everything comes from the heap,
   where freed blocks are reused by the next allocation;
-* ``M_TRIM_THRESHOLD = <huge>``: free memory at the top of the heap is never returned (trimmed).
+* ``M_TRIM_THRESHOLD = <never>``: free memory at the top of the heap is never returned (trimmed).
 
-Costs: the process's resident memory stays at its high-water mark (peak RSS ~30 % higher at
-10⁵ atoms, because freed blocks are reused in place but fragment), and memory freed after a big
+Measured with ``protocols/bench_potential.py --threads 1`` (water, 1k-100k atoms, 2-core VM):
+the model runs its per-edge work in fixed-size chunks, so its large allocations are few and recur
+with the same sizes; with that, keeping freed memory takes 10⁵ atoms from 8.2-8.8 s to 6.0 s per
+evaluation (cost exponent 1.06-1.08 → 0.99-1.01) for 5-10 % more peak memory (9.9 → 10.2-11.0
+GB). Before the chunking, the heap fragmented so badly that the same setting needed more than
+19 GB at 10⁵ atoms.
+
+Costs: the process's resident memory stays at its high-water mark, and memory freed after a big
 evaluation is not returned to the system until the process exits (``release_memory()`` gives
-back what it can). Use it in dedicated simulation or benchmark processes, not in a process that
-shares the machine's memory with long-lived neighbours after a single large evaluation.
+back what it can). The setting applies to every allocation of the whole process, not only to
+the model's. Use it in dedicated simulation or benchmark processes, not in a process that shares
+the machine's memory with long-lived neighbours after a single large evaluation.
 
 This is *opt-in*: nothing in ``multiscale`` calls it implicitly. Call it once, early (before the
 large allocations; later calls only affect later allocations)::
@@ -36,7 +41,6 @@ still exists and succeeds, but no longer governs ``malloc``; see :func:`allocato
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 import warnings
@@ -49,14 +53,11 @@ M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-M_MXFAST = 1
 
-# glibc's own defaults (as in mallopt(3)): 128 kB thresholds, dynamic; 65536 mmaps; fastbins up
-# to 64 * sizeof(size_t) / 4 = 128 bytes on 64-bit.
+# glibc's own defaults (as in mallopt(3)): 128 kB thresholds, dynamic; 65536 mmaps.
 DEFAULT_TRIM_THRESHOLD = 128 * 1024
 DEFAULT_MMAP_THRESHOLD = 128 * 1024
 DEFAULT_MMAP_MAX = 65536
-DEFAULT_MXFAST = 64 * ctypes.sizeof(ctypes.c_size_t) // 4
 
 #: "Never trim". mallopt's value is a C ``int``, too small for a byte count like 10^11 (the
 #: MALLOC_TRIM_THRESHOLD_ recipe); glibc converts it to ``size_t``, so -1 becomes SIZE_MAX, a
@@ -108,16 +109,11 @@ def configure_allocator(keep_freed_memory: bool = True) -> bool:
         )
         return False
     if keep_freed_memory:
-        # Huge trim threshold first, so no trim can happen between the calls.
-        ok = (
-            _mallopt(libc, M_TRIM_THRESHOLD, _NEVER)
-            and _mallopt(libc, M_MMAP_MAX, 0)
-            and _mallopt(libc, M_MXFAST, 0)
-        )
+        # Huge trim threshold first, so no trim can happen between the two calls.
+        ok = _mallopt(libc, M_TRIM_THRESHOLD, _NEVER) and _mallopt(libc, M_MMAP_MAX, 0)
     else:
         ok = (
-            _mallopt(libc, M_MXFAST, DEFAULT_MXFAST)
-            and _mallopt(libc, M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            _mallopt(libc, M_MMAP_MAX, DEFAULT_MMAP_MAX)
             and _mallopt(libc, M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD)
             and _mallopt(libc, M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
         )

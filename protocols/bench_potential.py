@@ -10,9 +10,12 @@ the same box is timed twice on the same OpenMM platform:
 Timing protocol, identical for both: ``--warmup`` untimed ``getState(getEnergy=True,
 getForces=True)`` calls (default 3: TorchScript's profiling executor re-optimises the model on its
 2nd and 3rd calls, which run several times slower than the steady state), then the median wall
-time of ``--repeats`` such calls (fewer for >= 30,000 atoms), each preceded by an untimed
-``context.setPositions``. The cost exponent is the least-squares slope of
-log(time) versus log(atoms); the ML potential passes if its exponent is <= 1.1 (linear scaling).
+time of ``--repeats`` such calls (fewer once the timed calls of one size have taken
+``--max-timed-seconds``), each preceded by an untimed ``context.setPositions``. The cost exponent
+is the least-squares slope of log(time) versus log(atoms) over all sizes; the ML potential passes
+if its exponent is <= 1.1 (linear scaling). The process CPU time of each timed call is recorded
+too (``*_cpu_times``; not used for the fit): wall time well above it means the machine was busy
+with other work during the measurement.
 
 Writes ``OUT/bench_potential.json`` (after every size, atomically) and ``OUT/bench_potential.png``.
 
@@ -71,9 +74,10 @@ MIN_ATOMS = 3 * math.ceil(WATER_PER_NM3 * MIN_BOX_NM**3)  # smallest box water_b
 MAX_EXPONENT = 1.1
 CLASSICAL_CUTOFF_NM = 0.9
 MEMORY_NOTE = (
-    "ML memory grows with the number of edges: at water density and a 0.4 nm cutoff one "
-    "energy+force evaluation needs roughly 0.1-0.3 MB per atom (10-30 GB at 100,000 atoms), and "
-    "the edge count grows as cutoff^3; hence the 0.4 nm default on a 24 GB machine."
+    "ML memory grows with the number of edges: at water density and a 0.4 nm cutoff (26 edges "
+    "per atom) one energy+force evaluation peaks at roughly 0.1 MB per atom (about 10 GB at "
+    "100,000 atoms, with or without allocator tuning), and the edge count grows as cutoff^3; "
+    "hence the 0.4 nm default on a 24 GB machine."
 )
 ENV_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "OMP_", "MKL_", "OPENMM_")
 JSON_NAME = "bench_potential.json"
@@ -84,15 +88,6 @@ def platform_names() -> List[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
-def repeats_for(target_atoms: int, requested: int) -> int:
-    """Fewer timed repeats for the big boxes (by requested size), to keep a full run under ~15 min."""
-    if target_atoms >= 100000:
-        return min(requested, 1)
-    if target_atoms >= 30000:
-        return min(requested, 2)
-    return requested
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (ru_maxrss is KiB on Linux)."""
     scale = 1.0 / 1024**2 if sys.platform == "darwin" else 1.0 / 1024
@@ -100,10 +95,17 @@ def peak_rss_mb() -> float:
 
 
 def time_evaluations(
-    system: openmm.System, positions: np.ndarray, platform: str, warmup: int, repeats: int, threads: Optional[int] = None
+    system: openmm.System,
+    positions: np.ndarray,
+    platform: str,
+    warmup: int,
+    repeats: int,
+    threads: Optional[int] = None,
+    max_timed_seconds: float = math.inf,
 ) -> Dict[str, Any]:
-    """``warmup`` untimed, then ``repeats`` timed ``getState(getEnergy, getForces)`` calls; each
-    is preceded by an untimed ``setPositions`` (same coordinates), so every call is a fresh evaluation."""
+    """``warmup`` untimed, then ``repeats`` timed ``getState(getEnergy, getForces)`` calls (at
+    least one; no new one once the timed calls took ``max_timed_seconds``); each is preceded by an
+    untimed ``setPositions`` (same coordinates), so every call is a fresh evaluation."""
     integrator = openmm.VerletIntegrator(0.001)
     properties = {"Threads": str(threads)} if threads and platform == "CPU" else {}
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform), properties)
@@ -112,17 +114,26 @@ def time_evaluations(
         for _ in range(warmup):  # TorchScript compilation and re-optimisation, PME/FFT plans
             context.setPositions(pos)
             state = context.getState(getEnergy=True, getForces=True)
-        times = []
-        for _ in range(repeats):
+        times: List[float] = []
+        cpu_times: List[float] = []
+        while len(times) < repeats and (not times or sum(times) < max_timed_seconds):
             context.setPositions(pos)
+            cpu_start = time.process_time()
             start = time.perf_counter()
             state = context.getState(getEnergy=True, getForces=True)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         if not (np.isfinite(energy) and np.isfinite(forces).all()):
             raise RuntimeError(f"non-finite energy or forces (energy = {energy} kJ/mol)")
-        return {"seconds": statistics.median(times), "times": times, "energy_kj_mol": energy}
+        return {
+            "seconds": statistics.median(times),
+            "times": times,
+            "cpu_seconds": statistics.median(cpu_times),
+            "cpu_times": cpu_times,
+            "energy_kj_mol": energy,
+        }
     finally:
         del context, integrator
 
@@ -147,15 +158,22 @@ def measure(n_target: int, args: argparse.Namespace, model: EquivariantPotential
         n_waters=topology.getNumResidues(),
         box_nm=edge,
         build_seconds=time.perf_counter() - start,
-        repeats=repeats_for(n_target, args.repeats),
     )
 
     try:
         i, _, _ = model.neighbors.pairs(torch.as_tensor(positions, dtype=torch.float32), torch.as_tensor(box, dtype=torch.float32))
         row["ml_edges_per_atom"] = i.shape[0] / row["n_atoms"]
         force = torch_force(model, topology_types(topology), periodic=True, backend=args.backend)
-        ml = time_evaluations(ml_system(topology, box, force), positions, args.platform, args.warmup, row["repeats"], args.threads)
-        row.update(ml_seconds=ml["seconds"], ml_times=ml["times"], ml_energy_kj_mol=ml["energy_kj_mol"])
+        ml = time_evaluations(
+            ml_system(topology, box, force), positions, args.platform, args.warmup, args.repeats, args.threads, args.max_timed_seconds
+        )
+        row.update(
+            ml_seconds=ml["seconds"],
+            ml_times=ml["times"],
+            ml_cpu_seconds=ml["cpu_seconds"],
+            ml_cpu_times=ml["cpu_times"],
+            ml_energy_kj_mol=ml["energy_kj_mol"],
+        )
     except (MemoryError, RuntimeError, openmm.OpenMMException) as error:
         row.update(status="failed", ml_seconds=None, ml_error=f"{type(error).__name__}: {error}")
     finally:
@@ -166,10 +184,12 @@ def measure(n_target: int, args: argparse.Namespace, model: EquivariantPotential
     row["classical_cutoff_nm"] = cutoff
     try:
         system = tip3p_pme_system(topology, cutoff_nm=cutoff)
-        classical = time_evaluations(system, positions, args.platform, args.warmup, row["repeats"], args.threads)
+        classical = time_evaluations(system, positions, args.platform, args.warmup, args.repeats, args.threads, args.max_timed_seconds)
         row.update(
             classical_seconds=classical["seconds"],
             classical_times=classical["times"],
+            classical_cpu_seconds=classical["cpu_seconds"],
+            classical_cpu_times=classical["cpu_times"],
             classical_energy_kj_mol=classical["energy_kj_mol"],
         )
     except (MemoryError, RuntimeError, openmm.OpenMMException) as error:
@@ -263,7 +283,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=BACKENDS, default="torchforce", help="how the ML model runs inside OpenMM")
     parser.add_argument("--platform", default="CPU", help=f"OpenMM platform (available here: {', '.join(platform_names())})")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed evaluations per size (median taken); capped at 2 from 30,000 atoms and 1 from 100,000"
+        "--repeats", type=int, default=3, help="timed evaluations per size and method (median taken); see --max-timed-seconds"
+    )
+    parser.add_argument(
+        "--max-timed-seconds",
+        type=float,
+        default=60.0,
+        help="start no further timed evaluation of a size once its timed evaluations took this long (at least one is "
+        "always timed); bounds the run time of slow models at the largest sizes",
     )
     parser.add_argument(
         "--warmup", type=int, default=3, help="untimed evaluations first (TorchScript optimises the model on its 2nd/3rd call)"
@@ -300,6 +327,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if not args.max_timed_seconds > 0:
+        parser.error(f"--max-timed-seconds must be > 0, got {args.max_timed_seconds}")
     names = platform_names()
     if args.platform not in names:
         parser.error(f"unknown OpenMM platform {args.platform!r}; valid platforms here are {names}")
@@ -324,11 +353,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "sizes": args.sizes,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "max_timed_seconds": args.max_timed_seconds,
         "seed": args.seed,
         "classical": {"model": "amber14/tip3p", "nonbonded": "PME", "cutoff_nm": CLASSICAL_CUTOFF_NM, "ewald_error_tolerance": 5e-4,
                       "constraints": "HBonds", "rigid_water": True},
         "timing": "median wall time of getState(getEnergy=True, getForces=True) after `warmup` untimed "
-        "calls; an untimed setPositions (same coordinates) precedes each call",
+        "calls; an untimed setPositions (same coordinates) precedes each call; `repeats` timed calls, fewer once "
+        "they took `max_timed_seconds`",
+        "model_runtime": {"chunk_edges": getattr(model, "chunk_edges", None)},
         "memory_note": MEMORY_NOTE,
         "model": model.config.to_dict(),
         "versions": {
@@ -380,10 +412,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     def fmt(value, spec):
         return format(value, spec) if value is not None else "-"
 
-    print(f"\n{'atoms':>8} {'edges/atom':>10} {'ML s':>10} {'PME s':>10} {'ML/PME':>8} {'peak MB':>9}  status")
+    print(f"\n{'atoms':>8} {'edges/atom':>10} {'ML s':>10} {'ML cpu s':>10} {'PME s':>10} {'ML/PME':>8} {'peak MB':>9}  status")
     for r in rows:
         print(
             f"{fmt(r.get('n_atoms'), 'd'):>8} {fmt(r.get('ml_edges_per_atom'), '.1f'):>10} {fmt(r.get('ml_seconds'), '.4f'):>10} "
+            f"{fmt(r.get('ml_cpu_seconds'), '.4f'):>10} "
             f"{fmt(r.get('classical_seconds'), '.4f'):>10} {fmt(r.get('ratio'), '.1f'):>8} {fmt(r.get('peak_rss_mb'), '.0f'):>9}  {r['status']}"
         )
     print(f"\ncost exponent  ML: {fmt(results['ml_exponent'], '.3f')}   TIP3P/PME: {fmt(results['classical_exponent'], '.3f')}")

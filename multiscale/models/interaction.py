@@ -5,14 +5,14 @@
     h_i  <- h_i + h_i'   (residual, when the irreps agree)
 
 The tensor product is :class:`EdgeTensorProduct` (e3nn's 'uvu' product, memory-lean).
-w(|r|) (``edge_weights``) comes from the shared RadialMLP of the enveloped Bessel basis (w(r_c) = 0); Y are spherical
+w(|r|) (``weight_chunks``) comes from the shared RadialMLP of the enveloped Bessel basis (w(r_c) = 0); Y are spherical
 harmonics up to lmax. Because every operation is an e3nn equivariant map, the block is
 E(3)-equivariant (SE(3) only if the model is built with parity=False).
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from e3nn import nn as e3nn_nn
@@ -65,13 +65,18 @@ class InteractionBlock(torch.nn.Module):
         self,
         features: torch.Tensor,
         attrs: torch.Tensor,
-        edge_sh: torch.Tensor,
-        edge_weights: torch.Tensor,
+        sh_chunks: List[torch.Tensor],
+        weight_chunks: List[torch.Tensor],
         senders: torch.Tensor,
-        receivers: torch.Tensor,
+        receiver_chunks: List[torch.Tensor],
+        edge_sizes: List[int],
     ) -> torch.Tensor:
+        """The edges come in consecutive chunks (see :func:`multiscale.neighbors.edge_chunks`):
+        chunk ``c`` has ``edge_sizes[c]`` edges with spherical harmonics ``sh_chunks[c]``,
+        tensor-product weights ``weight_chunks[c]`` and receivers ``receiver_chunks[c]``;
+        ``senders`` holds all edges' senders."""
         x = self.linear_up(features)
-        aggregated = self.tp.aggregate(x.index_select(0, senders), edge_sh, edge_weights, receivers, features.shape[0])
+        aggregated = self.tp.message_passing(x, senders, sh_chunks, weight_chunks, receiver_chunks, edge_sizes)
         aggregated = aggregated / self.avg_num_neighbors
         out = self.gate(self.linear_down(aggregated) + self.self_interaction(features, attrs))
         if self.residual:

@@ -25,7 +25,7 @@ from multiscale.models.embedding import TypeEmbedding
 from multiscale.models.interaction import InteractionBlock
 from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
-from multiscale.neighbors import NeighborList, check_box
+from multiscale.neighbors import NeighborList, check_box, edge_chunks
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
@@ -95,6 +95,12 @@ class EquivariantPotential(torch.nn.Module):
             raise ValueError(f"hidden irreps {irreps_hidden} need at least one even scalar (0e) channel")
 
         self.neighbors = NeighborList(self.cutoff)
+        #: Edges per chunk of the per-edge work on CPU (a run-time setting, not a hyper-parameter:
+        #: results do not depend on it beyond float rounding). ~16k edges keep per-edge temporaries
+        #: at a few MB, reused chunk after chunk. On other devices all edges form one chunk: the
+        #: reasons for chunking (glibc's heap, page faults, CPU caches) are CPU ones, and there
+        #: every chunk would cost its own kernel launches.
+        self.chunk_edges: int = 16384
         self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
         self.radial_basis = BesselBasis(self.cutoff, config.num_basis, config.envelope_exponent)
         self.embedding = TypeEmbedding(self.num_types, irreps_scalars)
@@ -146,15 +152,32 @@ class EquivariantPotential(torch.nn.Module):
         """
         dtype = self.readout.shift.dtype
         vectors = vectors.to(dtype)
-        lengths = torch.linalg.norm(vectors, dim=-1)
-        edge_sh = self.spherical_harmonics(vectors)
-        edge_basis = self.radial_basis(lengths)
+        # Edges sorted by receiver (NeighborList's order; re-sorted here only for other callers),
+        # then cut into equal chunks: all per-edge work runs chunk by chunk, so its temporaries
+        # stay chunk-sized whatever the system size (see edge_chunks).
+        if receivers.shape[0] > 1 and not bool((receivers[1:] >= receivers[:-1]).all()):
+            receivers, order = torch.sort(receivers, stable=True)
+            senders = senders.index_select(0, order)
+            vectors = vectors.index_select(0, order)
+        num_edges = int(receivers.shape[0])
+        edge_sizes = edge_chunks(num_edges, self.chunk_edges if vectors.device.type == "cpu" else max(num_edges, 1))
+        receiver_chunks = receivers.split(edge_sizes, dim=0)
+        sh_chunks: List[torch.Tensor] = []
+        weight_chunks: List[List[torch.Tensor]] = []
+        for _ in range(len(self.layers)):
+            weight_chunks.append([])
+        for chunk in vectors.split(edge_sizes, dim=0):
+            lengths = torch.linalg.norm(chunk, dim=-1)
+            sh_chunks.append(self.spherical_harmonics(chunk))
+            k = 0
+            for weights in self.radial(self.radial_basis(lengths)):
+                weight_chunks[k].append(weights)
+                k += 1
         attrs = self.embedding.attributes(types, dtype)
         features = self.embedding(attrs)
-        edge_weights = self.radial(edge_basis)
         k = 0
         for layer in self.layers:
-            features = layer(features, attrs, edge_sh, edge_weights[k], senders, receivers)
+            features = layer(features, attrs, sh_chunks, weight_chunks[k], senders, receiver_chunks, edge_sizes)
             k += 1
         return self.readout(features, types)
 
