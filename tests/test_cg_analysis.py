@@ -353,6 +353,15 @@ def test_validation_report_identical_and_perturbed(tmp_path):
     assert scaled["bonded"]["per_kind"]["bond"] > 0.5
     assert scaled["speedup"] is None
 
+    # density from a separate (NPT) run: structure from the identical run, density from the scaled one
+    split = cga.validation_report(ref, ref, masses, out_dir=tmp_path / "npt", rdf_bins=30, density_traj=cg)
+    assert split["bonded"]["per_kind"]["bond"] == 0.0
+    assert split["density"]["relative_difference_percent"] == pytest.approx(100 * (1 / 1.331 - 1), abs=1e-3)
+    assert split["density"]["cg_source"] == "density_traj" and split["density"]["cg_frames"] == cg.n_frames
+    assert "separate NPT run" in (tmp_path / "npt" / "report.md").read_text()
+    with pytest.raises(ValueError, match="same bead topology"):
+        cga.validation_report(ref, ref, masses, out_dir=tmp_path / "bad", density_traj=random_walk_melt(n_chains=2, n_beads=5))
+
 
 def test_validation_report_refuses_different_topologies(tmp_path):
     ref = random_walk_melt(n_chains=2, n_beads=5, n_frames=2)

@@ -869,7 +869,8 @@ def _markdown(report: Dict[str, Any]) -> str:
                          f"{_fmt(block['relative_difference_percent_sem'], 2)} |")
     dens = report.get("density")
     if dens is not None:
-        lines.append(f"| density (g/cm³) | {_pm(dens['ref'])} | {_pm(dens['cg'])} | "
+        source = " (CG from a separate NPT run)" if dens.get("cg_source") == "density_traj" else ""
+        lines.append(f"| density (g/cm³){source} | {_pm(dens['ref'])} | {_pm(dens['cg'])} | "
                      f"{_fmt(dens['relative_difference_percent'], 3)} ± "
                      f"{_fmt(dens['relative_difference_percent_sem'], 2)} |")
     lines.append("")
@@ -886,7 +887,8 @@ def _markdown(report: Dict[str, Any]) -> str:
 def validation_report(ref: md.Trajectory, cg: md.Trajectory, masses: Masses, *, out_dir, speedup=None,
                       extra: Optional[Dict[str, Any]] = None, types: Optional[Sequence[str]] = None,
                       bonded_bins=None, rdf_range: Optional[Tuple[float, float]] = None, rdf_bins: int = 100,
-                      rdf_exclude: Union[str, int] = "intramolecular", sem_blocks: int = 10) -> Dict[str, Any]:
+                      rdf_exclude: Union[str, int] = "intramolecular", sem_blocks: int = 10,
+                      density_traj: Optional[md.Trajectory] = None) -> Dict[str, Any]:
     """Compare a CG trajectory with the mapped reference and write ``out_dir``/report.json,
     report.md and PNG plots (each written atomically: temporary file + ``os.replace``).
 
@@ -895,6 +897,9 @@ def validation_report(ref: md.Trajectory, cg: md.Trajectory, masses: Masses, *, 
     JSON-serialisable dict stored under ``"extra"``. The other keywords are passed on:
     ``types`` (:func:`bead_types`), ``bonded_bins`` (:func:`bonded_distributions`), ``rdf_range``
     (nm), ``rdf_bins``, ``rdf_exclude`` (:func:`rdf_pairs`), ``sem_blocks`` (:func:`block_sem`).
+    ``density_traj``: the CG trajectory the density is taken from, when it is not ``cg`` (same
+    topology). A structural run at the reference density (NVT) says nothing about the CG model's
+    own density; pass a constant-pressure (NPT) run of the same model here.
 
     Returns the report (the dict written to report.json; type tuples joined with ``-``):
 
@@ -909,11 +914,15 @@ def validation_report(ref: md.Trajectory, cg: md.Trajectory, masses: Masses, *, 
       = 100 (cg − ref)/ref of the means with its ``..._sem`` (SEMs propagated as independent), and
       per chain;
     * ``density`` (g/cm³): ``ref``/``cg`` mean ± sem and the relative difference (``None`` without
-      a unit cell);
+      a unit cell), with ``cg_source`` ("cg" or "density_traj") and ``cg_frames``;
     * ``speedup``, ``extra``, ``system`` (sizes, types, frames), ``settings`` and ``files``.
     NaN values (e.g. an SEM from one frame) are written as null.
     """
     check_same_topology(ref, cg)
+    if density_traj is not None:
+        check_same_topology(ref, density_traj)
+        if density_traj.n_frames == 0:
+            raise ValueError("density_traj needs at least one frame")
     if ref.n_frames == 0 or cg.n_frames == 0:
         raise ValueError("both trajectories need at least one frame")
     if speedup is not None and not (isinstance(speedup, (int, float, np.number)) and math.isfinite(speedup)
@@ -957,13 +966,16 @@ def validation_report(ref: md.Trajectory, cg: md.Trajectory, masses: Masses, *, 
         chain_series = {"radius of gyration": rg, "end-to-end distance": ee}
     else:
         report["radius_of_gyration"] = report["end_to_end"] = None
-    if periodic:
-        d_ref, d_cg = density(ref, masses, types=types), density(cg, masses, types=types)
+    dens_cg_traj = cg if density_traj is None else density_traj
+    if periodic and dens_cg_traj.unitcell_vectors is not None:
+        d_ref, d_cg = density(ref, masses, types=types), density(dens_cg_traj, masses, types=types)
         stats_ref = {"mean": float(d_ref.mean()), "sem": block_sem(d_ref, sem_blocks)}
         stats_cg = {"mean": float(d_cg.mean()), "sem": block_sem(d_cg, sem_blocks)}
         rel, rel_sem = _relative(stats_ref["mean"], stats_cg["mean"], stats_ref["sem"], stats_cg["sem"])
         report["density"] = {"ref": stats_ref, "cg": stats_cg, "relative_difference_percent": rel,
-                             "relative_difference_percent_sem": rel_sem}
+                             "relative_difference_percent_sem": rel_sem,
+                             "cg_source": "cg" if density_traj is None else "density_traj",
+                             "cg_frames": int(dens_cg_traj.n_frames)}
     else:
         report["density"] = None
     report["speedup"] = None if speedup is None else float(speedup)

@@ -700,9 +700,10 @@ class Mapping:
         )
 
     def save(self, path: Union[str, Path]) -> None:
-        """Write the mapping as JSON (store it next to, or inside, a model checkpoint)."""
-        with open(path, "w") as handle:
-            json.dump(self.to_dict(), handle)
+        """Write the mapping as JSON (store it next to, or inside, a model checkpoint), atomically."""
+        from multiscale.atomic import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Mapping":
