@@ -139,6 +139,37 @@ def test_angle_fit_near_linear(theta0):
     assert theta0_fit <= math.pi
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_soft_linear_angle_fits_with_vertex_on_pi(seed):
+    """A soft angle whose free energy falls all the way to π (short chains' end angles): noisy
+    free fits put the vertex beyond π; the fit constrained to the domain returns θ0 = π."""
+    k = 3.0  # kBT/k ≈ 0.8 rad²: (before the constrained refit, half of these seeds were refused)
+    theta = rejection_sample(angle_density(k, math.pi), 0.0, math.pi, 1000, seed=seed)
+    k_fit, theta0_fit = fit_harmonic(theta, "angle", TEMPERATURE, PriorConfig(min_samples=200), ("E", "M", "M"))
+    assert k_fit == pytest.approx(k, rel=0.25)
+    assert math.pi - 0.12 <= theta0_fit <= math.pi
+
+
+def test_soft_near_linear_angle_from_a_short_sample_is_bounded_at_pi():
+    """A soft angle sampled briefly never comes within 0.05 rad of π (sin θ starves the bins there);
+    the missing samples are explained by the Jacobian, so the well counts as bounded at π and fits.
+    A distribution cut off below π with plenty of samples at its edge stays refused."""
+    from multiscale.cg.priors import expected_angles_beyond_max
+
+    k, theta0 = 12.0, 2.75
+    theta = rejection_sample(angle_density(k, theta0), 0.0, math.pi, 500, seed=11)
+    assert math.pi - theta.max() > 0.05  # the plain tolerance would call the well open
+    assert expected_angles_beyond_max(theta) < 3.0
+    k_fit, theta0_fit = fit_harmonic(theta, "angle", TEMPERATURE, PriorConfig(min_samples=200), ("E", "M", "M"))
+    assert k_fit == pytest.approx(k, rel=0.25)
+    assert theta0_fit == pytest.approx(theta0, abs=0.1)
+    # flat free energy up to 0.1 rad below π, densely sampled: the edge is real, not the Jacobian
+    flat = rejection_sample(np.sin, 1.5, math.pi - 0.1, 20000, seed=12)
+    assert expected_angles_beyond_max(flat) > 3.0
+    with pytest.raises(ValueError, match="no closed well"):
+        fit_harmonic(flat, "angle", TEMPERATURE, PriorConfig(), ("A", "B", "C"))
+
+
 # ---------------------------------------------------------------------------------------------
 # (3) dihedrals: Fourier series, no Jacobian
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -106,3 +107,9 @@ def test_cg_md_resumes_after_crash_without_duplicate_frames(pipeline, tmp_path):
     assert pdb.count("CONECT") >= len(mapping.bead_bonds) // 4  # bead bonds written as CONECT records
     bonds = app.PDBFile(str(tmp_path / "cg.pdb")).topology.getNumBonds()
     assert bonds == len(mapping.bead_bonds)
+    # a finished run "resumed" with nothing left to do keeps its measured speed (steps × dt / wall)
+    state = json.loads((tmp_path / "cg_state.json").read_text())
+    again = runner().run(200, progress=False)
+    assert again["steps"] == 200 and again["total_wall_seconds"] == pytest.approx(state["wall_seconds"])
+    assert again["simulated_ps_per_wall_second"] == pytest.approx(200 * 0.005 / state["wall_seconds"])
+    assert mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb")).n_frames == 10

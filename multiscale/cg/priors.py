@@ -20,7 +20,9 @@ Fitting rules (one prior per canonical bead-type tuple; bonds of types (A, B) an
 -------------------------------------------------------------------------------------------------
 **Bonds and angles: weighted least-squares parabola on the Jacobian-corrected free energy.**
 Samples are histogrammed (``bins`` bins between the ``tail_quantile`` and 1 − ``tail_quantile``
-quantiles; for angles that reach within 0.05 rad of π the range is closed at π). The free energy
+quantiles; for angles that reach within 0.05 rad of π the range is closed at π, and so it is for
+angles reaching within 0.2 rad of π when the few samples above their maximum are explained by the
+sin θ Jacobian alone, see ``expected_angles_beyond_max``). The free energy
 of bin b is ``F_b = −kBT ln[n_b / (N w_b J̄_b)]`` with the bin-averaged Jacobian J̄_b of
 J(r) = r² (bonds) or J(θ) = sin θ (angles), so ``F`` is the Boltzmann inversion
 U(r) = −kBT ln[P(r)/r²] and U(θ) = −kBT ln[P(θ)/sin θ] (up to a constant). Starting at the lowest
@@ -35,7 +37,9 @@ NaN/inf; fewer than ``min_samples`` samples; all samples identical; the well is 
 the window up to an edge of the sampled range: a flat, repulsive or unbound distribution; the edge at
 θ = π is a geometric bound and counts as closed for angles); the well spans fewer than
 ``min_well_bins`` bins; the fitted k is not positive or is below ``min_bond_k`` / ``min_angle_k``;
-the vertex lies outside the well.
+the vertex lies outside the well. For an angle whose free energy falls all the way to θ = π (vertex
+beyond π, or no minimum inside [0, π]), the parabola is refitted with θ0 = π fixed: the
+least-squares fit constrained to the domain.
 
 **Dihedrals (optional): Fourier series of PeriodicTorsionForce terms.** No Jacobian (the dihedral
 measure is uniform). The histogram on [−π, π) with ``dihedral_bins`` bins gives
@@ -85,6 +89,12 @@ _EXCLUSIONS = {"1-2": 1, "1-3": 2, "1-4": 3}
 _REPULSIVE_FORMS = ("r12", "wca")
 #: Angles whose samples come within this distance of π (rad) have their histogram closed at π.
 _PI_TOLERANCE = 0.05
+#: ... and so do angles reaching within _PI_REACH rad of π whose missing samples above their maximum
+#: are explained by the sin θ Jacobian alone (fewer than _PI_EXPECTED_BEYOND expected there at the
+#: free energy of the top _PI_EDGE_WINDOW rad): short samples of a soft, near-linear angle.
+_PI_REACH = 0.2
+_PI_EXPECTED_BEYOND = 3.0
+_PI_EDGE_WINDOW = 0.1
 _UNITS = {"bond": ("nm", "kJ/mol/nm^2"), "angle": ("rad", "kJ/mol/rad^2")}
 
 
@@ -762,9 +772,31 @@ def _check_samples(samples: np.ndarray, label: str, minimum: int, unit: str) -> 
     return x
 
 
+def expected_angles_beyond_max(x: np.ndarray, window: float = _PI_EDGE_WINDOW) -> float:
+    """How many samples one would expect between the largest sampled angle and π if the free
+    energy stayed at its value near that largest angle (rad in, a count out).
+
+    Near π the Jacobian sin θ starves the histogram: with a flat free energy the expected count in
+    [θ_max, π] is (n/w)/sin θ_e · (1 + cos θ_max), where n samples lie in the top ``window`` rad
+    below θ_max (centre θ_e). A small value means the missing samples near π are explained by the
+    geometry alone, so the well may be treated as bounded at π.
+    """
+    top = float(x.max())
+    if top >= math.pi:
+        return 0.0
+    n = int(np.count_nonzero(x >= top - window))
+    centre = top - 0.5 * window
+    if math.sin(centre) <= 0.0:
+        return 0.0
+    return n / window / math.sin(centre) * (1.0 + math.cos(top))
+
+
 def _harmonic_range(x: np.ndarray, kind: str, tail: float) -> Tuple[float, float, bool]:
     lo, hi = (float(q) for q in np.quantile(x, [tail, 1.0 - tail]))
-    closed_at_pi = kind == "angle" and float(x.max()) >= math.pi - _PI_TOLERANCE
+    closed_at_pi = kind == "angle" and (
+        float(x.max()) >= math.pi - _PI_TOLERANCE
+        or (float(x.max()) >= math.pi - _PI_REACH and expected_angles_beyond_max(x) < _PI_EXPECTED_BEYOND)
+    )
     if closed_at_pi:
         hi = math.pi
     if not hi > lo:
@@ -834,6 +866,15 @@ def fit_harmonic(
     k = 2.0 * a
     if not np.isfinite(k) or not np.isfinite(b):
         raise ValueError(f"{label}: the parabola fit returned NaN (k={k}); check the samples")
+    at_pi = False
+    if closed_at_pi and (k <= 0.0 or centers[i0] - b / (2.0 * a) > math.pi):
+        # The free energy falls all the way to the geometric bound θ = π (a near-linear angle): the
+        # least-squares parabola with its vertex inside the domain has the vertex on the bound, so
+        # refit F = a (θ − π)² + c with θ0 = π fixed.
+        dpi = centers[sel] - math.pi
+        design_pi = np.stack([dpi**2, np.ones_like(dpi)], axis=1)
+        coef_pi, *_ = np.linalg.lstsq(design_pi * weights[:, None], free[sel] * weights, rcond=None)
+        k, at_pi = 2.0 * float(coef_pi[0]), True
     if k <= 0.0:
         raise ValueError(
             f"{label}: fitted force constant k = {k:.4g} {kunit} is not positive: the free energy has no "
@@ -846,7 +887,7 @@ def fit_harmonic(
             f"(harmonic width sqrt(kBT/k) = {math.sqrt(_kT(temperature_K) / k):.3g} {unit}); the distribution "
             "is too broad for a harmonic prior; check the mapping, or lower PriorConfig.min_bond_k/min_angle_k"
         )
-    x0 = centers[i0] - b / (2.0 * a)
+    x0 = math.pi if at_pi else centers[i0] - b / (2.0 * a)
     # At θ = π the well is cut by geometry; the vertex of a one-sided fit may land a little beyond π
     # (then clipped to π), by at most a quarter of the well's width.
     upper = edges[right + 1] + (0.25 * (edges[right + 1] - edges[left]) if closed_at_pi else 0.0)

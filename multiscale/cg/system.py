@@ -170,10 +170,10 @@ class CGSimulation:
         d, n = self.out_dir, self.name
         return {"pdb": d / f"{n}.pdb", "dcd": d / f"{n}.dcd", "chk": d / f"{n}.chk", "state": d / f"{n}_state.json"}
 
-    def _save_checkpoint(self, steps: int, frames: int) -> None:
+    def _save_checkpoint(self, steps: int, frames: int, wall_seconds: float) -> None:
         paths = self.paths
         atomic_write_bytes(paths["chk"], self.simulation.context.createCheckpoint())
-        atomic_write_json(paths["state"], {"steps": steps, "frames": frames})
+        atomic_write_json(paths["state"], {"steps": steps, "frames": frames, "wall_seconds": wall_seconds})
 
     def _truncate_dcd(self, frames: int) -> None:
         import mdtraj
@@ -193,11 +193,12 @@ class CGSimulation:
         from tqdm import tqdm
 
         paths = self.paths
-        done, frames = 0, 0
+        done, frames, wall_before = 0, 0, 0.0
         resumed = paths["chk"].exists() and paths["state"].exists()
         if resumed:
             state = json.loads(paths["state"].read_text())
             done, frames = int(state["steps"]), int(state["frames"])
+            wall_before = float(state.get("wall_seconds", 0.0))
             self.simulation.context.loadCheckpoint(paths["chk"].read_bytes())
             self._truncate_dcd(frames)
         else:
@@ -210,8 +211,8 @@ class CGSimulation:
         reporter = app.DCDReporter(str(paths["dcd"]), self.report_interval, append=resumed and paths["dcd"].exists())
         self.simulation.reporters = [reporter]
         self.simulation.currentStep = done
-        first = done
         start = time.perf_counter()
+        total_wall = wall_before
         bar = tqdm(total=steps, initial=done, desc=f"{self.name} MD", unit="step", disable=not progress)
         while done < steps:
             chunk = min(self.checkpoint_interval - done % self.checkpoint_interval, steps - done)
@@ -220,15 +221,19 @@ class CGSimulation:
             frames = done // self.report_interval
             bar.update(chunk)
             if done % self.checkpoint_interval == 0 or done == steps:
-                self._save_checkpoint(done, frames)
+                total_wall = wall_before + time.perf_counter() - start
+                self._save_checkpoint(done, frames, total_wall)
         bar.close()
         del reporter
         self.simulation.reporters = []
         elapsed = time.perf_counter() - start
-        ran = done - first
+        # The speed covers every segment that was checkpointed (steps since the last checkpoint of
+        # an interrupted segment were redone and are not counted twice), so a finished run that is
+        # "resumed" with nothing left to do still reports its measured speed.
         return {
             "steps": done,
             "resumed": resumed,
             "wall_seconds": elapsed,
-            "simulated_ps_per_wall_second": (ran * self.timestep_ps) / elapsed if elapsed > 0 else float("nan"),
+            "total_wall_seconds": total_wall,
+            "simulated_ps_per_wall_second": (done * self.timestep_ps) / total_wall if total_wall > 0 else float("nan"),
         }

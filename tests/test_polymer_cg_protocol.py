@@ -1,0 +1,97 @@
+"""protocols/polymer_cg.py, the CG main job: its file contract on a tiny melt (--config overrides
+the preset), resumption of a finished job, and refusal of a DIR written with other settings.
+
+The scientific check (distributions, RDFs, Rg, speed-up) is the --quick run itself (README); this
+test runs every stage for seconds, so it asserts the contract, not the accuracy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+from openmm import app
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "protocols" / "polymer_cg.py"
+
+TINY = """polymer_cg:
+  num_chains: 16
+  chain_length: 24
+  fine_cutoff_nm: 0.9
+  equilibration_steps: 5000
+  sample_frames: 150
+  sample_interval: 100
+  train_max_time_s: 20
+  train_epochs: 2
+  model_cutoff_nm: 0.6
+  channels: 4
+  prior_cutoff_nm: 0.9
+  cg_timestep_ps: 0.02
+  cg_steps: 400
+  cg_report_interval: 20
+  cg_npt_steps: 200
+"""
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pcg")
+    config = out / "tiny.yaml"
+    config.write_text(TINY)
+    result = run("--quick", "--config", config, "--out", out / "run", "--no-progress")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, config
+
+
+def test_outputs_follow_the_file_contract(job):
+    out, _ = job
+    run_dir = out / "run"
+    for name in ("cg.pdb", "cg.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
+                 "rdf.png", "bonded_bond.png", "priors.png", "mapping.json", "priors.json", "model/model.ckpt"):
+        assert (run_dir / name).is_file(), name
+    pdb = app.PDBFile(str(run_dir / "cg.pdb"))
+    assert pdb.topology.getNumChains() == 16  # one chain per polymer
+    assert pdb.topology.getNumBonds() == 16 * 5  # 6 beads per chain, bead bonds from CONECT records
+    cg = mdtraj.load_dcd(str(run_dir / "cg.dcd"), top=str(run_dir / "cg.pdb"))
+    ref = mdtraj.load_dcd(str(run_dir / "reference_cg.dcd"), top=str(run_dir / "reference_cg.pdb"))
+    assert cg.n_frames == 400 // 20 and ref.n_frames == 150
+    assert [a.name for a in cg.topology.atoms] == [a.name for a in ref.topology.atoms]  # same bead order
+    assert np.all(np.isfinite(cg.xyz))
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["speedup"] > 0
+    for key in ("bonded", "rdf", "radius_of_gyration", "end_to_end", "density"):
+        assert report[key] is not None, key
+    for kind in ("bond", "angle", "dihedral"):
+        assert 0.0 <= report["bonded"]["per_kind"][kind] <= 1.0
+    # reference sampled at constant pressure: its boxes vary; the CG density comes from the NPT run
+    assert ref.unitcell_volumes.std() > 0
+    assert report["density"]["cg_source"] == "density_traj"
+    assert report["extra"]["force_map"]["kind"] == "optimal"
+    assert report["extra"]["force_map"]["mean_square_reduction_in_sample"] > 0.1
+
+
+def test_finished_job_reruns_its_report_and_refuses_other_settings(job):
+    out, config = job
+    before = json.loads((out / "run" / "report.json").read_text())
+    again = run("--quick", "--config", config, "--out", out / "run", "--no-progress")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = json.loads((out / "run" / "report.json").read_text())
+    assert after["speedup"] == pytest.approx(before["speedup"])  # from the recorded timings
+    assert after["bonded"] == before["bonded"]
+    other = out / "other.yaml"
+    other.write_text(TINY.replace("chain_length: 24", "chain_length: 20"))
+    refused = run("--quick", "--config", other, "--out", out / "run", "--no-progress")
+    assert refused.returncode != 0 and "other settings" in refused.stderr and "chain_length" in refused.stderr
+    bad = out / "bad.yaml"
+    bad.write_text("polymer_cg:\n  chain_lenght: 20\n")
+    refused = run("--quick", "--config", bad, "--out", out / "bad", "--no-progress")
+    assert refused.returncode != 0 and "chain_lenght" in refused.stderr
