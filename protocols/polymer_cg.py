@@ -82,6 +82,9 @@ class Settings(YamlConfig):
     cg_npt_steps: int
     pressure_bar: float = 1.0
     force_map_neighbors: int = 4  # optimal force map support (bonds beyond the bead); -1: plain sum
+    # Boltzmann-inverted torsion priors. Off: the bead angles reach 180°, where a torsion is
+    # undefined and its forces diverge; with them on, the 30 fs CG run here went to NaN.
+    dihedral_priors: bool = False
 
 
 QUICK = Settings(
@@ -239,11 +242,13 @@ def main(argv=None) -> int:
     say(f"mapped {mapping.n_atoms} sites onto {mapping.n_beads} beads ({mapping.force_map_kind} force map)")
 
     # 4. priors
-    prior_config = PriorConfig(nonbonded_cutoff_nm=s.prior_cutoff_nm, min_samples=200)
-    priors = fit_priors(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [],
+    prior_config = PriorConfig(nonbonded_cutoff_nm=s.prior_cutoff_nm, min_samples=200, use_dihedrals=s.dihedral_priors)
+    dihedrals = mapping.bead_dihedrals if s.dihedral_priors else []
+    priors = fit_priors(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, dihedrals,
                         temperature_K=s.temperature_K, boxes=boxes, config=prior_config)
     atomic_write_json(out / "priors.json", priors.to_dict())
-    samples = collect_samples(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [], boxes=boxes, config=prior_config)
+    samples = collect_samples(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, dihedrals, boxes=boxes,
+                              config=prior_config)
     plot_priors(priors, samples, out / "priors.png", config=prior_config)
 
     # 5. force matching on F_mapped − F_prior

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -113,3 +114,26 @@ def test_cg_md_resumes_after_crash_without_duplicate_frames(pipeline, tmp_path):
     assert again["steps"] == 200 and again["total_wall_seconds"] == pytest.approx(state["wall_seconds"])
     assert again["simulated_ps_per_wall_second"] == pytest.approx(200 * 0.005 / state["wall_seconds"])
     assert mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb")).n_frames == 10
+
+
+def test_cg_md_blow_up_names_the_step_and_keeps_the_checkpoint(pipeline, tmp_path):
+    mapping, priors, boxes = pipeline["mapping"], pipeline["priors"], pipeline["boxes"]
+    system, top = build_cg_system(mapping, priors, box=boxes[0], nonbonded_cutoff_nm=0.55)
+    stable = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=0.005,
+                          report_interval=10, checkpoint_interval=20, platform="Reference")
+    stable.run(20, progress=False)
+    # the same run resumed with a 2 ps step (bond periods here are ~0.5 ps): it must blow up
+    wild = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=2.0,
+                        report_interval=10, checkpoint_interval=20, platform="Reference")
+    with pytest.raises(RuntimeError, match=r"became unstable between steps \d+ and \d+.*smaller time step") as info:
+        wild.run(20000, progress=False)
+    kept = int(re.search(r"checkpoint \(cg.chk, step (\d+)\)", str(info.value)).group(1))
+    assert json.loads((tmp_path / "cg_state.json").read_text())["steps"] == kept >= 20
+    # the checkpoint holds finite positions, and the trajectory up to it is intact
+    resumed = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=0.005,
+                           report_interval=10, checkpoint_interval=20, platform="Reference")
+    resumed.simulation.context.loadCheckpoint((tmp_path / "cg.chk").read_bytes())
+    assert np.all(np.isfinite(resumed.simulation.context.getState(getPositions=True).getPositions(asNumpy=True)._value))
+    resumed.run(kept + 20, progress=False)
+    traj = mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb"))
+    assert traj.n_frames == (kept + 20) // 10 and np.all(np.isfinite(traj.xyz))

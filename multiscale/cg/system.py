@@ -213,16 +213,31 @@ class CGSimulation:
         self.simulation.currentStep = done
         start = time.perf_counter()
         total_wall = wall_before
+        saved = done if resumed else None
         bar = tqdm(total=steps, initial=done, desc=f"{self.name} MD", unit="step", disable=not progress)
         while done < steps:
             chunk = min(self.checkpoint_interval - done % self.checkpoint_interval, steps - done)
-            self.simulation.step(chunk)
+            try:
+                self.simulation.step(chunk)
+            except (openmm.OpenMMException, ValueError) as error:
+                # OpenMM raises on NaN coordinates (CPU/CUDA), the DCD reporter on NaN positions
+                if isinstance(error, ValueError) and "NaN" not in str(error):
+                    raise
+                bar.close()
+                kept = (f"its last checkpoint ({paths['chk'].name}, step {saved}) and the frames before it are intact"
+                        if saved is not None else "no checkpoint was written yet")
+                raise RuntimeError(
+                    f"{self.name} MD became unstable between steps {done} and {done + chunk} ({error}); {kept}. "
+                    f"Use a smaller time step (now {self.timestep_ps} ps), or check the priors (torsions between "
+                    "near-linear angles diverge) and the bead network"
+                ) from error
             done += chunk
             frames = done // self.report_interval
             bar.update(chunk)
             if done % self.checkpoint_interval == 0 or done == steps:
                 total_wall = wall_before + time.perf_counter() - start
                 self._save_checkpoint(done, frames, total_wall)
+                saved = done
         bar.close()
         del reporter
         self.simulation.reporters = []
