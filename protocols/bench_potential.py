@@ -88,6 +88,12 @@ def platform_names() -> List[str]:
     return [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
 
 
+def timing_fields(prefix: str, timing: dict) -> dict:
+    """The JSON row fields of one method's :func:`time_evaluations` result, named ``{prefix}_...``."""
+    keys = ("seconds", "times", "cpu_seconds", "cpu_times", "energy_kj_mol")
+    return {f"{prefix}_{key}": timing[key] for key in keys}
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (ru_maxrss is KiB on Linux)."""
     scale = 1.0 / 1024**2 if sys.platform == "darwin" else 1.0 / 1024
@@ -167,13 +173,7 @@ def measure(n_target: int, args: argparse.Namespace, model: EquivariantPotential
         ml = time_evaluations(
             ml_system(topology, box, force), positions, args.platform, args.warmup, args.repeats, args.threads, args.max_timed_seconds
         )
-        row.update(
-            ml_seconds=ml["seconds"],
-            ml_times=ml["times"],
-            ml_cpu_seconds=ml["cpu_seconds"],
-            ml_cpu_times=ml["cpu_times"],
-            ml_energy_kj_mol=ml["energy_kj_mol"],
-        )
+        row.update(timing_fields("ml", ml))
     except (MemoryError, RuntimeError, openmm.OpenMMException) as error:
         row.update(status="failed", ml_seconds=None, ml_error=f"{type(error).__name__}: {error}")
     finally:
@@ -185,13 +185,7 @@ def measure(n_target: int, args: argparse.Namespace, model: EquivariantPotential
     try:
         system = tip3p_pme_system(topology, cutoff_nm=cutoff)
         classical = time_evaluations(system, positions, args.platform, args.warmup, args.repeats, args.threads, args.max_timed_seconds)
-        row.update(
-            classical_seconds=classical["seconds"],
-            classical_times=classical["times"],
-            classical_cpu_seconds=classical["cpu_seconds"],
-            classical_cpu_times=classical["cpu_times"],
-            classical_energy_kj_mol=classical["energy_kj_mol"],
-        )
+        row.update(timing_fields("classical", classical))
     except (MemoryError, RuntimeError, openmm.OpenMMException) as error:
         row.update(status="failed", classical_seconds=None, classical_error=f"{type(error).__name__}: {error}")
     finally:

@@ -266,7 +266,7 @@ def main(argv=None) -> int:
         model = load_model(model_dir / "model.ckpt")
     else:
         model, result, _ = fit_potential(configs[:split], configs[split:], model_dir, job,
-                                         types=sorted(set(mapping.bead_types)), resume=True, progress=not args.no_progress,
+                                         types=sorted(set(mapping.bead_types)), resume=(model_dir / "checkpoint.pt").exists(), progress=not args.no_progress,
                                          log=say)
         (model_dir / "DONE").write_text(result.stop_reason)
 
