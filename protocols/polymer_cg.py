@@ -43,8 +43,10 @@ from tqdm import tqdm  # noqa: E402
 
 from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
 from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors, plot_priors  # noqa: E402
+from multiscale.cg.pressure import PressureCorrection, fit_pressure_correction  # noqa: E402
 from multiscale.cg.system import CGSimulation, build_cg_system, force_matching_set  # noqa: E402
 from multiscale.models import load_model  # noqa: E402
+from multiscale.models.io import with_dtype  # noqa: E402
 from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
 from multiscale.training.config import TrainerConfig  # noqa: E402
 from multiscale.training.loss import LossConfig  # noqa: E402
@@ -85,6 +87,7 @@ class Settings(YamlConfig):
     # Boltzmann-inverted torsion priors. Off: the bead angles reach 180°, where a torsion is
     # undefined and its forces diverge; with them on, the 30 fs CG run here went to NaN.
     dihedral_priors: bool = False
+    pressure_correction: bool = True  # fit the ramp that restores the reference pressure (step 5b)
 
 
 QUICK = Settings(
@@ -270,11 +273,36 @@ def main(argv=None) -> int:
                                          log=say)
         (model_dir / "DONE").write_text(result.stop_reason)
 
+    # 5b. pressure correction: force matching leaves the CG pressure free; a ramp A (1 − r/r_c) on
+    # non-bonded bead pairs, with A solved on the reference configurations, brings the model's
+    # pressure there to the reference's (see multiscale.cg.pressure)
+    correction = None
+    if s.pressure_correction:
+        correction_path = out / "pressure_correction.json"
+        if correction_path.exists():
+            correction = PressureCorrection(**json.loads(correction_path.read_text()))
+        else:
+            system64, _ = build_cg_system(mapping, priors, model=with_dtype(model, "float64"), box=boxes[0],
+                                          nonbonded_cutoff_nm=s.prior_cutoff_nm)
+            frames = np.linspace(0, split - 1, min(split, 150)).astype(int)
+            correction = fit_pressure_correction(system64, cg_pos[frames], boxes[frames], mapping.chains, mapping.bead_bonds,
+                                                 s.temperature_K, target_bar=s.pressure_bar, cutoff_nm=s.prior_cutoff_nm,
+                                                 exclusion=priors.exclusion)
+            atomic_write_json(correction_path, correction.to_dict())
+        say(f"pressure correction: the model's pressure on the reference frames is {correction.pressure_before_bar:.0f} "
+            f"± {correction.pressure_before_sem_bar:.0f} bar (target {s.pressure_bar:g}); ramp A = {correction.A_kj_mol:.3f} kJ/mol")
+
+    def cg_system_with_corrections():
+        system, topology = build_cg_system(mapping, priors, model=model, box=boxes[start], nonbonded_cutoff_nm=s.prior_cutoff_nm)
+        if correction is not None:
+            system.addForce(correction.to_force(mapping.n_beads, mapping.bead_bonds))
+        return system, topology
+
     # 6. CG simulation (resumable), NVT at the reference's mean density: start from the recorded
     # frame whose volume is closest to the mean, in that frame's box
     volumes = np.abs(np.linalg.det(boxes))
     start = int(np.argmin(np.abs(volumes - volumes.mean())))
-    cg_system, cg_top = build_cg_system(mapping, priors, model=model, box=boxes[start], nonbonded_cutoff_nm=s.prior_cutoff_nm)
+    cg_system, cg_top = cg_system_with_corrections()
     checkpoint_interval = s.cg_report_interval * 20
     sim = CGSimulation(cg_top, cg_system, cg_pos[start], out, name="cg", temperature_K=s.temperature_K,
                        timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
@@ -288,7 +316,7 @@ def main(argv=None) -> int:
 
     npt = None
     if s.cg_npt_steps > 0:
-        npt_system, _ = build_cg_system(mapping, priors, model=model, box=boxes[start], nonbonded_cutoff_nm=s.prior_cutoff_nm)
+        npt_system, _ = cg_system_with_corrections()
         barostat = openmm.MonteCarloBarostat(s.pressure_bar * unit.bar, s.temperature_K * unit.kelvin, 25)
         barostat.setRandomNumberSeed(args.seed + 14)
         npt_system.addForce(barostat)
@@ -319,7 +347,8 @@ def main(argv=None) -> int:
                                       "ensembles": {"reference": f"NPT {s.pressure_bar} bar", "cg": "NVT at the reference mean density",
                                                     "cg_density": "NPT" if npt is not None else "NVT (no NPT run)"},
                                       "timesteps_ps": {"fine": s.fine_timestep_ps, "cg": s.cg_timestep_ps},
-                                      "force_map": force_map_info})
+                                      "force_map": force_map_info,
+                                      "pressure_correction": None if correction is None else correction.to_dict()})
     say(f"done: speed-up {speedup:.1f}×; report in {out / 'report.md'}; {len(report)} report entries")
     return 0
 

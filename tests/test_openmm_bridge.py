@@ -140,3 +140,22 @@ def test_force_is_independent_of_the_callers_model(setup, backend):
         with torch.no_grad():
             model.readout.scale.div_(2.0)
     assert e_after == pytest.approx(e_before, rel=1e-12)
+
+
+def test_clone_system_refuses_a_torchforce_read_back_from_a_system():
+    """System.getForce returns a TorchForce as a plain openmm.Force (renamed, too): clone_system
+    must still recognise it and refuse, instead of letting OpenMM's serializer crash the process."""
+    import openmm
+
+    from multiscale.openmm.system import clone_system
+
+    system = openmm.System()
+    system.addParticle(1.0)
+    force = torch_force(make_model(types=("H",)), ["H"], periodic=False)
+    force.setName("renamed")
+    system.addForce(force)
+    system.addForce(openmm.HarmonicBondForce())
+    assert type(system.getForce(0)).__name__ == "Force"
+    with pytest.raises(ValueError, match="cannot copy the ML force 'renamed'"):
+        clone_system(system)
+    assert clone_system(system, keep=lambda f: f.getName() != "renamed").getNumForces() == 1

@@ -52,6 +52,14 @@ def model_state(model, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, A
     }
 
 
+def with_dtype(model, dtype: str):
+    """A copy of ``model`` computing in ``dtype`` ("float32" or "float64"), e.g. a float64 copy of a
+    float32 model for finite differences of its energy. The original is left untouched."""
+    state = model_state(model)
+    state["config"] = {**state["config"], "dtype": str(dtype)}
+    return model_from_state(state)
+
+
 def save_model(model, path: Union[str, Path], metadata: Optional[Dict[str, Any]] = None) -> None:
     """Write ``model`` (hyper-parameters + weights) to ``path`` atomically."""
     atomic_torch_save(model_state(model, metadata), path)

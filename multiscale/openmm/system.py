@@ -57,7 +57,23 @@ def create_system(
 
 
 def _is_ml_force(force: openmm.Force) -> bool:
-    return type(force).__name__ in ("TorchForce", "PythonForce")
+    # A TorchForce read back from a System (getForce/getForces) is a plain openmm.Force in Python:
+    # openmm's wrapper does not know the plugin's class. Known plugin/PythonForce types are caught
+    # by class; plain Forces by the names torch_force gives, or by being of no openmm class at all.
+    name = type(force).__name__
+    if name in ("TorchForce", "PythonForce"):
+        return True
+    if name == "Force":
+        return "TorchForce" in force.getName() or "PythonForce" in force.getName() or _unknown_to_openmm(force)
+    return False
+
+
+def _unknown_to_openmm(force: openmm.Force) -> bool:
+    """True for a Force that no openmm Python class wraps (a plugin force such as TorchForce)."""
+    for cls in (getattr(openmm, n) for n in dir(openmm) if n.endswith("Force") and n != "Force"):
+        if isinstance(cls, type) and hasattr(cls, "isinstance") and cls.isinstance(force):
+            return False
+    return True
 
 
 def clone_system(system: openmm.System, *, keep=None) -> openmm.System:
