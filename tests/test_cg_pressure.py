@@ -120,7 +120,7 @@ def test_ramp_pressure_is_analytic_and_the_fit_hits_the_target():
     n = 40
     x = configurations(n, 4, seed=4)
     molecules = [[i] for i in range(n)]
-    ramp = ramp_force(n, [], RC, A_kj_mol=1.0)
+    ramp = ramp_force(molecules, RC, A_kj_mol=1.0)
     assert ramp.getName() == FORCE_NAME and ramp.getGlobalParameterName(0) == PARAMETER
     per_a = molecular_pressure(system_of(n, [ramp]), x, BOX, molecules, T, kinetic=False)
     volume = np.linalg.det(BOX)
@@ -130,11 +130,11 @@ def test_ramp_pressure_is_analytic_and_the_fit_hits_the_target():
         assert per_a[t] == pytest.approx(expected, rel=1e-6)
 
     base = system_of(n, [lj_force(n)])
-    correction = fit_pressure_correction(base, x, BOX, molecules, [], T, target_bar=1.0, cutoff_nm=RC)
+    correction = fit_pressure_correction(base, x, BOX, molecules, T, target_bar=1.0, cutoff_nm=RC)
     assert base.getNumForces() == 1  # the ramp was only borrowed
     assert correction.pressure_before_bar == pytest.approx(molecular_pressure(base, x, BOX, molecules, T).mean())
     assert abs(correction.pressure_before_bar - 1.0) > 10.0  # a real correction, not a no-op
-    corrected = system_of(n, [lj_force(n), correction.to_force(n, [])])
+    corrected = system_of(n, [lj_force(n), correction.to_force(molecules)])
     after = molecular_pressure(corrected, x, BOX, molecules, T)
     assert after.mean() == pytest.approx(1.0, abs=1e-3 * abs(correction.pressure_before_bar))
     assert correction.to_dict()["A_kj_mol"] == correction.A_kj_mol
@@ -151,7 +151,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match=r"positions must be \(T, 4, 3\)"):
         molecular_pressure(system, x[:, :3], BOX, [[0], [1], [2], [3]], T)
     with pytest.raises(ValueError, match="no bead pairs"):
-        fit_pressure_correction(system, x, BOX, [[0], [1], [2], [3]], [], T, cutoff_nm=0.01)
+        fit_pressure_correction(system, x, BOX, [[0], [1], [2], [3]], T, cutoff_nm=0.01)
 
 
 def test_fit_works_on_a_system_holding_a_torchforce():
@@ -162,5 +162,38 @@ def test_fit_works_on_a_system_holding_a_torchforce():
     n = 12
     x = configurations(n, 2, seed=6)
     system = system_of(n, [lj_force(n), torch_force(make_model(types=("A",), cutoff=0.5), ["A"] * n, periodic=True)])
-    correction = fit_pressure_correction(system, x, BOX, [[i] for i in range(n)], [], T, cutoff_nm=RC)
+    correction = fit_pressure_correction(system, x, BOX, [[i] for i in range(n)], T, cutoff_nm=RC)
     assert np.isfinite(correction.A_kj_mol) and system.getNumForces() == 2
+
+
+def test_ramp_acts_between_molecules_only():
+    """Two dimers: the ramp energy counts the 4 intermolecular pairs within r_c, not the 2 bonds."""
+    x = np.array([[0.2, 0.2, 0.2], [0.5, 0.2, 0.2], [0.2, 0.6, 0.2], [0.5, 0.6, 0.2]])
+    system = system_of(4, [ramp_force([[0, 1], [2, 3]], RC, A_kj_mol=2.0)])
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(x)
+    energy = context.getState(getEnergy=True).getPotentialEnergy()._value
+    inter = [np.linalg.norm(x[i] - x[j]) for i in (0, 1) for j in (2, 3)]
+    assert energy == pytest.approx(sum(2.0 * (1 - r / RC) for r in inter), rel=1e-9)
+
+
+def test_correction_joins_a_system_with_excluding_priors_on_the_cpu_platform():
+    """OpenMM's CPU platform needs one exclusion list for all CustomNonbondedForces: add_to copies
+    the priors' exclusions, and the energy is unchanged by them (they are intramolecular)."""
+    from multiscale.cg.pressure import PressureCorrection
+
+    pairs = [(0, 1), (2, 3)]
+    x = np.array([[0.2, 0.2, 0.2], [0.5, 0.2, 0.2], [0.2, 0.6, 0.2], [0.5, 0.6, 0.2]])
+    correction = PressureCorrection(A_kj_mol=2.0, cutoff_nm=RC, target_bar=1.0, pressure_before_bar=0.0,
+                                    pressure_before_sem_bar=0.0, bar_per_kj_mol=1.0, n_frames=1)
+    energies = []
+    for platform in ("Reference", "CPU"):
+        system = system_of(4, [lj_force(4, pairs)])
+        correction.add_to(system, [[0, 1], [2, 3]])
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+        context.setPositions(x)
+        energies.append(context.getState(getEnergy=True, groups={0}).getPotentialEnergy()._value)
+    lj_only = sum(lj(np.linalg.norm(x[i] - x[j])) for i in (0, 1) for j in (2, 3))
+    ramp = sum(2.0 * (1 - np.linalg.norm(x[i] - x[j]) / RC) for i in (0, 1) for j in (2, 3))
+    assert energies[0] == pytest.approx(lj_only + ramp, rel=1e-9)
+    assert energies[1] == pytest.approx(energies[0], rel=1e-5)

@@ -35,6 +35,7 @@ TINY = """polymer_cg:
   cg_steps: 400
   cg_report_interval: 20
   cg_npt_steps: 200
+  pressure_correction: true
 """
 
 
@@ -77,6 +78,9 @@ def test_outputs_follow_the_file_contract(job):
     assert report["density"]["cg_source"] == "density_traj"
     assert report["extra"]["force_map"]["kind"] == "optimal"
     assert report["extra"]["force_map"]["mean_square_reduction_in_sample"] > 0.1
+    correction = report["extra"]["pressure_correction"]
+    assert np.isfinite(correction["A_kj_mol"]) and correction["n_frames"] > 0
+    assert json.loads((run_dir / "pressure_correction.json").read_text()) == correction
 
 
 def test_finished_job_reruns_its_report_and_refuses_other_settings(job):

@@ -7,7 +7,7 @@ one-parameter form of pressure matching (Das & Andersen, J. Chem. Phys. 132, 164
 the linear ramp of iterative Boltzmann inversion's pressure correction (Reith, Pütz & Müller-Plathe,
 J. Comput. Chem. 24, 1624 (2003)):
 
-    U_corr(r) = A (1 − r / r_c)   for non-excluded bead pairs with r < r_c,
+    U_corr(r) = A (1 − r / r_c)   for bead pairs of different molecules with r < r_c,
 
 a constant force A / r_c that barely changes the structure of a dense liquid but shifts its
 pressure linearly in A. Because P(A) = P(0) + A · ∂P/∂A is exactly linear on fixed configurations,
@@ -36,7 +36,6 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from multiscale.cg.priors import excluded_pairs
 from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
 
 #: Name of the correction force in a System (see :meth:`PressureCorrection.to_force`).
@@ -122,19 +121,29 @@ def molecular_pressure(
     return out
 
 
-def ramp_force(n_beads: int, bonds: Any, cutoff_nm: float, exclusion: str = "1-3", A_kj_mol: float = 0.0,
-               periodic: bool = True) -> openmm.CustomNonbondedForce:
-    """The correction U = A (1 − r/r_c) on every non-excluded bead pair within ``cutoff_nm`` (nm),
-    with global parameter :data:`PARAMETER` = ``A_kj_mol`` (kJ/mol); exclusions as the repulsive
-    prior's (``exclusion`` over ``bonds``)."""
+def ramp_force(molecules: Sequence[Sequence[int]], cutoff_nm: float, A_kj_mol: float = 0.0,
+               periodic: bool = True, exclusions: Sequence[Sequence[int]] = ()) -> openmm.CustomNonbondedForce:
+    """The correction U = A (1 − r/r_c) on every pair of beads in *different* molecules within
+    ``cutoff_nm`` (nm), with global parameter :data:`PARAMETER` = ``A_kj_mol`` (kJ/mol).
+
+    Intermolecular only: under the barostat's molecular scaling only intermolecular forces do work,
+    so only they set the pressure; leaving intramolecular pairs alone keeps the correction from
+    biasing single-chain conformations directly. ``molecules``: bead indices of every molecule.
+    ``exclusions``: pairs to exclude as well. OpenMM's CPU and CUDA platforms require every
+    CustomNonbondedForce of a System to share one exclusion list, so give the priors' (they are
+    intramolecular and change nothing here); :meth:`PressureCorrection.add_to` does that.
+    """
     if not cutoff_nm > 0:
         raise ValueError(f"cutoff_nm must be a positive distance in nm, got {cutoff_nm!r}")
-    force = openmm.CustomNonbondedForce(f"{PARAMETER}*(1 - r/{float(cutoff_nm)!r})")
+    n = sum(len(m) for m in molecules)
+    owner = _molecule_index(molecules, n)
+    force = openmm.CustomNonbondedForce(f"{PARAMETER}*(1 - r/{float(cutoff_nm)!r})*step(abs(molecule1 - molecule2) - 0.5)")
     force.setName(FORCE_NAME)
     force.addGlobalParameter(PARAMETER, float(A_kj_mol))
-    for _ in range(int(n_beads)):
-        force.addParticle([])
-    for i, j in excluded_pairs(int(n_beads), bonds, exclusion).tolist():
+    force.addPerParticleParameter("molecule")
+    for m in owner.tolist():
+        force.addParticle([float(m)])
+    for i, j in exclusions:
         force.addExclusion(int(i), int(j))
     force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic if periodic
                              else openmm.CustomNonbondedForce.CutoffNonPeriodic)
@@ -143,23 +152,37 @@ def ramp_force(n_beads: int, bonds: Any, cutoff_nm: float, exclusion: str = "1-3
     return force
 
 
+def _custom_nonbonded_exclusions(system: openmm.System) -> list:
+    """The exclusion list of the System's CustomNonbondedForces (they must all share one)."""
+    for force in system.getForces():
+        if isinstance(force, openmm.CustomNonbondedForce):
+            return [tuple(force.getExclusionParticles(k)) for k in range(force.getNumExclusions())]
+    return []
+
+
 @dataclass
 class PressureCorrection:
-    """A fitted ramp: ``A_kj_mol`` (kJ/mol), ``cutoff_nm`` (nm), ``exclusion``; and the pressures
+    """A fitted intermolecular ramp: ``A_kj_mol`` (kJ/mol), ``cutoff_nm`` (nm); and the pressures
     it was fitted from (bar): ``target_bar``, the model's mean pressure on the configurations
     without it, ``pressure_before_bar`` ± ``pressure_before_sem_bar``, and ``bar_per_kj_mol`` = ∂P/∂A."""
 
     A_kj_mol: float
     cutoff_nm: float
-    exclusion: str
     target_bar: float
     pressure_before_bar: float
     pressure_before_sem_bar: float
     bar_per_kj_mol: float
     n_frames: int
 
-    def to_force(self, n_beads: int, bonds: Any, periodic: bool = True) -> openmm.CustomNonbondedForce:
-        return ramp_force(n_beads, bonds, self.cutoff_nm, self.exclusion, self.A_kj_mol, periodic)
+    def to_force(self, molecules: Sequence[Sequence[int]], periodic: bool = True,
+                 exclusions: Sequence[Sequence[int]] = ()) -> openmm.CustomNonbondedForce:
+        return ramp_force(molecules, self.cutoff_nm, self.A_kj_mol, periodic, exclusions)
+
+    def add_to(self, system: openmm.System, molecules: Sequence[Sequence[int]]) -> int:
+        """Add the correction to ``system`` (periodic), sharing the exclusions of its other
+        CustomNonbondedForces; returns the force index."""
+        return system.addForce(self.to_force(molecules, system.usesPeriodicBoundaryConditions(),
+                                             _custom_nonbonded_exclusions(system)))
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -170,12 +193,10 @@ def fit_pressure_correction(
     positions_nm: np.ndarray,
     boxes_nm: np.ndarray,
     molecules: Sequence[Sequence[int]],
-    bonds: Any,
     temperature_K: float,
     *,
     target_bar: float = 1.0,
     cutoff_nm: float = 1.0,
-    exclusion: str = "1-3",
     rel_volume_step: float = 1e-5,
     platform: str = "Reference",
     sem_blocks: int = 10,
@@ -194,7 +215,10 @@ def fit_pressure_correction(
     free = [g for g in range(31, -1, -1) if g not in used]
     if not free:
         raise ValueError("every force group 0-31 is in use; free one for the pressure ramp")
-    ramp = ramp_force(system.getNumParticles(), bonds, cutoff_nm, exclusion, 1.0, periodic=True)
+    if sum(len(m) for m in molecules) != system.getNumParticles():
+        raise ValueError(f"molecules cover {sum(len(m) for m in molecules)} beads but the System has "
+                         f"{system.getNumParticles()}; list every bead in exactly one molecule")
+    ramp = ramp_force(molecules, cutoff_nm, 1.0, periodic=True, exclusions=_custom_nonbonded_exclusions(system))
     ramp.setForceGroup(free[0])
     # added to the caller's System for the evaluation and removed again (a System holding a
     # TorchForce cannot be copied through OpenMM's serializer)
@@ -214,6 +238,6 @@ def fit_pressure_correction(
     A = (float(target_bar) - mean_base) / mean_slope
     if not math.isfinite(A):
         raise ValueError(f"the fitted ramp height is not finite (P(0) = {mean_base} bar, dP/dA = {mean_slope} bar mol/kJ)")
-    return PressureCorrection(A_kj_mol=A, cutoff_nm=float(cutoff_nm), exclusion=exclusion, target_bar=float(target_bar),
+    return PressureCorrection(A_kj_mol=A, cutoff_nm=float(cutoff_nm), target_bar=float(target_bar),
                               pressure_before_bar=mean_base, pressure_before_sem_bar=block_sem(base, sem_blocks),
                               bar_per_kj_mol=mean_slope, n_frames=int(base.size))
