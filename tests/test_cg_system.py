@@ -137,3 +137,33 @@ def test_cg_md_blow_up_names_the_step_and_keeps_the_checkpoint(pipeline, tmp_pat
     resumed.run(kept + 20, progress=False)
     traj = mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb"))
     assert traj.n_frames == (kept + 20) // 10 and np.all(np.isfinite(traj.xyz))
+
+
+def test_cg_md_restarts_from_the_checkpoint_after_a_blow_up(pipeline, tmp_path):
+    """max_restarts: an instability sends the run back to its last checkpoint with fresh velocities;
+    the trajectory ends with exactly one frame per report interval, none duplicated."""
+    mapping, priors, boxes = pipeline["mapping"], pipeline["priors"], pipeline["boxes"]
+    system, top = build_cg_system(mapping, priors, box=boxes[0], nonbonded_cutoff_nm=0.55)
+    sim = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=0.005,
+                       report_interval=10, checkpoint_interval=40, platform="Reference")
+    real_step = sim.simulation.step
+    calls = {"n": 0}
+
+    def flaky_step(n):
+        calls["n"] += 1
+        real_step(n)
+        if calls["n"] == 3:  # the third chunk (steps 80-120) "blows up" after writing its frames
+            raise openmm.OpenMMException("Particle coordinate is NaN.")
+
+    sim.simulation.step = flaky_step
+    with pytest.warns(UserWarning, match="restart 1 of 2"):
+        result = sim.run(200, progress=False, max_restarts=2)
+    assert result["restarts"] == 1 and result["steps"] == 200
+    traj = mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb"))
+    assert traj.n_frames == 20 and np.all(np.isfinite(traj.xyz))
+    # without restarts the same failure is an error
+    sim2 = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path / "b", temperature_K=450.0, timestep_ps=0.005,
+                        report_interval=10, checkpoint_interval=40, platform="Reference")
+    sim2.simulation.step = lambda n: (_ for _ in ()).throw(openmm.OpenMMException("Particle coordinate is NaN."))
+    with pytest.raises(RuntimeError, match="no checkpoint was written yet"):
+        sim2.run(100, progress=False, max_restarts=3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -123,6 +124,10 @@ def force_matching_set(
     ]
 
 
+class CGInstabilityError(RuntimeError):
+    """CG MD produced NaN coordinates (the integrator became unstable)."""
+
+
 class CGSimulation:
     """Langevin dynamics of a CG System with checkpoint/restart.
 
@@ -188,8 +193,30 @@ class CGSimulation:
         traj[:frames].save_dcd(str(tmp))
         os.replace(tmp, dcd)
 
-    def run(self, steps: int, *, minimize: bool = True, progress: bool = True) -> dict:
-        """Run to ``steps`` steps in total (resuming if a checkpoint exists); returns timings."""
+    def run(self, steps: int, *, minimize: bool = True, progress: bool = True, max_restarts: int = 0) -> dict:
+        """Run to ``steps`` steps in total (resuming if a checkpoint exists); returns timings.
+
+        A numerical blow-up (NaN coordinates) raises :class:`CGInstabilityError`, naming the
+        steps and the intact checkpoint. With ``max_restarts`` > 0 the run instead goes back to the
+        last checkpoint, draws fresh Maxwell–Boltzmann velocities (a new seed each time: the
+        checkpoint restores the integrator's random state too, so it would fail the same way) and
+        goes on, up to ``max_restarts`` times; the result's ``restarts`` counts them. Steps redone
+        after a restart are counted once in the speed, their first, failed attempt not at all.
+        """
+        restarts = 0
+        while True:
+            try:
+                result = self._run(steps, minimize, progress, None if restarts == 0 else self.seed + 1000 + restarts)
+                result["restarts"] = restarts
+                return result
+            except CGInstabilityError as error:
+                if restarts >= max_restarts or not self.paths["chk"].exists():
+                    raise
+                restarts += 1
+                warnings.warn(f"{error}; restart {restarts} of {max_restarts} from the last checkpoint with fresh velocities",
+                              stacklevel=2)
+
+    def _run(self, steps: int, minimize: bool, progress: bool, fresh_velocities_seed: Optional[int]) -> dict:
         from tqdm import tqdm
 
         paths = self.paths
@@ -201,6 +228,8 @@ class CGSimulation:
             wall_before = float(state.get("wall_seconds", 0.0))
             self.simulation.context.loadCheckpoint(paths["chk"].read_bytes())
             self._truncate_dcd(frames)
+            if fresh_velocities_seed is not None:
+                self.simulation.context.setVelocitiesToTemperature(self.temperature_K * unit.kelvin, fresh_velocities_seed)
         else:
             if minimize:
                 self.simulation.minimizeEnergy(maxIterations=500)
@@ -224,9 +253,11 @@ class CGSimulation:
                 if isinstance(error, ValueError) and "NaN" not in str(error):
                     raise
                 bar.close()
+                self.simulation.reporters = []
+                del reporter  # closes the DCD, so a restart can cut it back
                 kept = (f"its last checkpoint ({paths['chk'].name}, step {saved}) and the frames before it are intact"
                         if saved is not None else "no checkpoint was written yet")
-                raise RuntimeError(
+                raise CGInstabilityError(
                     f"{self.name} MD became unstable between steps {done} and {done + chunk} ({error}); {kept}. "
                     f"Use a smaller time step (now {self.timestep_ps} ps), or check the priors (torsions between "
                     "near-linear angles diverge) and the bead network"
