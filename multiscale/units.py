@@ -34,3 +34,37 @@ EV_PER_ANGSTROM3_TO_KJ_PER_MOL_NM3 = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM**3
 def kT(temperature_K: float) -> float:
     """Thermal energy k_B T in kJ/mol at ``temperature_K``."""
     return KB_KJ_PER_MOL_K * float(temperature_K)
+
+
+#: Largest cutoff (nm) accepted for a short-range potential. Typical ML cutoffs are 0.4–0.6 nm for
+#: atoms and 0.7–1.5 nm for coarse-grained beads; a value of 3–6 is almost surely meant in Å.
+MAX_SHORT_RANGE_CUTOFF_NM = 2.5
+#: Smallest cutoff (nm) accepted for a short-range potential: below 1 Å not even a bonded
+#: neighbour is in range, so such a value is almost surely a unit slip (e.g. converted twice).
+MIN_SHORT_RANGE_CUTOFF_NM = 0.1
+
+
+def check_cutoff_nm(value, what: str = "cutoff") -> float:
+    """``value`` as a float cutoff in nm, or a ValueError that says why it is almost surely in the
+    wrong unit (or not a number at all)."""
+    import math
+
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{what} must be a distance in nm (e.g. 0.5), got {value!r}")
+    try:
+        cutoff = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a distance in nm (e.g. 0.5), got {value!r}") from None
+    if not math.isfinite(cutoff) or cutoff <= 0:
+        raise ValueError(f"{what} must be a positive distance in nm, got {value!r}")
+    if cutoff > MAX_SHORT_RANGE_CUTOFF_NM:
+        raise ValueError(
+            f"{what}={cutoff:g} nm is implausibly large for a short-range potential (at most "
+            f"{MAX_SHORT_RANGE_CUTOFF_NM} nm); cutoffs are in nm, not Å: 5 Å is 0.5 nm"
+        )
+    if cutoff < MIN_SHORT_RANGE_CUTOFF_NM:
+        raise ValueError(
+            f"{what}={cutoff:g} nm is below {MIN_SHORT_RANGE_CUTOFF_NM} nm (1 Å), where not even bonded "
+            "neighbours are in range; cutoffs are in nm (0.5 nm = 5 Å): was the value converted twice?"
+        )
+    return cutoff

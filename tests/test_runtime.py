@@ -54,8 +54,10 @@ def test_freed_memory_is_reused_without_page_faults():
     pages = (256 << 20) // 4096
     assert result["first"] is True and result["second"] is True  # applied, and idempotent
     assert result["info"]["keep_freed_memory"] is True and result["info"]["libc"] == "glibc"
-    assert result["default"] > 0.5 * pages, result  # glibc's default: unmapped on free, faulted in again
-    assert result["kept"] < 0.05 * pages, result  # configured: the same pages are reused
+    # Only what configure_allocator controls is asserted: once configured, the same pages are
+    # reused. How many faults glibc's *default* costs is the host's business (transparent huge
+    # pages, for one, fault 2 MB at a time), so result["default"] is reported, not asserted.
+    assert result["kept"] < 0.05 * pages, result
 
 
 def test_non_glibc_platform_warns_and_does_nothing(monkeypatch):

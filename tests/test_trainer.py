@@ -83,13 +83,13 @@ def test_same_seed_same_result_and_exact_resume(tmp_path, data):
 
 
 def test_max_time_is_respected(tmp_path, data):
-    import time
-
     train, valid = data
-    start = time.monotonic()
     _, result, _ = fit_potential(train, valid, tmp_path, job(epochs=10_000, max_time=6.0), progress=False)
     assert result.stop_reason == "max_time"
-    assert time.monotonic() - start < 6.0 + 8.0  # graph building and model set-up are outside the loop
+    # The trainer's own clock, not the host's speed: the loop stops inside the budget, overrunning
+    # it by at most the one epoch (training + validation) that was under way when it ran out.
+    seconds = [row["seconds"] for row in result.history]
+    assert sum(seconds) <= 6.0 + max(seconds)
     assert (tmp_path / "model.ckpt").is_file()
 
 

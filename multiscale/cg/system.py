@@ -80,7 +80,8 @@ def build_cg_system(
         missing = sorted(set(mapping.bead_types) - set(model.type_names))
         if missing:
             raise ValueError(f"the bead network does not know bead type(s) {missing}; it was trained on {model.type_names}")
-        ml = torch_force(model, mapping.bead_types, periodic, backend=backend)
+        # the box (if any) was set above from the caller's cell
+        ml = torch_force(model, mapping.bead_types, periodic, backend=backend, system=system, allow_default_box=True)
         ml.setForceGroup(1)
         system.addForce(ml)
     return system, topology

@@ -55,6 +55,8 @@ class Configuration:
     info: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.types, (str, bytes)):
+            raise ValueError(f"types must be a list with one type name per particle, not the string {self.types!r}")
         self.types = [str(t) for t in self.types]
         n = len(self.types)
         if n == 0:

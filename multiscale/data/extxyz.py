@@ -170,6 +170,39 @@ def _stress_3x3(value: Any, key: str, where: str) -> np.ndarray:
     raise ValueError(f"{where}: {key!r} must have 6 (Voigt) or 9 (3x3) values, got shape {arr.shape}")
 
 
+#: Two atoms closer than this (Å) in an extxyz file mean the file is not in Å: the shortest
+#: chemical bond (H₂) is 0.74 Å, and a file written in nm puts an O–H bond at 0.0096 "Å".
+MIN_ATOM_DISTANCE_ANGSTROM = 0.5
+
+
+def _check_length_unit(positions_angstrom: np.ndarray, box_nm: Optional[np.ndarray], where: str) -> None:
+    """Refuse a frame whose closest atoms (periodic images included) are nearer than
+    MIN_ATOM_DISTANCE_ANGSTROM: it was almost surely written in nm (or Bohr-scaled) instead of Å."""
+    if len(positions_angstrom) < 2 or not np.all(np.isfinite(positions_angstrom)):
+        return
+    import torch
+
+    from multiscale.neighbors import NeighborList
+
+    cutoff_nm = MIN_ATOM_DISTANCE_ANGSTROM * ANGSTROM_TO_NM
+    pos = torch.tensor(positions_angstrom * ANGSTROM_TO_NM, dtype=torch.float64)
+    box = None if box_nm is None else torch.tensor(box_nm, dtype=torch.float64)
+    if box is not None and not float(torch.det(box)) > 0:
+        return  # refused with its own message when the Configuration is built
+    senders, receivers, vectors = NeighborList(cutoff_nm)(pos, box)
+    if vectors.shape[0] == 0:
+        return
+    lengths = torch.linalg.norm(vectors, dim=1)
+    k = int(torch.argmin(lengths))
+    distance = float(lengths[k]) / ANGSTROM_TO_NM
+    i, j = sorted((int(receivers[k]), int(senders[k])))
+    raise ValueError(
+        f"{where}: atoms {i} and {j} are {distance:.4g} Å apart, closer than any chemical bond "
+        f"({MIN_ATOM_DISTANCE_ANGSTROM} Å); extxyz positions must be in Å (ASE units). If the file is in nm, "
+        "multiply positions (and the Lattice) by 10; if it is in Bohr, by 0.529177; remove duplicated atoms"
+    )
+
+
 def atoms_to_configuration(atoms, *, where: str = "ASE Atoms") -> Configuration:
     """A :class:`Configuration` (nm, kJ/mol, kJ/mol/nm, virial kJ/mol) from an ``ase.Atoms`` in ASE units.
 
@@ -275,6 +308,7 @@ def atoms_to_configuration(atoms, *, where: str = "ASE Atoms") -> Configuration:
     for key in used:
         info.pop(key, None)
     info = {key: value.item() if isinstance(value, np.generic) else value for key, value in info.items()}
+    _check_length_unit(np.asarray(atoms.positions, dtype=np.float64), box, where)
     try:
         return Configuration(
             types=atoms.get_chemical_symbols(),

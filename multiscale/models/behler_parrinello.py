@@ -64,9 +64,10 @@ from e3nn.util.jit import compile_mode
 
 from multiscale.config import YamlConfig
 from multiscale.models.io import register_model_format
-from multiscale.models.potential import ArrayLike, EquivariantPotential, check_particles
+from multiscale.models.potential import ArrayLike, EquivariantPotential, check_separation, prepare_positions
 from multiscale.models.radial import PolynomialEnvelope
 from multiscale.neighbors import NeighborList
+from multiscale.units import check_cutoff_nm
 
 _DTYPES = ("float32", "float64")
 _ACTIVATIONS = ("silu", "tanh")
@@ -157,17 +158,7 @@ class BPConfig(YamlConfig):
         duplicates = sorted({t for t in self.types if self.types.count(t) > 1})
         if duplicates:
             raise ValueError(f"types lists {duplicates} more than once; each type name must be unique")
-        try:
-            self.cutoff = float(self.cutoff)
-        except (TypeError, ValueError):
-            raise ValueError(f"cutoff must be a distance in nm, got {self.cutoff!r}") from None
-        if not self.cutoff > 0 or not math.isfinite(self.cutoff):
-            raise ValueError(f"cutoff must be a positive distance in nm, got {self.cutoff}")
-        if self.cutoff > 5.0:
-            raise ValueError(
-                f"cutoff={self.cutoff} nm is implausibly large for a short-range potential; "
-                "cutoffs are in nm (0.5 nm = 5 Å), not Å"
-            )
+        self.cutoff = check_cutoff_nm(self.cutoff, "cutoff")
         if self.radial_etas is None:
             self.radial_etas = default_radial_etas(self.cutoff)
         if self.angular_etas is None:
@@ -285,6 +276,8 @@ class SymmetryFunctions(torch.nn.Module):
                 k += 1
         self.register_buffer("pair_index", pair_index.reshape(-1), persistent=False)
         # Per-type standardisation of log1p(G) (data-derived: persistent, saved in checkpoints).
+        # the cutoff the descriptors (and the weights fitted to them) belong to; checked on loading
+        self.register_buffer("cutoff_nm", torch.tensor(float(cutoff), dtype=f64))
         self.register_buffer("feature_mean", torch.zeros(self.num_types, self.num_features, dtype=f64))
         self.register_buffer("feature_std", torch.ones(self.num_types, self.num_features, dtype=f64))
 
@@ -444,7 +437,7 @@ class BehlerParrinelloPotential(torch.nn.Module):
 
     def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
         super().__init__()
-        config = BPConfig.from_dict(dict(options, types=list(types), cutoff=cutoff, dtype=dtype))
+        config = BPConfig.from_dict(dict(options, types=types, cutoff=cutoff, dtype=dtype))
         self._config = config
         self.type_names: List[str] = list(config.types)
         self.num_types = len(self.type_names)
@@ -470,13 +463,9 @@ class BehlerParrinelloPotential(torch.nn.Module):
         self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """Per-particle energies e_i in kJ/mol, shape (N,)."""
-        dtype = self.readout.shift.dtype
-        check_particles(positions, types)
-        pos = positions.to(dtype)
-        cell: Optional[torch.Tensor] = None
-        if box is not None:
-            cell = box.to(dtype)
+        pos, cell = prepare_positions(positions, types, box, self.num_types, self.readout.shift.dtype)
         senders, receivers, vectors = self.neighbors(pos, cell)
+        check_separation(senders, receivers, vectors)
         return self.edge_energies(types, senders, receivers, vectors)
 
     def edge_energies(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from multiscale.config import YamlConfig
+from multiscale.units import check_cutoff_nm
 
 _DTYPES = ("float32", "float64")
 
@@ -55,26 +56,34 @@ class ModelConfig(YamlConfig):
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.types = [str(t) for t in self.types]
+        # field types are checked first by YamlConfig (a string for types, 2.7 for channels,
+        # "False" for parity are refused there)
         if not self.types:
             raise ValueError("types is empty; pass the particle type names, e.g. types=['H', 'O']")
+        empty = [t for t in self.types if not t.strip()]
+        if empty:
+            raise ValueError(f"types contains an empty name; give every type a name, got {self.types}")
         duplicates = sorted({t for t in self.types if self.types.count(t) > 1})
         if duplicates:
             raise ValueError(f"types lists {duplicates} more than once; each type name must be unique")
-        self.cutoff = float(self.cutoff)
-        if not self.cutoff > 0:
-            raise ValueError(f"cutoff must be a positive distance in nm, got {self.cutoff}")
-        if self.cutoff > 5.0:
-            raise ValueError(
-                f"cutoff={self.cutoff} nm is implausibly large for a short-range potential; "
-                "cutoffs are in nm (0.5 nm = 5 Å), not Å"
-            )
+        self.cutoff = check_cutoff_nm(self.cutoff, "cutoff")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         for name in ("channels", "num_layers", "num_basis", "radial_hidden", "readout_hidden"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.lmax) < 0:
+        if self.radial_layers < 0:
+            raise ValueError(f"radial_layers must be >= 0, got {self.radial_layers}")
+        if self.lmax < 0:
             raise ValueError(f"lmax must be >= 0, got {self.lmax}")
+        if self.envelope_exponent < 2:
+            raise ValueError(f"envelope_exponent must be >= 2 for a smooth cutoff, got {self.envelope_exponent}")
         if not self.avg_num_neighbors > 0:
             raise ValueError(f"avg_num_neighbors must be > 0, got {self.avg_num_neighbors}")
+        if self.hidden_irreps is not None:
+            from e3nn import o3
+
+            try:
+                o3.Irreps(self.hidden_irreps)
+            except (ValueError, AssertionError) as err:
+                raise ValueError(f"hidden_irreps {self.hidden_irreps!r} is not an e3nn irreps string like '16x0e+16x1o' ({err})") from None

@@ -28,6 +28,7 @@ Units: positions and box in nm, energies in kJ/mol, forces in kJ/mol/nm.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -299,32 +300,27 @@ def load_ensemble(
 
 
 # ---------------------------------------------------------------------------------- OpenMM
-class EnsembleForceComputation:
-    """The callable handed to ``openmm.PythonForce``: State → (mean energy kJ/mol, mean forces kJ/mol/nm).
+@functools.lru_cache(maxsize=1)
+def _ensemble_computation_class():
+    from multiscale.openmm.bridge import PythonForceComputation
 
-    Pickles as the members' checkpoint dictionaries (``model_state``), never as code.
-    """
+    class EnsembleForceComputation(PythonForceComputation):
+        """The callable handed to ``openmm.PythonForce``: State → (mean energy kJ/mol, mean forces
+        kJ/mol/nm); the particle selection and its checks are the single-model bridge's.
 
-    def __init__(self, ensemble: EnsemblePotential, type_indices: torch.Tensor, periodic: bool):
-        self.ensemble = ensemble
-        self.types = type_indices.to(torch.long)
-        self.periodic = bool(periodic)
+        Pickles as the members' checkpoint dictionaries (``model_state``), never as code.
+        """
 
-    def __call__(self, state):
-        from multiscale.openmm.bridge import state_positions_and_box
+        def __reduce__(self):
+            states = [model_state(member) for member in self.model.members]
+            return (_rebuild_ensemble_computation, (states, self.types.tolist(), self.periodic, self.particles, self.allow_default_box))
 
-        positions, box = state_positions_and_box(state, self.periodic)
-        out = self.ensemble.compute(positions, self.types, box, forces=True)
-        return float(out["energy"]), out["forces"].to(torch.float64).cpu().numpy()
-
-    def __reduce__(self):
-        states = [model_state(member) for member in self.ensemble.members]
-        return (_rebuild_ensemble_computation, (states, self.types.tolist(), self.periodic))
+    return EnsembleForceComputation
 
 
-def _rebuild_ensemble_computation(states: List[Dict], types: List[int], periodic: bool) -> EnsembleForceComputation:
+def _rebuild_ensemble_computation(states: List[Dict], types: List[int], periodic: bool, particles=None, allow_default_box=False):
     ensemble = EnsemblePotential([model_from_state(state) for state in states])
-    return EnsembleForceComputation(ensemble, torch.tensor(types, dtype=torch.long), periodic)
+    return _ensemble_computation_class()(ensemble, torch.tensor(types, dtype=torch.long), periodic, particles, allow_default_box)
 
 
 def _validate_particles(
@@ -332,8 +328,8 @@ def _validate_particles(
 ) -> torch.Tensor:
     from multiscale.openmm.bridge import check_particle_selection
 
-    particle_types, _ = check_particle_selection(particle_types, particles, "the ensemble force")
-    return ensemble.type_indices(particle_types)
+    particle_types, particles = check_particle_selection(particle_types, particles, "the ensemble force")
+    return ensemble.type_indices(particle_types), particles
 
 
 def ensemble_force(
@@ -342,6 +338,8 @@ def ensemble_force(
     periodic: bool,
     particles: Optional[Sequence[int]] = None,
     backend: str = "torchforce",
+    *,
+    allow_default_box: bool = False,
 ):
     """An OpenMM Force whose energy is the ensemble-mean energy (kJ/mol) and whose forces are the
     ensemble-mean forces (kJ/mol/nm).
@@ -357,6 +355,9 @@ def ensemble_force(
         members evaluated in a loop) or "pythonforce" (OpenMM's PythonForce calling the eager
         ensemble; pickles as member checkpoints). Both give the same energies and forces.
 
+    allow_default_box: accept an exact 2 nm cubic box (otherwise refused as OpenMM's never-set
+        default, see :func:`multiscale.openmm.torch_force`).
+
     The uncertainty is not part of the Force; watch it with
     :class:`multiscale.openmm.reporters.EnsembleUncertaintyReporter`.
     """
@@ -369,12 +370,11 @@ def ensemble_force(
         )
     if backend not in ENSEMBLE_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {ENSEMBLE_BACKENDS}")
-    type_indices = _validate_particles(ensemble, particle_types, particles)
+    type_indices, subset = _validate_particles(ensemble, particle_types, particles)
     ensemble = ensemble.eval()
-    subset = None if particles is None else [int(p) for p in particles]
     if backend == "pythonforce":
-        computation = EnsembleForceComputation(ensemble, type_indices, periodic)
-        force = openmm.PythonForce(computation, {}, [] if subset is None else subset)
+        computation = _ensemble_computation_class()(ensemble, type_indices, periodic, subset, allow_default_box)
+        force = openmm.PythonForce(computation, {})
         force.setUsesPeriodicBoundaryConditions(bool(periodic))
         force.setName(f"multiscale ML ensemble mean, {ensemble.num_members} members (PythonForce)")
         return force
@@ -387,7 +387,7 @@ def ensemble_force(
     # copy.deepcopy cannot copy e3nn modules, so script a copy rebuilt from the members'
     # checkpoint dictionaries: the caller's ensemble (its modules and device) stays untouched.
     copies = EnsemblePotential([model_from_state(model_state(member), map_location="cpu").eval() for member in ensemble.members])
-    module = e3nn_script(OpenMMAdapter(copies, type_indices, subset_tensor, periodic)).to("cpu")
+    module = e3nn_script(OpenMMAdapter(copies, type_indices, subset_tensor, periodic, allow_default_box)).to("cpu")
     force = openmmtorch.TorchForce(module)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     force.setName(f"multiscale ML ensemble mean, {ensemble.num_members} members (TorchForce)")

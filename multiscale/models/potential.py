@@ -13,7 +13,7 @@ exact strain derivative. Units everywhere: nm, kJ/mol, kJ/mol/nm.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,10 +30,19 @@ from multiscale.neighbors import NeighborList, check_box, edge_chunks
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
-def check_particles(positions: torch.Tensor, types: torch.Tensor) -> None:
-    """Refuse malformed input with a message that names the problem (TorchScript-compatible)."""
+#: Two particles closer than this (nm) are refused as overlapping: at zero distance the edge
+#: direction is undefined and energy and forces become NaN; no physical structure comes near it.
+MIN_SEPARATION_NM = 1e-4
+
+
+def check_particles(positions: torch.Tensor, types: torch.Tensor, num_types: int = -1) -> None:
+    """Refuse malformed input with a message that names the problem (TorchScript-compatible).
+
+    ``num_types`` (when >= 0) bounds the type indices."""
     if positions.dim() != 2 or positions.shape[1] != 3:
         raise ValueError("positions must have shape (N, 3), in nm")
+    if positions.shape[0] == 0:
+        raise ValueError("there are no particles (positions has 0 rows); pass at least one particle")
     if types.dim() != 1 or types.shape[0] != positions.shape[0]:
         raise ValueError(
             "particle-count mismatch: types has "
@@ -42,8 +51,80 @@ def check_particles(positions: torch.Tensor, types: torch.Tensor) -> None:
             + str(positions.shape[0])
             + " rows; pass one type per particle"
         )
+    if types.dtype != torch.long:
+        raise ValueError("types must be an int64 tensor of type indices, one per particle (model.type_indices(names) makes one)")
+    if num_types >= 0:
+        low = int(types.min())
+        high = int(types.max())
+        if low < 0 or high >= num_types:
+            raise ValueError(
+                "type index out of range: got indices from "
+                + str(low)
+                + " to "
+                + str(high)
+                + " but the model has "
+                + str(num_types)
+                + " types (0.."
+                + str(num_types - 1)
+                + "); map type names with model.type_indices(names)"
+            )
     if not bool(torch.isfinite(positions).all()):
         raise ValueError("positions contain NaN or Inf; check the input coordinates (nm) or the simulation for a blow-up")
+
+
+def wrap_positions(positions: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Positions moved by whole lattice vectors into the cell spanned by the rows of ``box``,
+    computed in the positions' own dtype (TorchScript-compatible, differentiable).
+
+    OpenMM hands over unwrapped float64 positions that drift far from the origin in long runs;
+    wrapping them *before* a float32 model casts them keeps the relative positions exact (at 10⁵
+    nm from the origin a float32 cast alone loses ~0.01 nm). Subtracting integer combinations of
+    the cell vectors changes no periodic energy, and the gradients with respect to positions and
+    cell (forces, virial) are those of the unwrapped input.
+    """
+    cell = box.to(positions.dtype)
+    if not bool(torch.isfinite(cell).all()):
+        raise ValueError("box contains NaN or Inf; pass the periodic cell vectors (rows a, b, c) in nm")
+    fractional = positions.detach() @ torch.linalg.inv(cell.detach())
+    return positions - torch.floor(fractional) @ cell
+
+
+def check_separation(
+    senders: torch.Tensor, receivers: torch.Tensor, vectors: torch.Tensor, min_separation: float = 1e-4
+) -> None:
+    """Refuse overlapping particles (closer than ``min_separation`` nm, MIN_SEPARATION_NM; a
+    literal here because TorchScript cannot read module-level floats), naming the pair
+    (TorchScript-compatible). Costs one reduction over the edges."""
+    if vectors.shape[0] == 0:
+        return
+    squared = (vectors.detach() * vectors.detach()).sum(-1)
+    closest = int(torch.argmin(squared))
+    distance = float(squared[closest].sqrt())
+    if distance < min_separation:
+        raise ValueError(
+            "particles "
+            + str(int(receivers[closest]))
+            + " and "
+            + str(int(senders[closest]))
+            + " overlap ("
+            + str(distance)
+            + " nm apart, periodic images included): energy and forces are undefined there. "
+            + "Check the input coordinates (duplicated atoms?), or the simulation for a blow-up"
+        )
+
+
+def prepare_positions(
+    positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor], num_types: int, dtype: torch.dtype
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Checked positions and box in the model's ``dtype``, the positions wrapped into the cell
+    first (in their own precision) when there is one."""
+    check_particles(positions, types, num_types)
+    cell: Optional[torch.Tensor] = None
+    pos = positions
+    if box is not None:
+        pos = wrap_positions(positions, box)
+        cell = box.to(dtype)
+    return pos.to(dtype), cell
 
 
 def hidden_irreps_for(config: ModelConfig) -> o3.Irreps:
@@ -80,7 +161,7 @@ class EquivariantPotential(torch.nn.Module):
 
     def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
         super().__init__()
-        config = ModelConfig(types=list(types), cutoff=cutoff, dtype=dtype, **options)
+        config = ModelConfig(types=types, cutoff=cutoff, dtype=dtype, **options)
         self._config = config
         self.type_names: List[str] = list(config.types)
         self.num_types = len(self.type_names)
@@ -132,13 +213,9 @@ class EquivariantPotential(torch.nn.Module):
         self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """Per-particle energies e_i in kJ/mol, shape (N,)."""
-        dtype = self.readout.shift.dtype
-        check_particles(positions, types)
-        pos = positions.to(dtype)
-        cell: Optional[torch.Tensor] = None
-        if box is not None:
-            cell = box.to(dtype)
+        pos, cell = prepare_positions(positions, types, box, self.num_types, self.readout.shift.dtype)
         senders, receivers, vectors = self.neighbors(pos, cell)
+        check_separation(senders, receivers, vectors)
         return self.edge_energies(types, senders, receivers, vectors)
 
     def edge_energies(
@@ -222,9 +299,17 @@ class EquivariantPotential(torch.nn.Module):
         """
         dtype = self.readout.shift.dtype
         device = self.readout.shift.device
+        # Positions and box stay in float64 (or their own wider dtype) up to the model, which wraps
+        # them into the cell before casting to its dtype: far from the origin a float32 cast first
+        # would lose the relative positions.
         pos = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
-        pos = pos.to(device=device, dtype=dtype)
+        if not pos.is_floating_point():
+            raise ValueError(f"positions must be floating-point coordinates in nm, got {pos.dtype}")
+        work = torch.float64
+        pos = pos.to(device=device, dtype=work)
         if isinstance(types, torch.Tensor):
+            if types.is_floating_point() or types.is_complex() or types.dtype == torch.bool:
+                raise ValueError("types must be type names or an integer tensor of type indices, got a " + str(types.dtype) + " tensor")
             type_idx = types.to(device=device, dtype=torch.long)
         else:
             type_idx = self.type_indices(list(types)).to(device)
@@ -232,7 +317,7 @@ class EquivariantPotential(torch.nn.Module):
             raise ValueError(f"positions must have shape (N, 3) in nm, got {tuple(pos.shape)}")
         cell = None
         if box is not None:
-            cell = torch.as_tensor(np.asarray(box) if not isinstance(box, torch.Tensor) else box).to(device=device, dtype=dtype)
+            cell = torch.as_tensor(np.asarray(box) if not isinstance(box, torch.Tensor) else box).to(device=device, dtype=work)
             check_box(cell)
         if stress and cell is None:
             raise ValueError("stress needs a periodic box; pass box=(3, 3) cell vectors in nm")
@@ -240,9 +325,9 @@ class EquivariantPotential(torch.nn.Module):
         pos = pos.detach().requires_grad_(forces)
         strain = None
         if stress:
-            strain = torch.zeros(3, 3, dtype=dtype, device=device, requires_grad=True)
+            strain = torch.zeros(3, 3, dtype=work, device=device, requires_grad=True)
             sym = 0.5 * (strain + strain.transpose(0, 1))
-            eye = torch.eye(3, dtype=dtype, device=device)
+            eye = torch.eye(3, dtype=work, device=device)
             pos_in = pos @ (eye + sym)
             cell_in = cell @ (eye + sym)
         else:
@@ -254,12 +339,12 @@ class EquivariantPotential(torch.nn.Module):
             grads = torch.autograd.grad(energy, inputs, create_graph=create_graph)
             k = 0
             if forces:
-                out["forces"] = -grads[k]
+                out["forces"] = -grads[k].to(dtype)
                 k += 1
             if stress:
                 volume = torch.det(cell)
-                out["virial"] = -grads[k]
-                out["stress"] = grads[k] / volume
+                out["virial"] = -grads[k].to(dtype)
+                out["stress"] = (grads[k] / volume).to(dtype)
         if not create_graph:
             out = {key: value.detach() for key, value in out.items()}
         return out

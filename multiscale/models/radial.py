@@ -56,6 +56,9 @@ class BesselBasis(torch.nn.Module):
         self.prefactor = math.sqrt(2.0 / self.cutoff)
         self.frequencies = torch.nn.Parameter(torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()) * math.pi / self.cutoff)
         self.envelope = PolynomialEnvelope(cutoff, envelope_exponent)
+        # The cutoff the basis (and the weights trained on it) belongs to, saved with the weights:
+        # a checkpoint whose configuration was edited to another cutoff is refused on loading.
+        self.register_buffer("cutoff_nm", torch.tensor(self.cutoff, dtype=torch.float64))
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         r = r.unsqueeze(-1)

@@ -50,7 +50,8 @@ def create_system(
         system.addParticle(mass)
     if periodic:
         system.setDefaultPeriodicBoxVectors(*box)
-    system.addForce(torch_force(model, types, bool(periodic), backend=backend))
+    # the box was taken from the Topology above (checked to exist), so an exact 2 nm cube is real
+    system.addForce(torch_force(model, types, bool(periodic), backend=backend, system=system, allow_default_box=True))
     if remove_cm_motion:
         system.addForce(openmm.CMMotionRemover())
     return system
@@ -122,14 +123,7 @@ def create_delta_system(
     system = clone_system(base_system)
     if periodic is None:
         periodic = base_system.usesPeriodicBoundaryConditions()
-    n = system.getNumParticles()
-    if particles is None and len(particle_types) != n:
-        raise ValueError(
-            f"particle-count mismatch: {len(particle_types)} particle_types for a base System of {n} particles; "
-            "pass particles=[...] to act on a subset"
-        )
-    if particles is not None and max(particles) >= n:
-        raise ValueError(f"particles contains index {max(particles)} but the base System has {n} particles")
-    force = torch_force(model, list(particle_types), bool(periodic), None if particles is None else list(particles), backend=backend)
+    force = torch_force(model, list(particle_types), bool(periodic), None if particles is None else list(particles),
+                        backend=backend, system=system)
     system.addForce(force)
     return system

@@ -47,10 +47,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import yaml
 
 from multiscale.atomic import atomic_write, atomic_write_json
-from multiscale.config import YamlConfig
+from multiscale.config import YamlConfig, read_yaml
 from multiscale.data.configuration import Configuration
 from multiscale.data.splits import split_dataset
 from multiscale.data.store import load_dataset, save_dataset
@@ -191,22 +190,14 @@ class ActiveLearningConfig(YamlConfig):
 
 def job_from_dict(data: Dict[str, Any]) -> JobConfig:
     """A :class:`JobConfig` from a mapping with optional ``family``, ``model``, ``trainer``, ``loss``."""
-    return JobConfig(
-        family=str(data.get("family", "equivariant")),
-        model=dict(data.get("model") or {}),
-        trainer=TrainerConfig.from_dict(dict(data.get("trainer") or {})),
-        loss=LossConfig(**dict(data.get("loss") or {})),
-    )
+    return JobConfig.from_dict(data)
 
 
 def load_active_learning_yaml(path: PathLike) -> Tuple[ActiveLearningConfig, JobConfig]:
     """Read one YAML file with sections ``active_learning:`` (:class:`ActiveLearningConfig`) and
     ``family:``, ``model:``, ``trainer:``, ``loss:`` (:class:`JobConfig`); every section is optional
     and unknown sections or keys are refused, naming them."""
-    with open(path) as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with sections active_learning:, model:, trainer:, loss:")
+    data = read_yaml(path)
     known = {"active_learning", "family", "model", "trainer", "loss"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -454,7 +445,7 @@ def explore(
         system.addParticle(m)
     if periodic:
         system.setDefaultPeriodicBoxVectors(*box)
-    system.addForce(ensemble_force(ensemble, types, periodic, backend=backend))
+    system.addForce(ensemble_force(ensemble, types, periodic, backend=backend, allow_default_box=True))  # box: the Topology's
     if restraint_radius_nm is not None:
         system.addForce(flat_bottom_restraint(n, restraint_radius_nm, restraint_force_constant, restraint_center, atom_masses))
     integrator = openmm.LangevinMiddleIntegrator(

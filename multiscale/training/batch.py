@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from multiscale.data.configuration import Configuration
+from multiscale.models.potential import check_separation, wrap_positions
 from multiscale.neighbors import NeighborList
 
 
@@ -52,7 +53,17 @@ def build_graphs(
             raise ValueError(f"configuration {k} has type(s) {unknown} that the model does not know ({list(type_names)})")
         pos = torch.tensor(config.positions, dtype=torch.float64)
         box = torch.tensor(config.box, dtype=torch.float64) if config.periodic else None
+        if box is not None:
+            # into the cell in float64, before batches are cast to the model's dtype
+            pos = wrap_positions(pos, box)
         i, j, shifts = nl.pairs(pos, box)
+        vectors = pos.index_select(0, j) - pos.index_select(0, i)
+        if box is not None:
+            vectors = vectors + shifts @ box
+        try:
+            check_separation(j, i, vectors)
+        except ValueError as err:
+            raise ValueError(f"configuration {k}{_source(config)}: {err}") from None
         graphs.append(
             Graph(
                 types=torch.tensor([index[t] for t in config.types], dtype=torch.long),
@@ -69,6 +80,12 @@ def build_graphs(
             )
         )
     return graphs
+
+
+def _source(config: Configuration) -> str:
+    """`` (from FILE, frame F)`` where the configuration's info records it."""
+    where = [f"{key} {config.info[key]}" for key in ("source", "file", "frame") if key in config.info]
+    return f" ({', '.join(where)})" if where else ""
 
 
 @dataclass

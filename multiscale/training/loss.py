@@ -22,12 +22,16 @@ from typing import Dict, Optional
 
 import torch
 
+from multiscale.config import YamlConfig
 from multiscale.training.batch import Batch
 
 
 @dataclass
-class LossConfig:
+class LossConfig(YamlConfig):
     """Weights of the loss terms (dimensionless, see module docstring)."""
+
+    SECTION = "loss"
+    DESCRIPTION = "loss option"
 
     energy_weight: float = 1.0
     force_weight: float = 10.0
@@ -40,6 +44,8 @@ class LossConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.force_only and self.force_weight == 0:
             raise ValueError("force_only=True needs force_weight > 0")
+        if self.energy_weight + self.force_weight + self.virial_weight == 0:
+            raise ValueError("every loss weight is 0, so nothing would be fitted; set force_weight and/or energy_weight > 0")
 
     @property
     def uses_virial(self) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -39,6 +40,8 @@ from multiscale.training.loss import EnergyForceLoss
 from multiscale.training.metrics import evaluate
 
 CHECKPOINT_FORMAT = "multiscale.TrainingState"
+#: trainer settings that may change when a run is resumed: they bound this run, not the fit
+RESUMABLE_TRAINER_CHANGES = ("epochs", "max_time", "device", "early_stopping_patience")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,19 +182,63 @@ class Trainer:
             "best": best,
             "history": history,
             "trainer_config": self.config.to_dict(),
+            "loss_config": dataclasses.asdict(self.loss.config),
         }
 
     def _load(self) -> Dict:
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001  (torch raises many kinds for a damaged file)
+            raise ValueError(
+                f"{self.checkpoint_path} is not a valid or complete training checkpoint ({type(err).__name__}); "
+                "it is damaged or truncated. Delete it to train from scratch (without --resume), or use a new output folder"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.checkpoint_path} is not a multiscale training checkpoint")
-        self.model.load_state_dict(state["model"]["state_dict"])
+        self._check_same_settings(state)
+        weights = dict(state["model"]["state_dict"])
+        for key, value in self.model.state_dict().items():  # checkpoints from before a buffer existed
+            if key.endswith("cutoff_nm") and key not in weights:
+                weights[key] = value
+        self.model.load_state_dict(weights)
         self.model.to(self.device)
         self.ema.load_state_dict(state["ema"], self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         return state
+
+    def _check_same_settings(self, state: Dict) -> None:
+        """Refuse to resume a run made with other settings, listing every difference: resuming
+        would silently keep the old ones (the optimizer state, the weights) under the new labels."""
+        changes = []
+        stored_model = dict(state.get("model", {}).get("config", {}))
+        current_model = self.model.config.to_dict()
+        for key in sorted(set(stored_model) | set(current_model)):
+            if stored_model.get(key) != current_model.get(key):
+                changes.append(f"model.{key}: {stored_model.get(key)!r} -> {current_model.get(key)!r}")
+        if state.get("model", {}).get("format") not in (None, model_state(self.model)["format"]):
+            changes.append(f"model family: {state['model']['format']} -> {model_state(self.model)['format']}")
+        stored_trainer = dict(state.get("trainer_config", {}))
+        current_trainer = self.config.to_dict()
+        for key in sorted(set(stored_trainer) | set(current_trainer)):
+            if key not in RESUMABLE_TRAINER_CHANGES and stored_trainer.get(key) != current_trainer.get(key):
+                changes.append(f"trainer.{key}: {stored_trainer.get(key)!r} -> {current_trainer.get(key)!r}")
+        stored_loss = state.get("loss_config")
+        current_loss = dataclasses.asdict(self.loss.config)
+        if stored_loss is not None:
+            for key in sorted(set(stored_loss) | set(current_loss)):
+                if stored_loss.get(key) != current_loss.get(key):
+                    changes.append(f"loss.{key}: {stored_loss.get(key)!r} -> {current_loss.get(key)!r}")
+        if changes:
+            raise ValueError(
+                f"cannot resume from {self.checkpoint_path}: that run was made with other settings ("
+                + "; ".join(changes)
+                + "). Resume with the same settings (only "
+                + ", ".join(RESUMABLE_TRAINER_CHANGES)
+                + " may change), or train into a new output folder. (A different training set changes the "
+                "settings derived from it, such as types and avg_num_neighbors.)"
+            )
 
     # ------------------------------------------------------------------ training
     def _step(self, graphs: Sequence[Graph]) -> Dict[str, float]:
@@ -275,6 +322,12 @@ class Trainer:
             out_of_time = False
             for start in range(0, len(order), cfg.batch_size):
                 terms = self._step([train[k] for k in order[start : start + cfg.batch_size]])
+                if not math.isfinite(terms["loss"]):
+                    raise FloatingPointError(
+                        f"the training loss became {terms['loss']} at epoch {epoch} (mini-batch {steps}); the "
+                        f"weights diverged. Lower learning_rate (now {cfg.learning_rate:g}) or grad_clip, and check "
+                        "the labels for outliers; the last finite state is in checkpoint.pt"
+                    )
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + value
                 steps += 1
@@ -284,6 +337,11 @@ class Trainer:
             epoch_seconds = time.monotonic() - t0
             t1 = time.monotonic()
             valid_terms = self.validation_loss(list(valid))
+            if not math.isfinite(valid_terms["loss"]):
+                raise FloatingPointError(
+                    f"the validation loss is {valid_terms['loss']} at epoch {epoch} while the training loss is finite; "
+                    "check the validation configurations (labels in the wrong unit, NaN) or lower learning_rate"
+                )
             valid_seconds = time.monotonic() - t1
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v / max(steps, 1) for k, v in sums.items()})

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
-import yaml
+
+from multiscale.config import read_yaml
 
 from multiscale.data.configuration import Configuration
 from multiscale.models.behler_parrinello import BehlerParrinelloPotential, BPConfig
@@ -56,19 +57,40 @@ class JobConfig:
         if bad:
             raise ValueError(f"model option(s) {bad} are derived from the training data; remove them from the config")
         self.model.setdefault("cutoff", 0.5)
+        # check every model option now (types come from the data later; a placeholder stands in),
+        # so that "0.5nm" or channels: 2.7 fail before any data is read or any model is built
+        config_class.from_dict({**self.model, "types": ["placeholder"]})
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "JobConfig":
-        with open(path) as handle:
-            data = yaml.safe_load(handle) or {}
+        data = read_yaml(path)
         unknown = sorted(set(data) - {"family", "model", "trainer", "loss"})
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {unknown}; use family:, model:, trainer:, loss:")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "JobConfig":
+        """From a mapping with optional ``family`` and ``model``, ``trainer``, ``loss`` sections."""
+        sections = {}
+        for name in ("model", "trainer", "loss"):
+            section = data.get(name)
+            if name in data and section is None:
+                raise ValueError(f"the section {name}: is empty; give its options or delete the section line")
+            if section is not None and not isinstance(section, dict):
+                raise ValueError(f"the section {name}: must hold option: value lines, got {section!r}")
+            sections[name] = dict(section or {})
+        family = data.get("family", "equivariant")
+        if not isinstance(family, str):
+            raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
         return cls(
-            family=str(data.get("family", "equivariant")),
-            model=dict(data.get("model") or {}),
-            trainer=TrainerConfig.from_dict(dict(data.get("trainer") or {})),
-            loss=LossConfig(**dict(data.get("loss") or {})),
+            family=family,
+            model=sections["model"],
+            trainer=TrainerConfig.from_dict(sections["trainer"]),
+            loss=LossConfig.from_dict(sections["loss"]),
         )
 
     def to_dict(self) -> Dict[str, Any]:
