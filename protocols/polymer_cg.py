@@ -32,11 +32,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
-from multiscale.atomic import atomic_write_json  # noqa: E402
-from multiscale.config import YamlConfig  # noqa: E402
+from multiscale.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from multiscale.cli import existing_file, nonnegative_int, output_dir, positive_int, run_main  # noqa: E402
+from multiscale.config import YamlConfig, read_yaml  # noqa: E402
+from multiscale.openmm.platforms import get_platform  # noqa: E402
+from multiscale.units import check_cutoff_nm  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
-import yaml  # noqa: E402
 import torch  # noqa: E402
 from openmm import app, unit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -96,6 +98,46 @@ class Settings(YamlConfig):
     # up after ~10,000 steps (hard r^-12 contacts), hence the 20 fs step and this safety net.
     cg_max_restarts: int = 3
 
+    def __post_init__(self) -> None:
+        # field types are checked by YamlConfig first ("20fs" for a float is refused there); the
+        # ranges below are checked here, so that every setting is known good before any work starts
+        positive = ("num_chains", "chain_length", "monomers_per_bead", "temperature_K", "fine_cutoff_nm",
+                    "fine_timestep_ps", "sample_frames", "sample_interval", "train_max_time_s", "train_epochs",
+                    "model_cutoff_nm", "channels", "num_layers", "prior_cutoff_nm", "cg_timestep_ps", "cg_steps",
+                    "cg_report_interval", "pressure_bar")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"polymer_cg setting {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("equilibration_steps", "lmax", "cg_npt_steps", "cg_max_restarts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"polymer_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.force_map_neighbors < -1:
+            raise ValueError(f"force_map_neighbors must be -1 (plain sum) or >= 0 bonds, got {self.force_map_neighbors}")
+        if self.chain_length % self.monomers_per_bead:
+            raise ValueError(
+                f"chain_length {self.chain_length} is not a multiple of monomers_per_bead {self.monomers_per_bead}; "
+                "every bead must hold the same number of monomers"
+            )
+        if self.chain_length // self.monomers_per_bead < 2:
+            raise ValueError("a chain needs at least 2 beads (chain_length >= 2 * monomers_per_bead)")
+        check_cutoff_nm(self.model_cutoff_nm, "model_cutoff_nm")
+        for name in ("fine_cutoff_nm", "prior_cutoff_nm"):
+            if getattr(self, name) > 5.0:
+                raise ValueError(f"{name}={getattr(self, name)} is implausibly large; distances are in nm (1 nm = 10 Å)")
+        if self.fine_timestep_ps > 0.01:
+            raise ValueError(
+                f"fine_timestep_ps={self.fine_timestep_ps} ps is too long for the flexible united-atom model "
+                "(1-2 fs = 0.001-0.002 ps); time steps are in ps"
+            )
+        if self.cg_timestep_ps > 0.2:
+            raise ValueError(f"cg_timestep_ps={self.cg_timestep_ps} ps (= {self.cg_timestep_ps * 1000:g} fs) is implausibly long; time steps are in ps (20 fs = 0.02)")
+        if not 100.0 <= self.temperature_K <= 1000.0:
+            raise ValueError(f"temperature_K={self.temperature_K} is outside 100-1000 K; temperatures are in kelvin (450 K for the melt)")
+        if self.cg_steps % self.cg_report_interval:
+            raise ValueError(f"cg_steps ({self.cg_steps}) must be a multiple of cg_report_interval ({self.cg_report_interval})")
+        if self.cg_npt_steps % self.cg_report_interval:
+            raise ValueError(f"cg_npt_steps ({self.cg_npt_steps}) must be a multiple of cg_report_interval ({self.cg_report_interval})")
+
 
 QUICK = Settings(
     num_chains=32, chain_length=24, monomers_per_bead=4, temperature_K=450.0, fine_cutoff_nm=1.0,
@@ -112,34 +154,38 @@ FULL = Settings(
 
 
 def parse_args(argv=None):
-    platforms = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=output_dir)
     p.add_argument("--quick", action="store_true", help="small melt, short runs: ~15 min on 2 CPU cores")
-    p.add_argument("--platform", default="CPU", choices=platforms)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cg-steps", type=int, help="override the CG MD length (steps); a finished run is extended")
-    p.add_argument("--config", type=Path, help="YAML file overriding settings of the preset (see Settings)")
+    p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, OpenCL, Reference")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--cg-steps", type=positive_int, help="override the CG MD length (steps); a finished run is extended")
+    p.add_argument("--config", type=existing_file, help="YAML file overriding settings of the preset (see Settings)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def settings_for(args) -> Settings:
-    """The preset (--quick or full), then --config's overrides, then --cg-steps."""
+    """The preset (--quick or full), then --config's overrides, then --cg-steps; every setting is
+    checked here, before any work starts."""
     values = asdict(QUICK if args.quick else FULL)
+    where = "preset"
     if args.config is not None:
-        if not args.config.is_file():
-            raise SystemExit(f"--config {args.config}: no such file")
-        data = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(data, dict):
-            raise SystemExit(f"--config {args.config}: expected a mapping of settings, got {type(data).__name__}")
-        values.update(data.get(Settings.SECTION, data))
-    if args.cg_steps:
+        where = f"--config {args.config}"
+        data = read_yaml(args.config)
+        if Settings.SECTION in data:
+            if data[Settings.SECTION] is None:
+                raise ValueError(f"{where}: the section {Settings.SECTION}: is empty; give settings under it or delete it")
+            data = data[Settings.SECTION]
+            if not isinstance(data, dict):
+                raise ValueError(f"{where}: the section {Settings.SECTION}: must hold setting: value lines")
+        values.update(data)
+    if args.cg_steps is not None:
         values["cg_steps"] = args.cg_steps
     try:
         return Settings.from_dict(values)
     except ValueError as error:
-        raise SystemExit(f"--config {args.config}: {error}")
+        raise ValueError(f"{where}: {error}") from None
 
 
 #: settings that may change between a run and its resumption (they only lengthen the CG runs)
@@ -151,10 +197,18 @@ def check_resumable(out: Path, recorded: dict) -> None:
     path = out / "settings.json"
     if not path.exists():
         return
-    previous = json.loads(path.read_text())
+    try:
+        previous = json.loads(path.read_text())
+        if not isinstance(previous, dict):
+            raise ValueError("not a mapping")
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(
+            f"{path} is damaged (not the JSON this job writes), so it is unknown which settings made the run in {out}; "
+            "use a new --out, or delete that file if you are sure the settings are the same"
+        ) from None
     changed = sorted(k for k in set(previous) | set(recorded) if k not in EXTENDABLE and previous.get(k) != recorded.get(k))
     if changed:
-        raise SystemExit(
+        raise ValueError(
             f"{out} holds a run made with other settings ({', '.join(f'{k}: {previous.get(k)!r} -> {recorded.get(k)!r}' for k in changed)}); "
             "its finished steps would be reused. Use a new --out, or the same settings (only "
             f"{', '.join(EXTENDABLE)} may change, to extend the CG runs)"
@@ -206,18 +260,20 @@ def fine_stage(args, s: Settings, out: Path):
     elapsed = time.perf_counter() - start
     recorder.close()
     speed = {"fine_simulated_ps_per_wall_second": s.sample_frames * s.sample_interval * s.fine_timestep_ps / elapsed}
-    done.write_text(json.dumps(speed))
+    atomic_write_json(done, speed)
     return topology, system, load_recording(fine / "recording"), speed
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     s = settings_for(args)
+    get_platform(args.platform)  # a missing CUDA platform says how to install it, before any work
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     recorded = {"quick": args.quick, "platform": args.platform, "seed": args.seed, **asdict(s)}
     check_resumable(out, recorded)
+    # written only now that every setting passed, so a corrected re-run into the same --out is not refused
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "settings.json", recorded)
     t0 = time.perf_counter()
 
@@ -278,7 +334,7 @@ def main(argv=None) -> int:
         model, result, _ = fit_potential(configs[:split], configs[split:], model_dir, job,
                                          types=sorted(set(mapping.bead_types)), resume=(model_dir / "checkpoint.pt").exists(), progress=not args.no_progress,
                                          log=say)
-        (model_dir / "DONE").write_text(result.stop_reason)
+        atomic_write_text(model_dir / "DONE", result.stop_reason)
 
     # 5b. pressure correction: force matching leaves the CG pressure free; a ramp A (1 − r/r_c) on
     # intermolecular bead pairs, with A solved on the reference configurations, brings the model's
@@ -360,4 +416,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
 from multiscale.atomic import atomic_write_json  # noqa: E402
+from multiscale.cli import existing_file, nonnegative_int, output_dir, positive_float, positive_int, run_main  # noqa: E402
+from multiscale.units import check_cutoff_nm  # noqa: E402
 from multiscale.data import read_configurations, split_dataset  # noqa: E402
 from multiscale.training import build_graphs, distributed, evaluate, parity_plot  # noqa: E402
 from multiscale.training.trainer import resolve_device  # noqa: E402
@@ -45,42 +47,39 @@ FINAL_RESERVE_S = 15.0
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True, type=Path, help="training configurations (.xyz/.extxyz in ASE units, or .npz)")
-    p.add_argument("--valid", type=Path, help="validation configurations (default: split from --train)")
-    p.add_argument("--test", type=Path, help="test configurations (default: split from --train)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--cutoff", type=float, help="cutoff in nm (default 0.5, or the config file's)")
-    p.add_argument("--max-time", type=float, help="wall-clock budget of the whole run in seconds")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 500)")
-    p.add_argument("--ensemble", type=int, default=1, help="train K models with seeds S..S+K-1")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", required=True, type=existing_file, help="training configurations (.xyz/.extxyz in ASE units, or .npz)")
+    p.add_argument("--valid", type=existing_file, help="validation configurations (default: split from --train)")
+    p.add_argument("--test", type=existing_file, help="test configurations (default: split from --train)")
+    p.add_argument("--out", required=True, type=output_dir, help="output directory")
+    p.add_argument("--cutoff", type=positive_float, help="cutoff in nm (default 0.5, or the config file's)")
+    p.add_argument("--max-time", type=positive_float, help="wall-clock budget of the whole run in seconds")
+    p.add_argument("--epochs", type=positive_int, help="maximum epochs (default 500)")
+    p.add_argument("--ensemble", type=positive_int, default=1, help="train K models with seeds S..S+K-1")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("--config", type=Path, help="YAML with model:, trainer:, loss: sections")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--config", type=existing_file, help="YAML with model:, trainer:, loss: sections")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
     p.add_argument("--force-only", action="store_true", help="fit forces only (force matching)")
     p.add_argument("--family", choices=("equivariant", "behler_parrinello"),
                    help="model family (default: the config file's, else equivariant)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    for flag in ("train", "valid", "test", "config"):
-        path = getattr(args, flag)
-        if path is not None and not path.is_file():
-            p.error(f"--{flag} {path}: no such file")
-    if args.ensemble < 1:
-        p.error("--ensemble must be >= 1")
     if args.max_time is not None and args.max_time <= FINAL_RESERVE_S:
         p.error(f"--max-time must exceed {FINAL_RESERVE_S:.0f} s (time is kept for the final evaluation)")
-    if args.cutoff is not None and not 0 < args.cutoff <= 5.0:
-        p.error("--cutoff is in nm and must be in (0, 5]; 0.5 nm = 5 Å")
+    if args.cutoff is not None:
+        try:
+            check_cutoff_nm(args.cutoff, "--cutoff")
+        except ValueError as err:
+            p.error(str(err))
     return args
 
 
 def job_from_args(args) -> JobConfig:
     job = JobConfig.from_yaml(args.config) if args.config else JobConfig()
     if args.cutoff is not None:
-        job.model["cutoff"] = args.cutoff
+        job = JobConfig(model={**job.model, "cutoff": args.cutoff}, trainer=job.trainer, loss=job.loss, family=job.family)
     trainer = job.trainer.to_dict()
     for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.lr), ("device", args.device)):
         if value is not None:
@@ -88,7 +87,7 @@ def job_from_args(args) -> JobConfig:
     trainer["seed"] = args.seed
     job.trainer = type(job.trainer).from_dict(trainer)
     if args.force_only:
-        job.loss.force_only = True
+        job.loss = type(job.loss).from_dict({**job.loss.to_dict(), "force_only": True})
     if args.family is not None:
         job = JobConfig(model=job.model, trainer=job.trainer, loss=job.loss, family=args.family)
     return job
@@ -98,8 +97,10 @@ def main(argv=None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
     deadline = None if args.max_time is None else started + args.max_time - FINAL_RESERVE_S
+    job = job_from_args(args)  # every setting is checked before the output folder is touched
+    if args.resume and not (args.out / "checkpoint.pt").exists() and not (args.out / "ensemble").exists():
+        print(f"--resume: no checkpoint.pt in {args.out} yet; starting from scratch", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    job = job_from_args(args)
     # Under torchrun (WORLD_SIZE > 1) every process joins the group; rank 0 writes the outputs.
     distributed.init_from_environment(str(resolve_device(job.trainer.device)))
     main_process = distributed.is_main_process()
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
         left = remaining(deadline)
         budget = None if left is None else left / (args.ensemble - k)
         if budget is not None and budget < 1.0:
-            raise SystemExit(f"--max-time is exhausted before ensemble member {k}; give more time or fewer members")
+            raise ValueError(f"--max-time is exhausted before ensemble member {k}; give more time or fewer members")
         member_job = JobConfig(model=dict(job.model), trainer=job.trainer, loss=job.loss, family=job.family)
         options = member_job.trainer.to_dict()
         options.update(seed=args.seed + k, max_time=budget)
@@ -172,4 +173,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

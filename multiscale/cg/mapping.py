@@ -551,8 +551,19 @@ class Mapping:
 
     # ---------------------------------------------------------------- mapping arrays
 
+    @staticmethod
+    def _check_finite(x: np.ndarray, what: str) -> None:
+        """Refuse NaN/Inf input, naming the first frame and atom, instead of mapping it to NaN beads."""
+        bad = ~np.isfinite(x)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            place = f"frame {where[0]}, atom {where[1]}" if x.ndim == 3 else f"atom {where[0]}"
+            raise ValueError(f"{what} contain NaN or Inf ({int(bad.sum())} values; first at {place}); "
+                             "check the trajectory or simulation for a blow-up")
+
     def _apply(self, matrix: sp.csr_matrix, x, what: str) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
+        self._check_finite(x, what)
         if x.ndim == 2 and x.shape == (self.n_atoms, 3):
             return matrix @ x
         if x.ndim == 3 and x.shape[1:] == (self.n_atoms, 3):
@@ -576,7 +587,10 @@ class Mapping:
             x = x[None]
         if x.ndim != 3 or x.shape[1:] != (self.n_atoms, 3):
             raise ValueError(f"positions must have shape ({self.n_atoms}, 3) or (T, {self.n_atoms}, 3), got {np.shape(positions)}")
+        self._check_finite(x, "positions (nm)")
         cell = np.asarray(box, dtype=np.float64)
+        if not np.all(np.isfinite(cell)):
+            raise ValueError("box contains NaN or Inf; pass the periodic cell in nm")
         if cell.shape == (3,):
             cell = np.diag(cell)
         if cell.shape == (3, 3):

@@ -177,7 +177,7 @@ MIN_ATOM_DISTANCE_ANGSTROM = 0.5
 
 def _check_length_unit(positions_angstrom: np.ndarray, box_nm: Optional[np.ndarray], where: str) -> None:
     """Refuse a frame whose closest atoms (periodic images included) are nearer than
-    MIN_ATOM_DISTANCE_ANGSTROM: it was almost surely written in nm (or Bohr-scaled) instead of Å."""
+    MIN_ATOM_DISTANCE_ANGSTROM: it was almost surely written in nm instead of Å."""
     if len(positions_angstrom) < 2 or not np.all(np.isfinite(positions_angstrom)):
         return
     import torch
@@ -199,7 +199,7 @@ def _check_length_unit(positions_angstrom: np.ndarray, box_nm: Optional[np.ndarr
     raise ValueError(
         f"{where}: atoms {i} and {j} are {distance:.4g} Å apart, closer than any chemical bond "
         f"({MIN_ATOM_DISTANCE_ANGSTROM} Å); extxyz positions must be in Å (ASE units). If the file is in nm, "
-        "multiply positions (and the Lattice) by 10; if it is in Bohr, by 0.529177; remove duplicated atoms"
+        "multiply positions (and the Lattice) by 10; otherwise remove the duplicated atoms"
     )
 
 
