@@ -48,6 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
+from multiscale.cli import nonnegative_int, output_dir, run_main  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
 import torch  # noqa: E402
@@ -121,12 +122,12 @@ PRESETS = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--out", required=True, type=output_dir, help="output directory")
     p.add_argument("--rounds", type=int, help="number of rounds (default: 3 with --quick, else 5)")
     p.add_argument("--quick", action="store_true", help="small model, short training, 3 rounds (< ~5 min on 2 cores)")
     p.add_argument("--resume", action="store_true", help="continue the run stored in --out")
     p.add_argument("--config", type=Path, help="YAML overriding the preset: active_learning:, family:, model:, trainer:, loss:")
-    p.add_argument("--seed", type=int, default=None, help="seed of the data generation and the loop (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the data generation and the loop (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (tblite shares them; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -344,4 +345,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -57,6 +57,7 @@ from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from typing import Any, Dict, List, Optional  # noqa: E402
 
 import multiscale  # noqa: E402,F401  (imports torch before anything can import openmmtorch)
+from multiscale.cli import nonnegative_int, output_dir, run_main  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
 import torch  # noqa: E402
@@ -270,7 +271,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description="Time one ML energy+force evaluation vs. system size (water boxes), next to classical TIP3P/PME.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory for bench_potential.json/.png")
+    parser.add_argument("--out", type=output_dir, required=True, help="output directory for bench_potential.json/.png")
     parser.add_argument("--sizes", type=int, nargs="+", default=DEFAULT_SIZES, help=f"target atom counts (>= {MIN_ATOMS})")
     parser.add_argument("--quick", action="store_true", help=f"use sizes {QUICK_SIZES} (overrides --sizes)")
     parser.add_argument("--cutoff", type=float, default=0.4, help="ML cutoff in nm. " + MEMORY_NOTE)
@@ -297,7 +298,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "(all cores). Use 1 on a machine shared with other busy processes: multi-threaded torch then stalls "
         "for seconds per call",
     )
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for the (untrained) model weights")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="torch seed for the (untrained) model weights")
     parser.add_argument(
         "--no-allocator-tuning",
         dest="allocator_tuning",
@@ -421,4 +422,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

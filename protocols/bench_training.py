@@ -69,6 +69,7 @@ import time  # noqa: E402
 from typing import Any, Callable, Dict, List, Sequence, Tuple  # noqa: E402
 
 import multiscale  # noqa: E402,F401  (imports torch before anything can import openmmtorch)
+from multiscale.cli import nonnegative_int, output_dir, run_main  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
 import torch  # noqa: E402
@@ -501,7 +502,7 @@ def summary_table(results: Dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="output directory (re-use it to resume)")
+    p.add_argument("--out", required=True, type=output_dir, help="output directory (re-use it to resume)")
     p.add_argument("--quick", action="store_true", help="80 configurations, N = 10/20/40, 15 s fits, 120 s default run")
     p.add_argument("--systems", nargs="+", choices=sorted(SYSTEMS), default=list(SYSTEMS))
     p.add_argument("--configs", type=int, help="configurations sampled per system (default 360; quick 80)")
@@ -511,7 +512,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-default", action="store_true", help="skip the train_potential.py run")
     p.add_argument("--interval", type=int, default=50, help="MD steps (0.5 fs) between samples")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training/evaluation (xTB always uses 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
     args.configs = args.configs if args.configs is not None else preset["configs"]
@@ -629,4 +630,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,17 +1,21 @@
 #!/usr/bin/env python
-"""Demo MD: an equivariant ML potential inside an OpenMM water simulation.
+"""Demo MD: an equivariant ML potential inside an OpenMM water simulation (~2 min on 2 cores).
 
-Until the polymer coarse-graining main job lands, this is the README's main-job command. It
-builds a periodic TIP3P water box, adds the ML potential as a TorchForce (or PythonForce) on a
-subset of the waters (the ML/MM pattern), runs Langevin MD, and writes:
+The project's main job is ``protocols/polymer_cg.py`` (coarse-graining, see the README); this is
+the short demonstration of the ML potential inside OpenMM. It builds a periodic TIP3P water box
+with PME, adds the ML potential as a TorchForce (or PythonForce) acting on the waters nearest the
+box centre (through ``particles=``), runs Langevin MD at 2 fs, and writes:
 
     OUT/demo.pdb, OUT/demo.dcd     trajectory (OpenMM reporters)
     OUT/energies.csv               StateDataReporter output
-    OUT/energies.png               potential energy (total and ML part) and temperature
-    OUT/summary.json               settings, speed (ns/day), energies, drift-free check
+    OUT/energies.png               potential energy (total, and the ML force's share) and temperature
+    OUT/summary.json               settings, speed (ns/day), final energies, whether all stayed finite
 
-The ML model is untrained unless --model points at a checkpoint (see protocols/train_potential.py
-once it exists); untrained, it is scaled to a small correction so the run is physically stable.
+The ML force is *added* to the full TIP3P description of those waters, as a small correction: a
+demonstration of the bridge, not an ML/MM partition (that needs the force field's terms inside
+the ML region removed). Without ``--model`` the model is untrained and scaled to ~0.1 kJ/mol per
+atom so the run stays physical; ``--model`` takes a checkpoint from protocols/train_potential.py
+or ``save_model()`` (types H and O).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
 from multiscale.atomic import atomic_write_json  # noqa: E402
+from multiscale.cli import existing_file, nonnegative_int, output_dir, positive_float, positive_int, run_main  # noqa: E402
+from multiscale.openmm.platforms import get_platform  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
 import torch  # noqa: E402
@@ -37,23 +43,24 @@ from systems.water import tip3p_pme_system, water_box  # noqa: E402
 
 
 def parse_args(argv=None):
-    platforms = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--box-nm", type=float, default=1.8, help="cubic water box edge in nm (default 1.8)")
-    p.add_argument("--ml-waters", type=int, default=20, help="waters treated by the ML potential (default 20)")
-    p.add_argument("--steps", type=int, default=2000, help="MD steps of 2 fs (default 2000 = 4 ps)")
-    p.add_argument("--report-every", type=int, default=50, help="steps between reports")
-    p.add_argument("--temperature", type=float, default=300.0, help="K")
-    p.add_argument("--model", type=Path, default=None, help="checkpoint from save_model(); default: untrained")
-    p.add_argument("--platform", default="CPU", choices=platforms)
+    p.add_argument("--out", required=True, type=output_dir, help="output directory")
+    p.add_argument("--box-nm", type=positive_float, default=1.8, help="cubic water box edge in nm (default 1.8)")
+    p.add_argument("--ml-waters", type=positive_int, default=20, help="waters treated by the ML potential (default 20)")
+    p.add_argument("--steps", type=positive_int, default=2000, help="MD steps of 2 fs (default 2000 = 4 ps)")
+    p.add_argument("--report-every", type=positive_int, default=50, help="steps between reports")
+    p.add_argument("--temperature", type=positive_float, default=300.0, help="K")
+    p.add_argument("--model", type=existing_file, default=None, help="checkpoint from save_model(); default: untrained")
+    p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, OpenCL, Reference")
     p.add_argument("--backend", default="torchforce", choices=BACKENDS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     args = p.parse_args(argv)
     if args.steps < args.report_every or args.report_every < 1:
         p.error("--steps must be >= --report-every >= 1")
     if args.box_nm < 1.5:
         p.error("--box-nm must be at least 1.5 nm (twice the 0.75 nm PME cutoff used here)")
+    if args.box_nm > 20:
+        p.error(f"--box-nm {args.box_nm} is implausibly large for a demo; the edge is in nm")
     return args
 
 
@@ -66,15 +73,18 @@ def plot(csv_path: Path, png_path: Path, ml_energy) -> None:
     data = np.genfromtxt(csv_path, delimiter=",", names=True)
     time_ps, potential, temperature = (data[name] for name in data.dtype.names[:3])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    axes[0].plot(time_ps, potential, label="total potential")
+    total = axes[0].plot(time_ps, potential, color="C0", label="total potential (left axis)")
     axes[0].set_xlabel("time (ps)")
-    axes[0].set_ylabel("potential energy (kJ/mol)")
+    axes[0].set_ylabel("total potential energy (kJ/mol)", color="C0")
     ax2 = axes[0].twinx()
-    ax2.plot(time_ps, ml_energy, color="C1", label="ML part")
+    ml = ax2.plot(time_ps, ml_energy, color="C1", label="ML force's energy (right axis)")
     ax2.set_ylabel("ML energy (kJ/mol)", color="C1")
+    axes[0].legend(total + ml, [line.get_label() for line in total + ml], loc="best", fontsize="small")
+    axes[0].set_title("potential energy")
     axes[1].plot(time_ps, temperature, color="C2")
     axes[1].set_xlabel("time (ps)")
     axes[1].set_ylabel("temperature (K)")
+    axes[1].set_title("instantaneous temperature")
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
     plt.close(fig)
@@ -82,11 +92,12 @@ def plot(csv_path: Path, png_path: Path, ml_energy) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    platform = get_platform(args.platform)
     args.out.mkdir(parents=True, exist_ok=True)
     topology, positions, box = water_box(box_nm=args.box_nm, seed=args.seed)
     n_waters = topology.getNumResidues()
     if not 1 <= args.ml_waters <= n_waters:
-        raise SystemExit(f"--ml-waters must be between 1 and {n_waters} for this box")
+        raise ValueError(f"--ml-waters must be between 1 and {n_waters} for this box")
 
     if args.model is not None:
         model = load_model(args.model)
@@ -111,7 +122,7 @@ def main(argv=None) -> int:
 
     integrator = openmm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, 1.0 / unit.picosecond, 0.002 * unit.picosecond)
     integrator.setRandomNumberSeed(args.seed + 1)
-    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName(args.platform))
+    simulation = app.Simulation(topology, system, integrator, platform)
     simulation.context.setPositions(positions)
     simulation.minimizeEnergy(maxIterations=200)
     simulation.context.setVelocitiesToTemperature(args.temperature * unit.kelvin, args.seed + 2)
@@ -160,4 +171,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))
