@@ -84,6 +84,13 @@ def _check(value: Any, hint: Any, where: str) -> Any:
             return int(value)
         raise ConfigTypeError(f"{where} must be a whole number, got {_describe(value)}")
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string: accept a string that is a plain number,
+            # and nothing else ("20fs", "0.5nm" are refused below)
+            try:
+                value = float(value.strip())
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigTypeError(
                 f"{where} must be a number, got {_describe(value)}; give a plain number in the unit the "

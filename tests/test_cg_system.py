@@ -122,8 +122,8 @@ def test_cg_md_blow_up_names_the_step_and_keeps_the_checkpoint(pipeline, tmp_pat
     stable = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=0.005,
                           report_interval=10, checkpoint_interval=20, platform="Reference")
     stable.run(20, progress=False)
-    # the same run resumed with a 2 ps step (bond periods here are ~0.5 ps): it must blow up
-    wild = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=2.0,
+    # the same run resumed with a 0.5 ps step (bond periods here are ~0.5 ps): it must blow up
+    wild = CGSimulation(top, system, pipeline["cg_pos"][-1], tmp_path, temperature_K=450.0, timestep_ps=0.5,
                         report_interval=10, checkpoint_interval=20, platform="Reference")
     with pytest.raises(RuntimeError, match=r"became unstable between steps \d+ and \d+.*smaller time step") as info:
         wild.run(20000, progress=False)
@@ -136,7 +136,7 @@ def test_cg_md_blow_up_names_the_step_and_keeps_the_checkpoint(pipeline, tmp_pat
     assert np.all(np.isfinite(resumed.simulation.context.getState(getPositions=True).getPositions(asNumpy=True)._value))
     # Resuming cuts the DCD back to the frames written at that checkpoint. (The run is resumed to
     # the checkpoint's own step: continuing the state of a run that was already diverging at a
-    # 2 ps step may blow up again at any step, which is not what this test is about.)
+    # 0.5 ps step may blow up again at any step, which is not what this test is about.)
     result = resumed.run(kept, progress=False)
     assert result["resumed"] and result["steps"] == kept
     traj = mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb"))

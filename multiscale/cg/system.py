@@ -155,8 +155,17 @@ class CGSimulation:
         platform: str = "CPU",
         seed: int = 0,
     ):
+        for what, value in (("report_interval", report_interval), ("checkpoint_interval", checkpoint_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{what} must be a whole number of steps >= 1, got {value!r}")
         if checkpoint_interval % report_interval:
             raise ValueError("checkpoint_interval must be a multiple of report_interval")
+        if not 0 < float(timestep_ps) < 1.0:
+            raise ValueError(
+                f"timestep_ps={timestep_ps} is not a plausible CG time step; it is in ps (20 fs = 0.02) and must be below 1 ps"
+            )
+        if not float(temperature_K) > 0 or not float(friction_per_ps) > 0:
+            raise ValueError(f"temperature_K ({temperature_K}) and friction_per_ps ({friction_per_ps}) must be > 0")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.name = name

@@ -143,6 +143,11 @@ def model_from_state(state: Dict[str, Any], map_location: Union[str, torch.devic
     """Rebuild a model from a checkpoint dictionary (see :func:`model_state`), checking that it is
     complete, that its configuration holds its weights, that the weights are finite, and that the
     cutoff the weights were trained with is the configured one."""
+    if isinstance(state, dict) and state.get("format") == "multiscale.TrainingState":
+        raise CheckpointError(
+            "this is a training-state checkpoint (checkpoint.pt, for --resume), not a model; load the model.ckpt "
+            "written next to it"
+        )
     if not isinstance(state, dict) or state.get("format") not in MODEL_FORMATS:
         raise CheckpointError(
             f"not a multiscale model checkpoint (expected one of the formats {sorted(MODEL_FORMATS)})"

@@ -161,7 +161,7 @@ class EquivariantPotential(torch.nn.Module):
 
     def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
         super().__init__()
-        config = ModelConfig(types=types, cutoff=cutoff, dtype=dtype, **options)
+        config = ModelConfig.from_dict(dict(options, types=types, cutoff=cutoff, dtype=dtype))
         self._config = config
         self.type_names: List[str] = list(config.types)
         self.num_types = len(self.type_names)
