@@ -405,3 +405,17 @@ def test_training_that_diverges_stops_with_a_reason(tmp_path):
                     trainer=TrainerConfig(epochs=3, batch_size=2, learning_rate=1e3, grad_clip=0.0))
     with pytest.raises(FloatingPointError, match=r"(training|validation) loss (became|is) (nan|inf)"):
         fit_potential(configs[:2], configs[2:], tmp_path, job, progress=False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("weight_decay", -1.0, "weight_decay must be >= 0"), ("grad_clip", -1.0, "grad_clip must be >= 0"),
+    ("early_stopping_patience", -3, "early_stopping_patience must be >= 0"), ("seed", -1, "seed must be >= 0"),
+    ("plateau_factor", 2.0, "plateau_factor must lie in"), ("batch_size", 2.5, "batch_size must be a whole number"),
+    ("learning_rate", "fast", "learning_rate must be a number"),
+])
+def test_trainer_settings_out_of_range(field, value, message):
+    from multiscale.training.config import TrainerConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainerConfig(**{field: value})
+    assert TrainerConfig(learning_rate="1e-3").learning_rate == 1e-3  # YAML reads 1e-3 as a string

@@ -40,6 +40,8 @@ def split_dataset(
     go where is drawn with ``numpy.random.default_rng(seed)``; each split keeps the input order.
     """
     configs = list(configs)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
     fractions = [float(f) for f in fractions]
     if len(fractions) != 3:
         raise ValueError(f"fractions must be three numbers (train, validation, test), got {len(fractions)}")

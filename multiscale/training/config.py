@@ -60,5 +60,12 @@ class TrainerConfig(YamlConfig):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"max_time must be a positive number of seconds, got {self.max_time}")
+        for name in ("weight_decay", "grad_clip", "early_stopping_patience", "plateau_patience", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must lie in (0, 1) (the learning rate is multiplied by it), got {self.plateau_factor!r}")
+        if not 0 < self.min_lr_factor <= 1:
+            raise ValueError(f"min_lr_factor must lie in (0, 1], got {self.min_lr_factor!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {self.device!r}")
