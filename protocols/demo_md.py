@@ -38,7 +38,7 @@ from openmm import app, unit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from multiscale.models import EquivariantPotential, load_model  # noqa: E402
-from multiscale.openmm import BACKENDS, topology_types, torch_force  # noqa: E402
+from multiscale.openmm import BACKENDS, ML_FORCE_GROUP, topology_types, torch_force  # noqa: E402
 from systems.water import tip3p_pme_system, water_box  # noqa: E402
 
 
@@ -117,7 +117,6 @@ def main(argv=None) -> int:
 
     system = tip3p_pme_system(topology, cutoff_nm=0.75)
     ml = torch_force(model, [all_types[i] for i in particles], periodic=True, particles=particles, backend=args.backend)
-    ml.setForceGroup(1)
     system.addForce(ml)
 
     integrator = openmm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, 1.0 / unit.picosecond, 0.002 * unit.picosecond)
@@ -137,7 +136,7 @@ def main(argv=None) -> int:
     with tqdm(total=args.steps, desc="demo MD", unit="step") as bar:
         for _ in range(args.steps // args.report_every):
             simulation.step(args.report_every)
-            state = simulation.context.getState(getEnergy=True, groups={1})
+            state = simulation.context.getState(getEnergy=True, groups={ML_FORCE_GROUP})
             ml_energy.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
             bar.update(args.report_every)
     elapsed = time.perf_counter() - start

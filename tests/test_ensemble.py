@@ -15,7 +15,7 @@ from openmm import app, unit
 
 from conftest import make_model, random_configuration
 from multiscale.models import EnsemblePotential, load_ensemble, save_ensemble
-from multiscale.models.ensemble import ensemble_force
+from multiscale.openmm import ensemble_force
 from multiscale.models.io import model_from_state, model_state, save_model
 from multiscale.openmm import EnsembleUncertaintyReporter
 from multiscale.openmm.reporters import COLUMNS

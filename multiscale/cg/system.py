@@ -81,17 +81,15 @@ def build_cg_system(
         if missing:
             raise ValueError(f"the bead network does not know bead type(s) {missing}; it was trained on {model.type_names}")
         # the box (if any) was set above from the caller's cell
-        ml = torch_force(model, mapping.bead_types, periodic, backend=backend, system=system, allow_default_box=True)
-        ml.setForceGroup(1)
-        system.addForce(ml)
+        system.addForce(torch_force(model, mapping.bead_types, periodic, backend=backend, system=system, allow_default_box=True))
     return system, topology
 
 
 def prior_only_system(system: openmm.System) -> openmm.System:
-    """A copy of a CG System without its ML force (force group 1): the priors alone."""
-    from multiscale.openmm.system import clone_system
+    """A copy of a CG System without its ML force: the priors alone."""
+    from multiscale.openmm.system import clone_system, is_ml_force
 
-    return clone_system(system, keep=lambda force: force.getForceGroup() != 1)
+    return clone_system(system, keep=lambda force: not is_ml_force(force))
 
 
 def force_matching_set(

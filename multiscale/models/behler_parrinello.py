@@ -63,8 +63,9 @@ import torch
 from e3nn.util.jit import compile_mode
 
 from multiscale.config import YamlConfig
-from multiscale.models.io import register_model_format
-from multiscale.models.potential import ArrayLike, EquivariantPotential, check_separation, prepare_positions
+from multiscale.models.base import ArrayLike, Potential
+from multiscale.models.potential import check_separation, prepare_positions
+from multiscale.models.registry import register_family
 from multiscale.models.radial import PolynomialEnvelope
 from multiscale.neighbors import NeighborList
 from multiscale.units import check_cutoff_nm
@@ -414,7 +415,7 @@ class BPReadout(torch.nn.Module):
 
 
 @compile_mode("script")
-class BehlerParrinelloPotential(torch.nn.Module):
+class BehlerParrinelloPotential(Potential):
     """Invariant Behler–Parrinello symmetry-function potential (baseline for the equivariant model).
 
     Parameters
@@ -432,7 +433,7 @@ class BehlerParrinelloPotential(torch.nn.Module):
     normalisation and feature layout: see :mod:`multiscale.models.behler_parrinello`.
     """
 
-    __jit_unused_properties__ = ["config"]
+    __jit_unused_properties__ = ["config", "dtype", "device"]
     CONFIG_CLASS = BPConfig
 
     def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
@@ -480,42 +481,6 @@ class BehlerParrinelloPotential(torch.nn.Module):
         features = self.descriptor(types, senders, receivers, vectors)
         return self.readout(features, types)
 
-    def forward(
-        self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """Total potential energy in kJ/mol (0-d tensor in the model's dtype)."""
-        return self.atomic_energies(positions, types, box).sum()
-
-    # ------------------------------------------------------------------ Python conveniences
-    @property
-    def config(self) -> BPConfig:
-        return self._config
-
-    @torch.jit.unused
-    def type_indices(self, particle_types: Sequence[str]) -> torch.Tensor:
-        """Map type names to indices; an unknown name raises a ValueError that names it."""
-        return EquivariantPotential.type_indices(self, particle_types)
-
-    @torch.jit.unused
-    def compute(
-        self,
-        positions: ArrayLike,
-        types: Union[Sequence[str], torch.Tensor],
-        box: Optional[ArrayLike] = None,
-        *,
-        forces: bool = True,
-        stress: bool = False,
-        create_graph: bool = False,
-    ) -> Dict[str, torch.Tensor]:
-        """Energy (kJ/mol), forces (kJ/mol/nm) and optionally virial (kJ/mol) and stress (kJ/mol/nm³).
-
-        Same semantics as :meth:`EquivariantPotential.compute` (it is that implementation):
-        ``virial = −∂E/∂ε``, ``stress = (1/V) ∂E/∂ε``; stress needs a periodic ``box``.
-        """
-        return EquivariantPotential.compute(
-            self, positions, types, box, forces=forces, stress=stress, create_graph=create_graph
-        )
-
     @torch.jit.unused
     def feature_names(self) -> List[str]:
         """Names of the descriptor columns, in order, e.g. ``G2[O](eta=128,rs=0)`` or
@@ -536,8 +501,8 @@ class BehlerParrinelloPotential(torch.nn.Module):
         self, positions: ArrayLike, types: Union[Sequence[str], torch.Tensor], box: Optional[ArrayLike] = None
     ) -> torch.Tensor:
         """Raw (un-normalised) G2/G5 descriptors of one configuration, (N, num_features)."""
-        dtype = self.readout.shift.dtype
-        device = self.readout.shift.device
+        dtype = self.dtype
+        device = self.device
         pos = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
         pos = pos.to(device=device, dtype=dtype)
         if isinstance(types, torch.Tensor):
@@ -552,6 +517,11 @@ class BehlerParrinelloPotential(torch.nn.Module):
             return self.descriptor.symmetry_functions(type_idx, senders, receivers, vectors)
 
     @torch.jit.unused
+    def initialise_from_data(self, graphs: Sequence[Any]) -> None:
+        """Descriptor standardisation from the training graphs (see :meth:`standardise_descriptors`)."""
+        self.standardise_descriptors(graphs)
+
+    @torch.jit.unused
     def standardise_descriptors(self, graphs: Sequence[Any], min_std: float = 1e-3) -> Dict[str, int]:
         """Set the per-type mean μ and standard deviation σ of log1p(G) from training graphs.
 
@@ -562,8 +532,8 @@ class BehlerParrinelloPotential(torch.nn.Module):
         number of particles seen per type.
         """
         desc = self.descriptor
-        dtype = self.readout.shift.dtype
-        device = self.readout.shift.device
+        dtype = self.dtype
+        device = self.device
         num_types, num_features = self.num_types, desc.num_features
         total = torch.zeros(num_types, num_features, dtype=torch.float64)
         squares = torch.zeros(num_types, num_features, dtype=torch.float64)
@@ -594,4 +564,4 @@ class BehlerParrinelloPotential(torch.nn.Module):
         return {name: int(counts[k]) for k, name in enumerate(self.type_names)}
 
 
-register_model_format(FORMAT, BehlerParrinelloPotential)
+register_family("behler_parrinello", BehlerParrinelloPotential, FORMAT)

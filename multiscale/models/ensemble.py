@@ -16,8 +16,9 @@ so a one-member ensemble has zero spread (rather than NaN) and ``force_uncertain
 the Euclidean norm of the per-component ``forces_std`` row.
 
 Deployment: ``forward`` returns the mean energy, so ``e3nn.util.jit.script(ensemble)`` is a
-TorchScript module whose autograd forces are the mean forces; :func:`ensemble_force` wraps it as
-an OpenMM Force (openmm-torch ``TorchForce`` or OpenMM's ``PythonForce``).
+TorchScript module whose autograd forces are the mean forces;
+:func:`multiscale.openmm.ensemble_force` wraps it as an OpenMM Force (openmm-torch ``TorchForce``
+or OpenMM's ``PythonForce``).
 
 On disk an ensemble is a directory ``member_0/model.ckpt, member_1/model.ckpt, ...`` (each a
 :func:`multiscale.models.io.save_model` checkpoint — the layout ``protocols/train_potential.py
@@ -28,7 +29,6 @@ Units: positions and box in nm, energies in kJ/mol, forces in kJ/mol/nm.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -39,7 +39,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 from e3nn.util.jit import compile_mode
-from e3nn.util.jit import script as e3nn_script
 
 from multiscale.atomic import atomic_write_text
 from multiscale.models.io import load_model, model_from_state, model_state, save_model
@@ -53,8 +52,6 @@ ENSEMBLE_FORMAT = "multiscale.Ensemble"
 ENSEMBLE_FORMAT_VERSION = 1
 MEMBER_CHECKPOINT = "model.ckpt"
 
-#: backends of :func:`ensemble_force` (the same names as multiscale.openmm.bridge.BACKENDS)
-ENSEMBLE_BACKENDS = ("torchforce", "pythonforce")
 
 
 def _member_dtype(model: torch.nn.Module) -> Optional[torch.dtype]:
@@ -297,98 +294,3 @@ def load_ensemble(
         return EnsemblePotential(members)
     except ValueError as err:
         raise ValueError(f"{err} (checkpoints: {[str(f) for f in files]})") from None
-
-
-# ---------------------------------------------------------------------------------- OpenMM
-@functools.lru_cache(maxsize=1)
-def _ensemble_computation_class():
-    from multiscale.openmm.bridge import PythonForceComputation
-
-    class EnsembleForceComputation(PythonForceComputation):
-        """The callable handed to ``openmm.PythonForce``: State → (mean energy kJ/mol, mean forces
-        kJ/mol/nm); the particle selection and its checks are the single-model bridge's.
-
-        Pickles as the members' checkpoint dictionaries (``model_state``), never as code.
-        """
-
-        def __reduce__(self):
-            states = [model_state(member) for member in self.model.members]
-            return (_rebuild_ensemble_computation, (states, self.types.tolist(), self.periodic, self.particles, self.allow_default_box))
-
-    return EnsembleForceComputation
-
-
-def _rebuild_ensemble_computation(states: List[Dict], types: List[int], periodic: bool, particles=None, allow_default_box=False):
-    ensemble = EnsemblePotential([model_from_state(state) for state in states])
-    return _ensemble_computation_class()(ensemble, torch.tensor(types, dtype=torch.long), periodic, particles, allow_default_box)
-
-
-def _validate_particles(
-    ensemble: EnsemblePotential, particle_types: Sequence[str], particles: Optional[Sequence[int]]
-) -> torch.Tensor:
-    from multiscale.openmm.bridge import check_particle_selection
-
-    particle_types, particles = check_particle_selection(particle_types, particles, "the ensemble force")
-    return ensemble.type_indices(particle_types), particles
-
-
-def ensemble_force(
-    ensemble: EnsemblePotential,
-    particle_types: Sequence[str],
-    periodic: bool,
-    particles: Optional[Sequence[int]] = None,
-    backend: str = "torchforce",
-    *,
-    allow_default_box: bool = False,
-):
-    """An OpenMM Force whose energy is the ensemble-mean energy (kJ/mol) and whose forces are the
-    ensemble-mean forces (kJ/mol/nm).
-
-    Parameters
-    ----------
-    ensemble: the :class:`EnsemblePotential` (members' dtype kept; OpenMM's positions are cast).
-    particle_types: type name of each particle the force acts on (all System particles, or those
-        in ``particles``, in that order). An unknown name raises ValueError naming it.
-    periodic: use the Context's periodic box vectors (nm); the System must then be periodic.
-    particles: optional System indices of the subset the force acts on; None → all particles.
-    backend: "torchforce" (openmm-torch TorchForce running the TorchScript-compiled ensemble,
-        members evaluated in a loop) or "pythonforce" (OpenMM's PythonForce calling the eager
-        ensemble; pickles as member checkpoints). Both give the same energies and forces.
-
-    allow_default_box: accept an exact 2 nm cubic box (otherwise refused as OpenMM's never-set
-        default, see :func:`multiscale.openmm.torch_force`).
-
-    The uncertainty is not part of the Force; watch it with
-    :class:`multiscale.openmm.reporters.EnsembleUncertaintyReporter`.
-    """
-    import openmm
-
-    if not isinstance(ensemble, EnsemblePotential):
-        raise TypeError(
-            f"ensemble_force expects an EnsemblePotential, got {type(ensemble).__name__}; for a single model use "
-            "multiscale.openmm.torch_force, or wrap it: EnsemblePotential([model])"
-        )
-    if backend not in ENSEMBLE_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {ENSEMBLE_BACKENDS}")
-    type_indices, subset = _validate_particles(ensemble, particle_types, particles)
-    ensemble = ensemble.eval()
-    if backend == "pythonforce":
-        computation = _ensemble_computation_class()(ensemble, type_indices, periodic, subset, allow_default_box)
-        force = openmm.PythonForce(computation, {})
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        force.setName(f"multiscale ML ensemble mean, {ensemble.num_members} members (PythonForce)")
-        return force
-
-    from multiscale.openmm.bridge import OpenMMAdapter, _import_openmmtorch
-
-    openmmtorch = _import_openmmtorch()
-    subset_tensor = None if subset is None else torch.tensor(subset, dtype=torch.long)
-    # e3nn's script() compiles *in place* (it swaps every submodule for its ScriptModule), and
-    # copy.deepcopy cannot copy e3nn modules, so script a copy rebuilt from the members'
-    # checkpoint dictionaries: the caller's ensemble (its modules and device) stays untouched.
-    copies = EnsemblePotential([model_from_state(model_state(member), map_location="cpu").eval() for member in ensemble.members])
-    module = e3nn_script(OpenMMAdapter(copies, type_indices, subset_tensor, periodic, allow_default_box)).to("cpu")
-    force = openmmtorch.TorchForce(module)
-    force.setUsesPeriodicBoundaryConditions(bool(periodic))
-    force.setName(f"multiscale ML ensemble mean, {ensemble.num_members} members (TorchForce)")
-    return force

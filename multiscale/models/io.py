@@ -13,28 +13,21 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from multiscale.atomic import atomic_write
-from multiscale.models.potential import EquivariantPotential
+from multiscale.models import registry
 
-FORMAT = "multiscale.EquivariantPotential"
+FORMAT = "multiscale.EquivariantPotential"  # the equivariant family's tag (kept for old imports)
 #: 2: the weights carry the cutoff they were trained with (``*.cutoff_nm``); version 1 still loads
 FORMAT_VERSION = 2
 
-#: checkpoint format tag → model class. A model class registered here has a ``config`` with
-#: ``to_dict()``, a ``CONFIG_CLASS`` with ``from_dict``, and is built as
-#: ``cls(types, cutoff, dtype=..., **other_options)``.
-MODEL_FORMATS = {FORMAT: EquivariantPotential}
+
+def _format_of(model) -> str:
+    return registry.family_of(model).checkpoint_format
 
 
 def register_model_format(name: str, cls) -> None:
-    """Let :func:`load_model` rebuild ``cls`` from checkpoints tagged ``name``."""
-    MODEL_FORMATS[name] = cls
-
-
-def _format_of(model) -> str:
-    for name, cls in MODEL_FORMATS.items():
-        if type(model) is cls:
-            return name
-    raise TypeError(f"{type(model).__name__} is not a registered multiscale model class")
+    """Let :func:`load_model` rebuild ``cls`` from checkpoints tagged ``name`` (a family named
+    after the tag; new families call :func:`multiscale.models.registry.register_family`)."""
+    registry.register_family(name, cls, name)
 
 
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
@@ -148,11 +141,12 @@ def model_from_state(state: Dict[str, Any], map_location: Union[str, torch.devic
             "this is a training-state checkpoint (checkpoint.pt, for --resume), not a model; load the model.ckpt "
             "written next to it"
         )
-    if not isinstance(state, dict) or state.get("format") not in MODEL_FORMATS:
+    formats = registry.checkpoint_formats()
+    if not isinstance(state, dict) or state.get("format") not in formats:
         raise CheckpointError(
-            f"not a multiscale model checkpoint (expected one of the formats {sorted(MODEL_FORMATS)})"
+            f"not a multiscale model checkpoint (expected one of the formats {sorted(formats)})"
         )
-    cls = MODEL_FORMATS[state["format"]]
+    cls = formats[state["format"]]
     version = state.get("format_version", -1)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(f"the checkpoint's format_version is {version!r}, not a version number; the file is damaged")

@@ -20,14 +20,14 @@ import torch
 from e3nn import o3
 from e3nn.util.jit import compile_mode
 
+from multiscale.models.base import ArrayLike, Potential  # noqa: F401  (ArrayLike: old import path)
 from multiscale.models.config import ModelConfig
 from multiscale.models.embedding import TypeEmbedding
 from multiscale.models.interaction import InteractionBlock
 from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
+from multiscale.models.registry import register_family
 from multiscale.neighbors import NeighborList, check_box, edge_chunks
-
-ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
 
 #: Two particles closer than this (nm) are refused as overlapping: at zero distance the edge
@@ -127,6 +127,14 @@ def prepare_positions(
     return pos.to(dtype), cell
 
 
+def average_num_neighbors(graphs) -> float:
+    """Mean number of edges per particle over graphs (objects with ``senders`` and
+    ``num_particles``, such as :class:`multiscale.training.Graph`); at least 1."""
+    edges = sum(int(g.senders.shape[0]) for g in graphs)
+    atoms = sum(g.num_particles for g in graphs)
+    return max(edges / max(atoms, 1), 1.0)
+
+
 def hidden_irreps_for(config: ModelConfig) -> o3.Irreps:
     """Hidden irreps: ``channels x l`` with natural parity (-1)^l for l ≤ lmax (or the override)."""
     if config.hidden_irreps:
@@ -138,8 +146,12 @@ def hidden_irreps_for(config: ModelConfig) -> o3.Irreps:
     return o3.Irreps(parts)
 
 
+#: checkpoint tag of this family
+FORMAT = "multiscale.EquivariantPotential"
+
+
 @compile_mode("script")
-class EquivariantPotential(torch.nn.Module):
+class EquivariantPotential(Potential):
     """E(3)-equivariant message-passing potential.
 
     Parameters
@@ -156,7 +168,7 @@ class EquivariantPotential(torch.nn.Module):
     For forces and stress use :meth:`compute`.
     """
 
-    __jit_unused_properties__ = ["config"]
+    __jit_unused_properties__ = ["config", "dtype", "device"]
     CONFIG_CLASS = ModelConfig
 
     def __init__(self, types: List[str], cutoff: float, *, dtype: str = "float32", **options):
@@ -258,93 +270,12 @@ class EquivariantPotential(torch.nn.Module):
             k += 1
         return self.readout(features, types)
 
-    def forward(
-        self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
-        """Total potential energy in kJ/mol (0-d tensor in the model's dtype)."""
-        return self.atomic_energies(positions, types, box).sum()
 
-    # ------------------------------------------------------------------ Python conveniences
-    @property
-    def config(self) -> ModelConfig:
-        return self._config
+    @classmethod
+    def options_from_data(cls, graphs) -> Dict[str, float]:
+        """``avg_num_neighbors``: the mean neighbour count of the training graphs (the message
+        normalisation), as training derives it."""
+        return {"avg_num_neighbors": average_num_neighbors(graphs)}
 
-    @torch.jit.unused
-    def type_indices(self, particle_types: Sequence[str]) -> torch.Tensor:
-        """Map type names to indices; an unknown name raises a ValueError that names it."""
-        index = {name: k for k, name in enumerate(self.type_names)}
-        unknown = sorted({str(t) for t in particle_types if str(t) not in index})
-        if unknown:
-            raise ValueError(
-                f"unknown particle type(s) {unknown}; this model knows {self.type_names}. "
-                "Map the particles onto the model's types or train a model that includes them."
-            )
-        return torch.tensor([index[str(t)] for t in particle_types], dtype=torch.long)
 
-    @torch.jit.unused
-    def compute(
-        self,
-        positions: ArrayLike,
-        types: Union[Sequence[str], torch.Tensor],
-        box: Optional[ArrayLike] = None,
-        *,
-        forces: bool = True,
-        stress: bool = False,
-        create_graph: bool = False,
-    ) -> Dict[str, torch.Tensor]:
-        """Energy (kJ/mol), forces (kJ/mol/nm) and optionally virial (kJ/mol) and stress (kJ/mol/nm³).
-
-        ``virial = -∂E/∂ε`` and ``stress = (1/V) ∂E/∂ε`` for a symmetric strain ε applied to both
-        positions and cell; stress needs a periodic ``box``.
-        """
-        dtype = self.readout.shift.dtype
-        device = self.readout.shift.device
-        # Positions and box stay in float64 (or their own wider dtype) up to the model, which wraps
-        # them into the cell before casting to its dtype: far from the origin a float32 cast first
-        # would lose the relative positions.
-        pos = torch.as_tensor(np.asarray(positions) if not isinstance(positions, torch.Tensor) else positions)
-        if not pos.is_floating_point():
-            raise ValueError(f"positions must be floating-point coordinates in nm, got {pos.dtype}")
-        work = torch.float64
-        pos = pos.to(device=device, dtype=work)
-        if isinstance(types, torch.Tensor):
-            if types.is_floating_point() or types.is_complex() or types.dtype == torch.bool:
-                raise ValueError("types must be type names or an integer tensor of type indices, got a " + str(types.dtype) + " tensor")
-            type_idx = types.to(device=device, dtype=torch.long)
-        else:
-            type_idx = self.type_indices(list(types)).to(device)
-        if pos.dim() != 2 or pos.shape[1] != 3:
-            raise ValueError(f"positions must have shape (N, 3) in nm, got {tuple(pos.shape)}")
-        cell = None
-        if box is not None:
-            cell = torch.as_tensor(np.asarray(box) if not isinstance(box, torch.Tensor) else box).to(device=device, dtype=work)
-            check_box(cell)
-        if stress and cell is None:
-            raise ValueError("stress needs a periodic box; pass box=(3, 3) cell vectors in nm")
-
-        pos = pos.detach().requires_grad_(forces)
-        strain = None
-        if stress:
-            strain = torch.zeros(3, 3, dtype=work, device=device, requires_grad=True)
-            sym = 0.5 * (strain + strain.transpose(0, 1))
-            eye = torch.eye(3, dtype=work, device=device)
-            pos_in = pos @ (eye + sym)
-            cell_in = cell @ (eye + sym)
-        else:
-            pos_in, cell_in = pos, cell
-        energy = self.forward(pos_in, type_idx, cell_in)
-        out: Dict[str, torch.Tensor] = {"energy": energy}
-        inputs = [t for t, want in ((pos, forces), (strain, stress)) if want]
-        if inputs:
-            grads = torch.autograd.grad(energy, inputs, create_graph=create_graph)
-            k = 0
-            if forces:
-                out["forces"] = -grads[k].to(dtype)
-                k += 1
-            if stress:
-                volume = torch.det(cell)
-                out["virial"] = -grads[k].to(dtype)
-                out["stress"] = (grads[k] / volume).to(dtype)
-        if not create_graph:
-            out = {key: value.detach() for key, value in out.items()}
-        return out
+register_family("equivariant", EquivariantPotential, FORMAT, derived=("types", "avg_num_neighbors"))

@@ -24,7 +24,8 @@ from e3nn.util.jit import script as e3nn_script
 import openmm
 from openmm import unit
 
-from multiscale.models.io import MODEL_FORMATS, model_from_state, model_state
+from multiscale.models.base import Potential
+from multiscale.models.io import model_from_state, model_state
 from multiscale.models.potential import EquivariantPotential
 
 BACKENDS = ("torchforce", "pythonforce")
@@ -150,7 +151,7 @@ class PythonForceComputation:
         pos = select_particles(all_positions, int(self.types.shape[0]), self._subset, self.particles is not None, highest)
         if box is not None:
             check_box_was_set(torch.from_numpy(box), self.allow_default_box)
-        device = next(self.model.parameters()).device
+        device = next(self.model.parameters()).device  # a Potential or an ensemble of them
         out = self.model.compute(pos, self.types.to(device), box)
         forces = out["forces"].to(torch.float64).cpu().numpy()
         if self.particles is None:
@@ -227,16 +228,6 @@ def state_positions_and_box(state: openmm.State, periodic: bool):
     return positions, box
 
 
-def _validate(model, particle_types: Sequence[str], particles: Optional[Sequence[int]]) -> torch.Tensor:
-    if not isinstance(model, tuple(MODEL_FORMATS.values())):
-        raise TypeError(
-            f"model must be a multiscale potential (EquivariantPotential or another registered model), "
-            f"got {type(model).__name__}; load a checkpoint with multiscale.models.load_model(path)"
-        )
-    particle_types, particles = check_particle_selection(particle_types, particles)
-    return model.type_indices(particle_types)
-
-
 def _import_openmmtorch():
     """Import openmmtorch (after torch, as it requires), silencing the 'simtk.openmm is
     deprecated' message its own ``import simtk.openmm`` prints on every import.
@@ -310,42 +301,78 @@ def torch_force(
         and (for ``periodic=True``) that its default box is not OpenMM's never-set 2 nm cube,
         before any Context is created.
 
-    Returns an ``openmmtorch.TorchForce`` or ``openmm.PythonForce``; add it with
-    ``system.addForce(force)``.
+    Returns an ``openmmtorch.TorchForce`` or ``openmm.PythonForce`` in force group
+    :data:`ML_FORCE_GROUP`, named with the :data:`ML_FORCE_TAG` that :func:`is_ml_force`
+    recognises; add it with ``system.addForce(force)``.
     """
+    if not isinstance(model, Potential):
+        raise TypeError(
+            f"model must be a multiscale potential (EquivariantPotential or another registered family), "
+            f"got {type(model).__name__}; load a checkpoint with multiscale.models.load_model(path)"
+            + ("; for an ensemble use multiscale.openmm.ensemble_force" if type(model).__name__ == "EnsemblePotential" else "")
+        )
+    # Work on a rebuilt copy: e3nn's script() compiles submodules in place, and a force must not
+    # change when the caller goes on training or editing its model. (deepcopy cannot copy
+    # e3nn's compiled functions; the checkpoint round trip can.)
+    return deploy(
+        model, particle_types, periodic, particles, backend=backend, system=system, allow_default_box=allow_default_box,
+        copy=lambda m: model_from_state(model_state(m)).eval(), computation_class=PythonForceComputation,
+        description="potential",
+    )
+
+
+#: force group of every ML force the bridge makes (``getState(groups={ML_FORCE_GROUP})`` reads
+#: the ML energy alone; priors and force-field terms stay in group 0)
+ML_FORCE_GROUP = 1
+#: the first word of every ML force's name: how an ML force read back from a System is recognised
+ML_FORCE_TAG = "multiscale-ml"
+
+
+def is_ml_force(force: openmm.Force) -> bool:
+    """True for a force made by the bridge (``torch_force``, ``ensemble_force``): by its tag."""
+    return force.getName().startswith(ML_FORCE_TAG)
+
+
+def deploy(
+    model: torch.nn.Module,
+    particle_types: Sequence[str],
+    periodic: bool,
+    particles: Optional[Sequence[int]],
+    *,
+    backend: str,
+    system: Optional[openmm.System],
+    allow_default_box: bool,
+    copy,
+    computation_class,
+    description: str,
+) -> openmm.Force:
+    """The one deployment path of ML forces: checks, TorchForce or PythonForce, name, group.
+
+    ``model`` has ``type_indices`` and ``compute`` and a TorchScript-able ``forward(positions,
+    types, box)``; ``copy(model)`` gives the CPU copy that is scripted or called (never the
+    caller's own modules); ``computation_class`` is the PythonForce callable (it decides how the
+    model pickles)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if not isinstance(periodic, (bool, np.bool_)):
         raise TypeError(f"periodic must be True or False, got {periodic!r}")
-    type_indices = _validate(model, particle_types, particles)
-    particles = check_particle_selection(particle_types, particles)[1]
+    particle_types, particles = check_particle_selection(particle_types, particles, f"the ML {description} force")
+    type_indices = model.type_indices(particle_types)
     if system is not None:
         check_system_particles(system, particles, len(type_indices))
         if periodic and not allow_default_box:
             box = np.asarray([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()])
             check_box_was_set(torch.from_numpy(box), False)
-    # Work on a rebuilt copy: e3nn's script() compiles submodules in place, and a force must not
-    # change when the caller goes on training or editing its model. (deepcopy cannot copy
-    # e3nn's compiled functions; the checkpoint round trip can.)
-    model = model_from_state(model_state(model)).eval()
+    module = copy(model)
     if backend == "pythonforce":
-        computation = PythonForceComputation(model, type_indices, periodic, particles, allow_default_box)
-        force = openmm.PythonForce(computation, {})
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        force.setName(ML_FORCE_NAMES["pythonforce"])
-        return force
-
-    openmmtorch = _import_openmmtorch()
-    subset = None if particles is None else torch.tensor(particles, dtype=torch.long)
-    module = e3nn_script(OpenMMAdapter(model, type_indices, subset, periodic, allow_default_box)).to("cpu")
-    force = openmmtorch.TorchForce(module)
+        force = openmm.PythonForce(computation_class(module, type_indices, periodic, particles, allow_default_box), {})
+    else:
+        openmmtorch = _import_openmmtorch()
+        subset = None if particles is None else torch.tensor(particles, dtype=torch.long)
+        scripted = e3nn_script(OpenMMAdapter(module, type_indices, subset, periodic, allow_default_box)).to("cpu")
+        force = openmmtorch.TorchForce(scripted)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
-    force.setName(ML_FORCE_NAMES["torchforce"])
+    label = {"torchforce": "TorchForce", "pythonforce": "PythonForce"}[backend]
+    force.setName(f"{ML_FORCE_TAG} {description} ({label})")
+    force.setForceGroup(ML_FORCE_GROUP)
     return force
-
-
-#: names torch_force gives its forces (how an ML force read back from a System is recognised)
-ML_FORCE_NAMES = {
-    "torchforce": "multiscale ML potential (TorchForce)",
-    "pythonforce": "multiscale ML potential (PythonForce)",
-}

@@ -44,7 +44,7 @@ class EnsembleUncertaintyReporter:
     file: path of the CSV file, or an open text file object (not closed by the reporter).
     reportInterval: report every this many steps (at steps that are multiples of it).
     ensemble: the :class:`EnsemblePotential` to watch (typically the one driving the simulation
-        through :func:`multiscale.models.ensemble.ensemble_force`).
+        through :func:`multiscale.openmm.ensemble_force`).
     particle_types: type name of each watched particle (all System particles, or those in
         ``particles``, in that order).
     threshold: force-uncertainty threshold in kJ/mol/nm; a frame is flagged when its largest

@@ -8,7 +8,7 @@ import openmm
 from openmm import app, unit
 
 from multiscale.models.potential import EquivariantPotential
-from multiscale.openmm.bridge import torch_force
+from multiscale.openmm.bridge import is_ml_force, torch_force
 
 
 def topology_types(topology: app.Topology) -> List[str]:
@@ -58,15 +58,15 @@ def create_system(
 
 
 def _is_ml_force(force: openmm.Force) -> bool:
-    # A TorchForce read back from a System (getForce/getForces) is a plain openmm.Force in Python:
-    # openmm's wrapper does not know the plugin's class. Known plugin/PythonForce types are caught
-    # by class; plain Forces by the names torch_force gives, or by being of no openmm class at all.
+    # Forces the bridge made carry its tag. Any other TorchForce or PythonForce cannot go through
+    # the serializer either: read back from a System (getForce/getForces) a plugin force is a plain
+    # openmm.Force in Python, recognised by being of no openmm class at all.
+    if is_ml_force(force):
+        return True
     name = type(force).__name__
     if name in ("TorchForce", "PythonForce"):
         return True
-    if name == "Force":
-        return "TorchForce" in force.getName() or "PythonForce" in force.getName() or _unknown_to_openmm(force)
-    return False
+    return name == "Force" and _unknown_to_openmm(force)
 
 
 def _unknown_to_openmm(force: openmm.Force) -> bool:

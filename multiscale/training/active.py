@@ -182,10 +182,8 @@ class ActiveLearningConfig(YamlConfig):
             raise ValueError(f"restraint_center must be 'com' or 'origin', got {self.restraint_center!r}")
         if self.uncertainty not in UNCERTAINTY_KEYS:
             raise ValueError(f"uncertainty must be one of {sorted(UNCERTAINTY_KEYS)}, got {self.uncertainty!r}")
-        from multiscale.models.ensemble import ENSEMBLE_BACKENDS
-
-        if self.backend not in ENSEMBLE_BACKENDS:
-            raise ValueError(f"backend must be one of {ENSEMBLE_BACKENDS}, got {self.backend!r}")
+        if self.backend not in ("torchforce", "pythonforce"):
+            raise ValueError(f"backend must be 'torchforce' or 'pythonforce', got {self.backend!r}")
 
 
 def job_from_dict(data: Dict[str, Any]) -> JobConfig:
@@ -393,7 +391,7 @@ def explore(
     import openmm
     from openmm import app, unit
 
-    from multiscale.models.ensemble import ensemble_force
+    from multiscale.openmm import ensemble_force
     from multiscale.openmm.reporters import EnsembleUncertaintyReporter
     from multiscale.openmm.system import topology_types
 

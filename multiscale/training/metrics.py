@@ -25,7 +25,7 @@ def evaluate(model, graphs: Sequence[Graph], *, batch_size: int = 16, device="cp
     energies per atom in kJ/mol and force components in kJ/mol/nm (numpy arrays).
     """
     torch_dtype = getattr(torch, dtype)
-    if model.readout.shift.dtype != torch_dtype:
+    if model.dtype != torch_dtype:
         model = model_from_state(model_state(model)).to(device=device, dtype=torch_dtype)
     e_ref, e_pred, f_ref, f_pred, w_ref, w_pred = [], [], [], [], [], []
     for start in range(0, len(graphs), batch_size):

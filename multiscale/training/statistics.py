@@ -9,7 +9,7 @@ import torch
 
 from multiscale.data.configuration import Configuration
 from multiscale.data.splits import dataset_statistics, fit_reference_energies
-from multiscale.training.batch import Graph
+from multiscale.models.potential import average_num_neighbors  # noqa: F401  (its home is the model)
 from multiscale.training.loss import LossScales
 from multiscale.units import ANGSTROM_TO_NM
 
@@ -34,15 +34,9 @@ def loss_scales(configs: Sequence[Configuration], types: Sequence[str], e0: Dict
     )
 
 
-def average_num_neighbors(graphs: Sequence[Graph]) -> float:
-    edges = sum(int(g.senders.shape[0]) for g in graphs)
-    atoms = sum(g.num_particles for g in graphs)
-    return max(edges / max(atoms, 1), 1.0)
-
-
 def initialise_readout(model, e0: Dict[str, float], scales: LossScales) -> None:
     """Per-type shift = E0 (kJ/mol); scale = σ_F × 1 Å, the energy a typical force does over a
     typical displacement, so the network's raw output stays O(1) (NequIP's choice)."""
     with torch.no_grad():
-        model.readout.shift.copy_(torch.tensor([e0[t] for t in model.type_names], dtype=model.readout.shift.dtype))
+        model.readout.shift.copy_(torch.tensor([e0[t] for t in model.type_names], dtype=model.dtype))
         model.readout.scale.fill_(scales.force * ANGSTROM_TO_NM)

@@ -133,7 +133,7 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        self.dtype = model.readout.shift.dtype
+        self.dtype = model.dtype
         self.loss = loss
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)

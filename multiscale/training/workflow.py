@@ -18,21 +18,16 @@ import torch
 from multiscale.config import read_yaml
 
 from multiscale.data.configuration import Configuration
-from multiscale.models.behler_parrinello import BehlerParrinelloPotential, BPConfig
-from multiscale.models.config import ModelConfig
+from multiscale.models import registry
 from multiscale.models.io import load_model
-from multiscale.models.potential import EquivariantPotential
 from multiscale.training.batch import build_graphs
 from multiscale.training.config import TrainerConfig
 from multiscale.training.loss import EnergyForceLoss, LossConfig
-from multiscale.training.statistics import average_num_neighbors, initialise_readout, loss_scales, reference_energies
+from multiscale.training.statistics import initialise_readout, loss_scales, reference_energies
 from multiscale.training.trainer import Trainer, TrainingResult
 
-#: model families: name → (model class, config class, options derived from the data)
-FAMILIES = {
-    "equivariant": (EquivariantPotential, ModelConfig, ("types", "avg_num_neighbors")),
-    "behler_parrinello": (BehlerParrinelloPotential, BPConfig, ("types",)),
-}
+#: model families (the registry of multiscale.models.registry, where each family registers itself)
+FAMILIES = registry.FAMILIES
 
 
 @dataclass
@@ -46,9 +41,8 @@ class JobConfig:
     family: str = "equivariant"
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r}; choose one of {sorted(FAMILIES)}")
-        _, config_class, derived = FAMILIES[self.family]
+        entry = registry.family(self.family)
+        config_class, derived = entry.config_class, entry.derived
         known = {f.name for f in dataclasses.fields(config_class)}
         unknown = sorted(set(self.model) - known)
         if unknown:
@@ -117,17 +111,15 @@ def build_model(
 ):
     """A model initialised from the training data: per-type E0 and energy scale in the readout;
     average neighbour count (equivariant) or descriptor standardisation (Behler–Parrinello)."""
-    model_class, _, _ = FAMILIES[family]
+    model_class = registry.family(family).model_class
     options = dict(model_options)
     cutoff = float(options.pop("cutoff"))
     dtype = options.pop("dtype", "float32")
     graphs = build_graphs(train, types, cutoff)
     torch.manual_seed(seed)
-    if family == "equivariant":
-        options["avg_num_neighbors"] = average_num_neighbors(graphs)
+    options.update(model_class.options_from_data(graphs))
     model = model_class(list(types), cutoff, dtype=dtype, **options)
-    if family == "behler_parrinello":
-        model.standardise_descriptors(graphs)
+    model.initialise_from_data(graphs)
     e0 = reference_energies(train, types) if not loss.force_only else {t: 0.0 for t in types}
     initialise_readout(model, e0, loss_scales(train, types, e0))
     return model
