@@ -340,12 +340,12 @@ def measure_throughput(family: str, pool, test, types, seed: int, work_dir: Path
     if not batches:
         raise SystemExit(f"the training pool has {len(graphs)} configurations, fewer than one batch of {THROUGHPUT_BATCH}")
     for k in range(3):  # warm-up
-        trainer._step(batches[k % len(batches)])
+        trainer.train_step(batches[k % len(batches)])
     rates = []
     for _ in range(THROUGHPUT_REPEATS):
         t0 = time.perf_counter()
         for k in range(THROUGHPUT_STEPS):
-            trainer._step(batches[k % len(batches)])
+            trainer.train_step(batches[k % len(batches)])
         rates.append(THROUGHPUT_STEPS * THROUGHPUT_BATCH / (time.perf_counter() - t0))
 
     test_graphs = build_graphs(test, types, model.cutoff)

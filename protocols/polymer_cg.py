@@ -23,7 +23,6 @@ meaningful run (longer chains, more sampling, bigger network), meant for a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,9 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
-from multiscale.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from multiscale.atomic import atomic_write_json  # noqa: E402
 from multiscale.cli import existing_file, nonnegative_int, output_dir, positive_int, run_main  # noqa: E402
 from multiscale.config import YamlConfig, read_yaml  # noqa: E402
+from multiscale.jobs import ResumableJob, Stage  # noqa: E402
 from multiscale.openmm.platforms import get_platform  # noqa: E402
 from multiscale.units import check_cutoff_nm  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,9 +44,10 @@ from openmm import app, unit  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
-from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors, plot_priors  # noqa: E402
-from multiscale.cg.pressure import PressureCorrection, fit_pressure_correction  # noqa: E402
-from multiscale.cg.system import CGSimulation, build_cg_system, force_matching_set  # noqa: E402
+from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors_from_samples, plot_priors  # noqa: E402
+from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
+from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
+from multiscale.openmm.pressure import PressureCorrection, fit_pressure_correction  # noqa: E402
 from multiscale.models import load_model  # noqa: E402
 from multiscale.models.io import with_dtype  # noqa: E402
 from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
@@ -191,35 +192,20 @@ def settings_for(args) -> Settings:
 #: settings that may change between a run and its resumption (they only lengthen the CG runs)
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
-
-def check_resumable(out: Path, recorded: dict) -> None:
-    """Refuse to resume into a DIR written with other settings: its finished steps would be reused."""
-    path = out / "settings.json"
-    if not path.exists():
-        return
-    try:
-        previous = json.loads(path.read_text())
-        if not isinstance(previous, dict):
-            raise ValueError("not a mapping")
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError(
-            f"{path} is damaged (not the JSON this job writes), so it is unknown which settings made the run in {out}; "
-            "use a new --out, or delete that file if you are sure the settings are the same"
-        ) from None
-    changed = sorted(k for k in set(previous) | set(recorded) if k not in EXTENDABLE and previous.get(k) != recorded.get(k))
-    if changed:
-        raise ValueError(
-            f"{out} holds a run made with other settings ({', '.join(f'{k}: {previous.get(k)!r} -> {recorded.get(k)!r}' for k in changed)}); "
-            "its finished steps would be reused. Use a new --out, or the same settings (only "
-            f"{', '.join(EXTENDABLE)} may change, to extend the CG runs)"
-        )
+#: the job's stages with a completion marker (the others are quick and redone on every run; the
+#: CG runs resume from their own checkpoints)
+STAGES = (
+    Stage("fine_sampling", outputs=("fine/melt.pdb", "fine/recording/manifest.json"), marker="fine/recording/DONE"),
+    Stage("force_matching", outputs=("model/model.ckpt",), marker="model/DONE"),
+    Stage("pressure_correction", outputs=(), marker="pressure_correction.json"),
+)
 
 
 def say(message: str) -> None:
     print(f"[polymer_cg {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def fine_stage(args, s: Settings, out: Path):
+def fine_stage(args, s: Settings, out: Path, job: ResumableJob):
     """Steps 1–2: melt, equilibration, sampling with forces. Returns (topology, system, recording, speed)."""
     fine = out / "fine"
     fine.mkdir(parents=True, exist_ok=True)
@@ -232,9 +218,8 @@ def fine_stage(args, s: Settings, out: Path):
     barostat = openmm.MonteCarloBarostat(s.pressure_bar * unit.bar, s.temperature_K * unit.kelvin, 25)
     barostat.setRandomNumberSeed(args.seed + 13)
     system.addForce(barostat)
-    done = fine / "recording" / "DONE"
-    if done.exists():
-        return topology, system, load_recording(fine / "recording"), json.loads(done.read_text())
+    if job.is_done("fine_sampling"):
+        return topology, system, load_recording(fine / "recording"), job.result("fine_sampling")
     with open(fine / "melt.pdb", "w") as handle:
         app.PDBFile.writeFile(topology, positions * unit.nanometer, handle)
     integrator = openmm.LangevinMiddleIntegrator(s.temperature_K * unit.kelvin, 1.0 / unit.picosecond, s.fine_timestep_ps * unit.picosecond)
@@ -260,7 +245,7 @@ def fine_stage(args, s: Settings, out: Path):
     elapsed = time.perf_counter() - start
     recorder.close()
     speed = {"fine_simulated_ps_per_wall_second": s.sample_frames * s.sample_interval * s.fine_timestep_ps / elapsed}
-    atomic_write_json(done, speed)
+    job.complete("fine_sampling", speed)
     return topology, system, load_recording(fine / "recording"), speed
 
 
@@ -271,14 +256,13 @@ def main(argv=None) -> int:
     out = args.out
     torch.manual_seed(args.seed)
     recorded = {"quick": args.quick, "platform": args.platform, "seed": args.seed, **asdict(s)}
-    check_resumable(out, recorded)
-    # written only now that every setting passed, so a corrected re-run into the same --out is not refused
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "settings.json", recorded)
+    # the settings are stored only now that every one passed, so a corrected re-run into the same
+    # --out is not refused; a DIR made with other settings is
+    stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, what="polymer_cg job").begin()
     t0 = time.perf_counter()
 
     # 1–2. fine model
-    topology, fine_system, rec, fine_speed = fine_stage(args, s, out)
+    topology, fine_system, rec, fine_speed = fine_stage(args, s, out, stages)
     say(f"fine sampling: {rec['positions'].shape[0]} frames, {fine_speed['fine_simulated_ps_per_wall_second']:.2f} ps/s")
 
     # 3. mapping: k monomers (united atoms) per bead; flexible bonds → plain-sum force map is exact
@@ -310,11 +294,11 @@ def main(argv=None) -> int:
     # 4. priors
     prior_config = PriorConfig(nonbonded_cutoff_nm=s.prior_cutoff_nm, min_samples=200, use_dihedrals=s.dihedral_priors)
     dihedrals = mapping.bead_dihedrals if s.dihedral_priors else []
-    priors = fit_priors(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, dihedrals,
-                        temperature_K=s.temperature_K, boxes=boxes, config=prior_config)
-    atomic_write_json(out / "priors.json", priors.to_dict())
+    # the samples are collected once, for the fit and for its plot
     samples = collect_samples(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, dihedrals, boxes=boxes,
                               config=prior_config)
+    priors = fit_priors_from_samples(samples, s.temperature_K, prior_config)
+    atomic_write_json(out / "priors.json", priors.to_dict())
     plot_priors(priors, samples, out / "priors.png", config=prior_config)
 
     # 5. force matching on F_mapped − F_prior
@@ -328,29 +312,27 @@ def main(argv=None) -> int:
                               device="auto", seed=args.seed, early_stopping_patience=60),
         loss=LossConfig(force_only=True),
     )
-    if (model_dir / "DONE").exists():
-        model = load_model(model_dir / "model.ckpt")
-    else:
-        model, result, _ = fit_potential(configs[:split], configs[split:], model_dir, job,
-                                         types=sorted(set(mapping.bead_types)), resume=(model_dir / "checkpoint.pt").exists(), progress=not args.no_progress,
-                                         log=say)
-        atomic_write_text(model_dir / "DONE", result.stop_reason)
+    def force_match() -> str:
+        _, result, _ = fit_potential(configs[:split], configs[split:], model_dir, job, types=sorted(set(mapping.bead_types)),
+                                     resume=(model_dir / "checkpoint.pt").exists(), progress=not args.no_progress, log=say)
+        return result.stop_reason
+
+    stages.run("force_matching", force_match)
+    model = load_model(model_dir / "model.ckpt")
 
     # 5b. pressure correction: force matching leaves the CG pressure free; a ramp A (1 − r/r_c) on
     # intermolecular bead pairs, with A solved on the reference configurations, brings the model's
-    # pressure there to the reference's (see multiscale.cg.pressure)
+    # pressure there to the reference's (see multiscale.openmm.pressure)
     correction = None
     if s.pressure_correction:
-        correction_path = out / "pressure_correction.json"
-        if correction_path.exists():
-            correction = PressureCorrection(**json.loads(correction_path.read_text()))
-        else:
+        def fit_correction() -> dict:
             system64, _ = build_cg_system(mapping, priors, model=with_dtype(model, "float64"), box=boxes[0],
                                           nonbonded_cutoff_nm=s.prior_cutoff_nm)
             frames = np.linspace(0, split - 1, min(split, 150)).astype(int)
-            correction = fit_pressure_correction(system64, cg_pos[frames], boxes[frames], mapping.chains, s.temperature_K,
-                                                 target_bar=s.pressure_bar, cutoff_nm=s.prior_cutoff_nm)
-            atomic_write_json(correction_path, correction.to_dict())
+            return fit_pressure_correction(system64, cg_pos[frames], boxes[frames], mapping.chains, s.temperature_K,
+                                           target_bar=s.pressure_bar, cutoff_nm=s.prior_cutoff_nm).to_dict()
+
+        correction = PressureCorrection(**stages.run("pressure_correction", fit_correction))
         say(f"pressure correction: the model's pressure on the reference frames is {correction.pressure_before_bar:.0f} "
             f"± {correction.pressure_before_sem_bar:.0f} bar (target {s.pressure_bar:g}); ramp A = {correction.A_kj_mol:.3f} kJ/mol")
 

@@ -34,15 +34,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
 from multiscale.atomic import atomic_write_json  # noqa: E402
+from multiscale.jobs import ResumableJob  # noqa: E402
 from multiscale.cli import existing_file, nonnegative_int, output_dir, positive_float, positive_int, run_main  # noqa: E402
 from multiscale.units import check_cutoff_nm  # noqa: E402
 from multiscale.data import read_configurations, split_dataset  # noqa: E402
 from multiscale.training import build_graphs, distributed, evaluate, parity_plot  # noqa: E402
-from multiscale.training.trainer import resolve_device  # noqa: E402
+from multiscale.training.trainer import RESUMABLE_TRAINER_CHANGES, resolve_device  # noqa: E402
 from multiscale.training.workflow import JobConfig, fit_potential, remaining, types_of  # noqa: E402
 
 #: seconds kept aside from --max-time for the final test evaluation and writing outputs
 FINAL_RESERVE_S = 15.0
+#: settings a --resume may change (they bound this run, not the fit)
+RESUMABLE_SETTINGS = tuple(f"trainer.{name}" for name in RESUMABLE_TRAINER_CHANGES)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes: the data's identity, wherever the file lies."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def parse_args(argv=None):
@@ -100,7 +114,6 @@ def main(argv=None) -> int:
     job = job_from_args(args)  # every setting is checked before the output folder is touched
     if args.resume and not (args.out / "checkpoint.pt").exists() and not (args.out / "ensemble").exists():
         print(f"--resume: no checkpoint.pt in {args.out} yet; starting from scratch", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
     # Under torchrun (WORLD_SIZE > 1) every process joins the group; rank 0 writes the outputs.
     distributed.init_from_environment(str(resolve_device(job.trainer.device)))
     main_process = distributed.is_main_process()
@@ -116,6 +129,18 @@ def main(argv=None) -> int:
     types = types_of(train, valid, test)
     if main_process:
         print(f"{len(train)} train / {len(valid)} valid / {len(test)} test configurations; types {types}", flush=True)
+    # The run's settings, stored in OUT/settings.json: --resume refuses a folder made with other
+    # settings (listing them; each member's trainer checks its own checkpoint the same way), a
+    # fresh run starts the folder over. The data enter by content, not by path.
+    settings = {
+        "family": job.family, "model": {**job.model, "types": types}, "trainer": job.trainer.to_dict(),
+        "loss": job.loss.to_dict(), "ensemble": args.ensemble, "seed": args.seed,
+        "data": {name: file_digest(path) for name, path in (("train", args.train), ("valid", args.valid), ("test", args.test))
+                 if path is not None},
+    }
+    run = ResumableJob(args.out, settings, extendable=RESUMABLE_SETTINGS, what="training run")
+    if main_process:
+        run.begin() if args.resume else run.restart()
 
     members = []
     for k in range(args.ensemble):

@@ -1,4 +1,4 @@
-"""multiscale.cg.pressure: finite-difference molecular pressure against the analytic virial of
+"""multiscale.openmm.pressure: finite-difference molecular pressure against the analytic virial of
 pair potentials (minimum-image pair sums written here), and the linear pressure correction."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import openmm
 import pytest
 
-from multiscale.cg.pressure import FORCE_NAME, PARAMETER, fit_pressure_correction, molecular_pressure, ramp_force
+from multiscale.openmm.pressure import FORCE_NAME, PARAMETER, fit_pressure_correction, molecular_pressure, ramp_force
 from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
 
 SIGMA, EPS, RC, T = 0.3, 1.2, 0.9, 300.0
@@ -180,7 +180,7 @@ def test_ramp_acts_between_molecules_only():
 def test_correction_joins_a_system_with_excluding_priors_on_the_cpu_platform():
     """OpenMM's CPU platform needs one exclusion list for all CustomNonbondedForces: add_to copies
     the priors' exclusions, and the energy is unchanged by them (they are intramolecular)."""
-    from multiscale.cg.pressure import PressureCorrection
+    from multiscale.openmm.pressure import PressureCorrection
 
     pairs = [(0, 1), (2, 3)]
     x = np.array([[0.2, 0.2, 0.2], [0.5, 0.2, 0.2], [0.2, 0.6, 0.2], [0.5, 0.6, 0.2]])

@@ -36,9 +36,9 @@ from multiscale.cg.priors import (
     fit_torsion,
     nonbonded_pairs,
     plot_priors,
-    priors_to_openmm,
     repulsive_sigma,
 )
+from multiscale.openmm.priors import priors_to_openmm
 from multiscale.units import kT
 
 TEMPERATURE = 300.0

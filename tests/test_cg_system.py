@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_model  # noqa: E402
 from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
 from multiscale.cg.priors import PriorConfig, fit_priors  # noqa: E402
-from multiscale.cg.system import CGSimulation, build_cg_system, force_matching_set, prior_only_system  # noqa: E402
+from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
+from multiscale.openmm.cg_system import build_cg_system, force_matching_set, prior_only_system  # noqa: E402
 from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
 from systems.polyethylene import build_melt  # noqa: E402
 

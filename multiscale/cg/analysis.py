@@ -44,6 +44,7 @@ import numpy as np
 from scipy.special import rel_entr
 
 from multiscale.atomic import atomic_write_bytes
+from multiscale.cg.topology import BondGraph, pair_codes
 
 __all__ = [
     "AVOGADRO_CONSTANT_PER_MOL",
@@ -112,31 +113,13 @@ def bead_types(topology: md.Topology, types: Optional[Sequence[str]] = None) -> 
     return out
 
 
-def _adjacency(topology: md.Topology) -> List[List[int]]:
-    neighbors: List[List[int]] = [[] for _ in range(topology.n_atoms)]
-    for bond in topology.bonds:
-        i, j = bond[0].index, bond[1].index
-        if i == j:
-            continue
-        if j not in neighbors[i]:
-            neighbors[i].append(j)
-            neighbors[j].append(i)
-    return [sorted(n) for n in neighbors]
-
-
 def bonded_terms(topology: md.Topology) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bonds (n, 2), angles (n, 3) and proper dihedrals (n, 4) as bead-index arrays, from the
-    topology bonds. Each term appears once (bonds i < j; angles i < k around the centre j;
-    dihedrals once per central bond j < k and end pair i, l with i ≠ l)."""
-    neighbors = _adjacency(topology)
-    bonds = sorted({(min(b[0].index, b[1].index), max(b[0].index, b[1].index)) for b in topology.bonds
-                    if b[0].index != b[1].index})
-    angles = [(i, j, k) for j in range(topology.n_atoms) for a, i in enumerate(neighbors[j])
-              for k in neighbors[j][a + 1:]]
-    dihedrals = [(i, j, k, l) for j, k in bonds for i in neighbors[j] if i != k
-                 for l in neighbors[k] if l != j and l != i]
-    return (np.asarray(bonds, dtype=np.int64).reshape(-1, 2), np.asarray(angles, dtype=np.int64).reshape(-1, 3),
-            np.asarray(dihedrals, dtype=np.int64).reshape(-1, 4))
+    topology bonds (:class:`multiscale.cg.topology.BondGraph`). Each term appears once (bonds
+    i < j; angles i < k around the centre j; dihedrals once per central bond j < k and end pair
+    i, l with i ≠ l)."""
+    graph = BondGraph.from_mdtraj(topology)
+    return graph.bonds, graph.angles(), graph.dihedrals()
 
 
 def _type_key(names: Sequence[str]) -> TypeKey:
@@ -337,26 +320,6 @@ def _half_min_width(traj: md.Trajectory) -> float:
     return float(0.5 * np.min(widths))
 
 
-def _within_n_bonds(topology: md.Topology, n: int) -> set:
-    """Encoded pairs i*N + j (i < j) of beads at most ``n`` bonds apart."""
-    neighbors = _adjacency(topology)
-    n_atoms = topology.n_atoms
-    close = set()
-    for start in range(n_atoms):
-        depth = {start: 0}
-        queue = deque([start])
-        while queue:
-            atom = queue.popleft()
-            if depth[atom] == n:
-                continue
-            for other in neighbors[atom]:
-                if other not in depth:
-                    depth[other] = depth[atom] + 1
-                    queue.append(other)
-        close.update(start * n_atoms + other for other in depth if other > start)
-    return close
-
-
 def _exclusion_filter(topology: md.Topology, exclude: Union[str, int]):
     """A function (pairs (n, 2), i < j) → boolean mask of the pairs to keep."""
     if exclude == "intramolecular":
@@ -365,8 +328,8 @@ def _exclusion_filter(topology: md.Topology, exclude: Union[str, int]):
     if isinstance(exclude, (int, np.integer)) and not isinstance(exclude, bool) and exclude >= 0:
         if exclude == 0:
             return lambda pairs: np.ones(len(pairs), dtype=bool)
-        close = np.sort(np.fromiter(_within_n_bonds(topology, int(exclude)), dtype=np.int64))
         n_atoms = topology.n_atoms
+        close = pair_codes(BondGraph.from_mdtraj(topology).within(int(exclude)), n_atoms)
         return lambda pairs: ~np.isin(pairs[:, 0] * n_atoms + pairs[:, 1], close, assume_unique=False)
     raise ValueError(f"exclude must be 'intramolecular' or a whole number of bonds >= 0, got {exclude!r}")
 
@@ -567,7 +530,7 @@ def make_chains_whole(traj: md.Trajectory) -> np.ndarray:
     xyz = np.array(traj.xyz, dtype=np.float64)
     if traj.unitcell_vectors is None or traj.n_frames == 0:
         return xyz
-    neighbors = _adjacency(traj.topology)
+    neighbors = BondGraph.from_mdtraj(traj.topology).neighbors
     parents: List[int] = []
     children: List[int] = []
     levels: List[int] = []

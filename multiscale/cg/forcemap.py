@@ -51,13 +51,14 @@ makes E[M_f f | R] the mean force −∇U_PMF(R), so E‖M_f f − F_θ(R)‖² 
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
+
+from multiscale.cg.topology import BondGraph
 
 __all__ = [
     "ForceMapError",
@@ -191,42 +192,20 @@ def check_constraint_cancellation(force_map, constraints, atol: float = 1e-8) ->
 # --------------------------------------------------------------------------------------------
 
 
-def _neighbourhood(seed: np.ndarray, adjacency: List[List[int]], hops: int) -> np.ndarray:
-    if hops <= 0 or not adjacency:
-        return seed
-    seen = set(int(a) for a in seed)
-    frontier = deque((int(a), 0) for a in seed)
-    while frontier:
-        atom, depth = frontier.popleft()
-        if depth == hops:
-            continue
-        for nb in adjacency[atom]:
-            if nb not in seen:
-                seen.add(nb)
-                frontier.append((nb, depth + 1))
-    return np.array(sorted(seen), dtype=int)
-
-
 def _supports(atom_indices, n_atoms: int, groups: np.ndarray, bonds, neighbors: int, exclude=()) -> List[np.ndarray]:
     """Support of each row of M_f: the bead's atoms, atoms up to ``neighbors`` bonds away, and the
     whole constraint group of every atom so included (so that equal weights are possible), less
     the ``exclude``d atoms (virtual sites)."""
     if int(neighbors) < 0:
         raise ValueError(f"neighbors must be >= 0 bonds, got {neighbors}")
-    adjacency: List[List[int]] = []
-    bond_pairs = _normalise_pairs(bonds, n_atoms, "bond") if neighbors else []
-    if bond_pairs:
-        adjacency = [[] for _ in range(n_atoms)]
-        for i, j in bond_pairs:
-            adjacency[i].append(j)
-            adjacency[j].append(i)
+    graph = BondGraph(n_atoms, _normalise_pairs(bonds, n_atoms, "bond") if neighbors else [])
     excluded = set(int(a) for a in exclude)
     members_of_group: Dict[int, List[int]] = {}
     for atom, g in enumerate(groups):
         members_of_group.setdefault(int(g), []).append(atom)
     out = []
     for atoms in atom_indices:
-        base = _neighbourhood(np.unique(np.asarray(atoms, dtype=int)), adjacency, int(neighbors))
+        base = graph.neighbourhood(np.unique(np.asarray(atoms, dtype=int)), int(neighbors))
         closed = set(int(a) for a in base)
         for g in set(int(groups[a]) for a in base):
             closed.update(members_of_group[g])

@@ -45,14 +45,12 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.sparse as sp
-from openmm import app, unit
 
 from multiscale.cg.forcemap import (
     ForceMapError,
@@ -62,6 +60,7 @@ from multiscale.cg.forcemap import (
     default_force_map,
     optimal_force_map,
 )
+from multiscale.cg.topology import BondGraph
 from multiscale.config import YamlConfig
 
 __all__ = [
@@ -80,12 +79,6 @@ __all__ = [
 
 #: Named weighting schemes of a bead's coordinate: centre of mass or centre of geometry.
 WEIGHT_MODES = ("mass", "geometry")
-
-#: Residue names that OpenMM's PDBFile treats as standard (no CONECT records for their bonds).
-_PDB_STANDARD = set(getattr(app.PDBFile, "_standardResidues", [
-    "ALA", "ASN", "CYS", "GLU", "HIS", "LEU", "MET", "PRO", "THR", "TYR", "ARG", "ASP", "GLN", "GLY", "ILE", "LYS",
-    "PHE", "SER", "TRP", "VAL", "A", "G", "C", "U", "I", "DA", "DG", "DC", "DT", "DI", "HOH"]))
-
 
 class MappingError(ValueError):
     """A mapping definition that does not fit the topology, or an inconsistent mapping."""
@@ -356,16 +349,28 @@ def constraints_of(system) -> List[Tuple[int, int]]:
     return [tuple(int(x) for x in system.getConstraintParameters(k)[:2]) for k in range(system.getNumConstraints())]
 
 
+def plain(quantity, unit_out: str) -> np.ndarray:
+    """Plain float64 numbers in ``unit_out`` ("dalton", "nanometers") of an ``openmm.unit``
+    Quantity as OpenMM returns them, converted by mdtraj's unit module: this layer reads OpenMM
+    objects handed to it but imports no OpenMM. Plain numbers pass through (already in unit_out)."""
+    if hasattr(quantity, "unit") and hasattr(quantity, "value_in_unit"):
+        from mdtraj.utils import in_units_of
+
+        values = np.asarray(quantity.value_in_unit(quantity.unit), dtype=np.float64)
+        return np.asarray(in_units_of(values, quantity.unit.get_name(), unit_out), dtype=np.float64)
+    return np.asarray(quantity, dtype=np.float64)
+
+
 def masses_of(system) -> np.ndarray:
     """Particle masses of an ``openmm.System`` in amu, as an (N,) float64 array (0 for virtual sites)."""
-    return np.array([system.getParticleMass(k).value_in_unit(unit.dalton) for k in range(system.getNumParticles())])
+    return np.array([float(plain(system.getParticleMass(k), "dalton")) for k in range(system.getNumParticles())])
 
 
-def _as_openmm_topology(topology) -> app.Topology:
-    if isinstance(topology, app.Topology):
-        return topology
+def _as_openmm_topology(topology):
     if hasattr(topology, "to_openmm"):  # mdtraj.Topology
         return topology.to_openmm()
+    if all(hasattr(topology, name) for name in ("atoms", "residues", "chains", "bonds", "getPeriodicBoxVectors")):
+        return topology  # an openmm.app.Topology (duck-typed: read, not built, here)
     raise TypeError(f"expected an openmm.app.Topology or mdtraj.Topology, got {type(topology).__name__}")
 
 
@@ -375,16 +380,6 @@ def _residue_label(res) -> str:
 
 def _atom_label(atom) -> str:
     return f"atom {atom.index} '{atom.name}' of residue {atom.residue.name} {atom.residue.id} (chain {atom.residue.chain.id})"
-
-
-def _pdb_residue_name(bead_type: str) -> str:
-    """Residue name for a bead type in the CG topology: the first 3 characters (PDB's limit); a
-    name that PDB treats as standard (ALA, HOH, A, C, DA, ...) gets a '_' so that CONECT records
-    are written for its bonds and readers do not apply residue templates."""
-    name = bead_type[:3]
-    if name in _PDB_STANDARD:
-        name = name[:2] + "_" if len(name) == 3 else name + "_"
-    return name
 
 
 @dataclass
@@ -518,35 +513,24 @@ class Mapping:
     def _bead_labels(self) -> List[str]:
         return [f"bead {k} '{n}' (type {t})" for k, (n, t) in enumerate(zip(self.bead_names, self.bead_types))]
 
-    def _neighbours(self) -> List[List[int]]:
-        nbrs: List[List[int]] = [[] for _ in range(self.n_beads)]
-        for i, j in self.bead_bonds:
-            nbrs[i].append(j)
-            nbrs[j].append(i)
-        return [sorted(n) for n in nbrs]
+    @property
+    def graph(self) -> BondGraph:
+        """The bead graph (:class:`multiscale.cg.topology.BondGraph` of ``bead_bonds``)."""
+        return BondGraph(self.n_beads, self.bead_bonds)
 
     @property
     def bead_angles(self) -> List[Tuple[int, int, int]]:
-        """Bead triples (i, j, k), j the apex, i < k, for every pair of bonds sharing bead j."""
-        out = []
-        for j, nb in enumerate(self._neighbours()):
-            for x in range(len(nb)):
-                for y in range(x + 1, len(nb)):
-                    out.append((nb[x], j, nb[y]))
-        return sorted(out)
+        """Bead triples (i, j, k), j the apex, i < k, for every pair of bonds sharing bead j (sorted)."""
+        return sorted(tuple(int(x) for x in angle) for angle in self.graph.angles())
 
     @property
     def bead_dihedrals(self) -> List[Tuple[int, int, int, int]]:
         """Bead quadruples (i, j, k, l) along bonds i–j, j–k, k–l with four distinct beads, each
-        torsion listed once (in the orientation with the smaller first index)."""
-        nbrs = self._neighbours()
+        torsion listed once (in the orientation with the smaller first index), sorted."""
         out = set()
-        for j, k in self.bead_bonds:
-            for i in nbrs[j]:
-                for l in nbrs[k]:
-                    if len({i, j, k, l}) == 4:
-                        q = (i, j, k, l)
-                        out.add(min(q, q[::-1]))
+        for q in self.graph.dihedrals().tolist():
+            q = tuple(q)
+            out.add(min(q, q[::-1]))
         return sorted(out)
 
     # ---------------------------------------------------------------- mapping arrays
@@ -634,31 +618,12 @@ class Mapping:
 
     # ---------------------------------------------------------------- topologies
 
-    def cg_topology(self) -> app.Topology:
-        """An OpenMM Topology of the beads: one chain per molecule (``chains``), one residue per
-        bead named after its type (first 3 characters, PDB's limit; PDB-standard names such as
-        'C', 'A' or 'HOH' get a '_' appended or substituted so CONECT records are written), one
-        atom per bead named after the bead (first 4 characters), element None, bonds = bead bonds,
-        periodic box of the atomistic topology. Atom k is bead k."""
-        top = app.Topology()
-        atoms = []
-        short = {t: _pdb_residue_name(t) for t in self.unique_types}
-        clashes = sorted(t for t in short if list(short.values()).count(short[t]) > 1)
-        if clashes:
-            warnings.warn(
-                f"bead types {clashes} get the same residue name in the CG topology (first 3 characters); it cannot "
-                "tell them apart (Mapping.bead_types still does). Use types of at most 3 characters", stacklevel=2,
-            )
-        for chain_beads in self.chains:
-            chain = top.addChain()
-            for pos, bead in enumerate(chain_beads):
-                residue = top.addResidue(short[self.bead_types[bead]], chain, id=str(pos + 1))
-                atoms.append(top.addAtom(self.bead_names[bead][:4], None, residue))
-        for i, j in self.bead_bonds:
-            top.addBond(atoms[i], atoms[j])
-        if self.box is not None:
-            top.setPeriodicBoxVectors(self.box)
-        return top
+    def cg_topology(self):
+        """An OpenMM Topology of the beads (see :func:`multiscale.openmm.topology.cg_topology`,
+        which builds it: this layer hands the OpenMM layer plain data)."""
+        from multiscale.openmm.topology import cg_topology
+
+        return cg_topology(self)
 
     def mdtraj_topology(self):
         """The CG topology as an ``mdtraj.Topology`` (beads get mdtraj's virtual element)."""
@@ -818,7 +783,7 @@ def build_mapping(
     if hasattr(masses, "getParticleMass"):
         masses = masses_of(masses)
     if masses is None:
-        mass = np.array([0.0 if a.element is None else a.element.mass.value_in_unit(unit.dalton) for a in atoms])
+        mass = np.array([0.0 if a.element is None else float(plain(a.element.mass, "dalton")) for a in atoms])
     else:
         mass = np.asarray(masses, dtype=np.float64)
         if mass.shape != (n_atoms,) or not np.all(np.isfinite(mass)) or (mass < 0).any():
@@ -1046,6 +1011,6 @@ def build_mapping(
         atom_bonds=atom_bonds,
         constraints=constraint_pairs,
         massless=massless,
-        box=None if top.getPeriodicBoxVectors() is None else np.array(top.getPeriodicBoxVectors().value_in_unit(unit.nanometer)),
+        box=None if top.getPeriodicBoxVectors() is None else plain(top.getPeriodicBoxVectors(), "nanometers"),
         force_map_kind=kind,
     )

@@ -63,7 +63,7 @@ B→A); σ_AB is their ``repulsive_quantile`` quantile (numpy's default linear i
 Nearest-neighbour distances, unlike all pair distances, do not depend on the box size or the
 cutoff. (Computed from all non-excluded pairs for small systems, with vesin's cell list for large
 ones; :func:`contact_distances`.) In OpenMM the "r12" shift uses the cutoff given to
-:func:`priors_to_openmm`. At r = σ the prior is about ε (exactly ε for "wca", ε minus a tiny shift for "r12"), so it
+:func:`multiscale.openmm.priors.priors_to_openmm`. At r = σ the prior is about ε (exactly ε for "wca", ε minus a tiny shift for "r12"), so it
 is ≲ kBT over the sampled contacts and grows steeply where the data have no samples. Refused when a
 type pair that occurs among non-excluded pairs has fewer than ``min_contacts`` contacts, or when
 σ < ``min_sigma_nm`` (overlapping beads point to a mapping error).
@@ -71,15 +71,15 @@ type pair that occurs among non-excluded pairs has fewer than ``min_contacts`` c
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from multiscale.cg.topology import BondGraph
 from multiscale.config import YamlConfig
 from multiscale.units import kT as _kT
 
@@ -380,123 +380,19 @@ class Priors:
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_frames(positions: np.ndarray) -> np.ndarray:
-    x = np.asarray(positions, dtype=float)
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or x.shape[-1] != 3:
-        raise ValueError(f"positions must have shape (T, n_beads, 3) or (n_beads, 3) in nm, got {x.shape}")
-    return x
-
-
-def _as_boxes(boxes: Optional[np.ndarray], n_frames: int) -> Optional[np.ndarray]:
-    if boxes is None:
-        return None
-    b = np.asarray(boxes, dtype=float)
-    if b.shape == (3, 3):
-        b = np.broadcast_to(b, (n_frames, 3, 3))
-    if b.shape != (n_frames, 3, 3):
-        raise ValueError(
-            f"boxes must have shape (T, 3, 3) = ({n_frames}, 3, 3) or (3, 3), rows = cell vectors in nm; got {b.shape}"
-        )
-    volume = np.abs(np.linalg.det(b))
-    if not np.all(np.isfinite(b)) or np.any(volume < 1e-9):
-        bad = int(np.argmax(~np.isfinite(volume) | (volume < 1e-9)))
-        raise ValueError(f"box of frame {bad} is degenerate or not finite (volume {volume[bad]:.3g} nm^3)")
-    return b
-
-
-def _as_index(index: Any, width: int, what: str, n_beads: int) -> np.ndarray:
-    arr = np.asarray(index if index is not None else [], dtype=np.int64)
-    if arr.size == 0:
-        return np.zeros((0, width), dtype=np.int64)
-    if arr.ndim != 2 or arr.shape[1] != width:
-        raise ValueError(f"{what} must be a list of {width}-tuples of bead indices, got shape {arr.shape}")
-    if arr.min() < 0 or arr.max() >= n_beads:
-        raise ValueError(f"{what} index out of range [0, {n_beads}): min {arr.min()}, max {arr.max()}")
-    for a, b in itertools.combinations(range(width), 2):
-        same = np.nonzero(arr[:, a] == arr[:, b])[0]
-        if same.size:
-            raise ValueError(f"{what} entry {arr[same[0]].tolist()} repeats a bead index")
-    return arr
-
-
-_SHIFTS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=float)
-
-
-def minimum_image(vectors: np.ndarray, boxes: Optional[np.ndarray]) -> np.ndarray:
-    """Minimum-image displacement vectors (nm) for ``vectors`` (T, M, 3) in cells ``boxes`` (T, 3, 3).
-
-    Wraps fractional coordinates into [−½, ½), then, for any vector longer than half the
-    smallest cell height (the only ones that may not yet be minimal), searches the 26 neighbouring
-    images. Exact for cells in OpenMM's reduced triclinic form. ``boxes=None``: returned unchanged.
-    """
-    d = np.asarray(vectors, dtype=float)
-    if boxes is None:
-        return d
-    boxes = np.asarray(boxes, dtype=float)
-    frac = np.einsum("tmi,tij->tmj", d, np.linalg.inv(boxes))
-    frac -= np.round(frac)
-    d = np.einsum("tmj,tjk->tmk", frac, boxes)
-    volume = np.abs(np.linalg.det(boxes))
-    a, b, c = boxes[:, 0], boxes[:, 1], boxes[:, 2]
-    areas = np.stack([np.linalg.norm(np.cross(b, c), axis=-1), np.linalg.norm(np.cross(c, a), axis=-1),
-                      np.linalg.norm(np.cross(a, b), axis=-1)], axis=-1)
-    half_height = 0.5 * volume / areas.max(axis=-1)
-    suspect = np.linalg.norm(d, axis=-1) > half_height[:, None] * (1.0 - 1e-12)
-    if suspect.any():
-        t, m = np.nonzero(suspect)
-        images = d[t, m][:, None, :] + np.einsum("sk,bkl->bsl", _SHIFTS, boxes[t])
-        best = np.argmin(np.einsum("bsl,bsl->bs", images, images), axis=1)
-        d = d.copy()
-        d[t, m] = images[np.arange(len(t)), best]
-    return d
-
-
-def _displacements(x: np.ndarray, i: np.ndarray, j: np.ndarray, boxes: Optional[np.ndarray]) -> np.ndarray:
-    """Minimum-image r_j − r_i, shape (T, M, 3)."""
-    return minimum_image(x[:, j] - x[:, i], boxes)
-
-
-def bond_lengths(positions: np.ndarray, bonds: Any, boxes: Optional[np.ndarray] = None) -> np.ndarray:
-    """Minimum-image distances (nm) of the bead pairs ``bonds`` (M, 2); returns (T, M)."""
-    x = _as_frames(positions)
-    idx = _as_index(bonds, 2, "bonds", x.shape[1])
-    d = _displacements(x, idx[:, 0], idx[:, 1], _as_boxes(boxes, x.shape[0]))
-    return np.linalg.norm(d, axis=-1)
-
-
-#: Distances of arbitrary bead pairs (e.g. from :func:`nonbonded_pairs`), nm; same as bond_lengths.
-pair_distances = bond_lengths
-
-
-def bond_angles(positions: np.ndarray, angles: Any, boxes: Optional[np.ndarray] = None) -> np.ndarray:
-    """Angles i–j–k (rad, in [0, π]) at vertex j for ``angles`` (M, 3), minimum image; returns (T, M)."""
-    x = _as_frames(positions)
-    idx = _as_index(angles, 3, "angles", x.shape[1])
-    box = _as_boxes(boxes, x.shape[0])
-    u = _displacements(x, idx[:, 1], idx[:, 0], box)
-    v = _displacements(x, idx[:, 1], idx[:, 2], box)
-    return np.arctan2(np.linalg.norm(np.cross(u, v), axis=-1), np.einsum("tmk,tmk->tm", u, v))
-
-
-def dihedral_angles(positions: np.ndarray, dihedrals: Any, boxes: Optional[np.ndarray] = None) -> np.ndarray:
-    """Dihedral angles i–j–k–l (rad, in (−π, π]) for ``dihedrals`` (M, 4); returns (T, M).
-
-    IUPAC convention, as OpenMM's PeriodicTorsionForce: cis = 0, trans = ±π, positive when the
-    bond j→i must turn clockwise, looking along j→k, to eclipse k→l.
-    φ = atan2(|b2| b1·(b2×b3), (b1×b2)·(b2×b3)) with b1 = r_j − r_i, b2 = r_k − r_j, b3 = r_l − r_k.
-    """
-    x = _as_frames(positions)
-    idx = _as_index(dihedrals, 4, "dihedrals", x.shape[1])
-    box = _as_boxes(boxes, x.shape[0])
-    b1 = _displacements(x, idx[:, 0], idx[:, 1], box)
-    b2 = _displacements(x, idx[:, 1], idx[:, 2], box)
-    b3 = _displacements(x, idx[:, 2], idx[:, 3], box)
-    n1 = np.cross(b1, b2)
-    n2 = np.cross(b2, b3)
-    y = np.linalg.norm(b2, axis=-1) * np.einsum("tmk,tmk->tm", b1, n2)
-    return np.arctan2(y, np.einsum("tmk,tmk->tm", n1, n2))
+# geometry (minimum image, bond lengths, angles, dihedrals) lives in multiscale.cg.geometry;
+# these names stay importable from here
+from multiscale.cg.geometry import (  # noqa: E402,F401
+    _as_boxes,
+    _as_frames,
+    _as_index,
+    _displacements,
+    bond_angles,
+    bond_lengths,
+    dihedral_angles,
+    minimum_image,
+    pair_distances,
+)
 
 
 def excluded_pairs(n_beads: int, bonds: Any, exclusion: str = "1-3") -> np.ndarray:
@@ -506,26 +402,7 @@ def excluded_pairs(n_beads: int, bonds: Any, exclusion: str = "1-3") -> np.ndarr
     """
     if exclusion not in _EXCLUSIONS:
         raise ValueError(f"exclusion must be one of {sorted(_EXCLUSIONS)}, got {exclusion!r}")
-    depth = _EXCLUSIONS[exclusion]
-    idx = _as_index(bonds, 2, "bonds", n_beads)
-    neighbours: Dict[int, set] = defaultdict(set)
-    for i, j in idx.tolist():
-        neighbours[i].add(j)
-        neighbours[j].add(i)
-    pairs = set()
-    for start in list(neighbours):
-        seen = {start: 0}
-        queue = deque([start])
-        while queue:
-            node = queue.popleft()
-            if seen[node] == depth:
-                continue
-            for nxt in neighbours[node]:
-                if nxt not in seen:
-                    seen[nxt] = seen[node] + 1
-                    queue.append(nxt)
-        pairs.update((start, other) for other in seen if other > start)
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    return BondGraph(n_beads, _as_index(bonds, 2, "bonds", n_beads)).within(_EXCLUSIONS[exclusion])
 
 
 def nonbonded_pairs(n_beads: int, bonds: Any, exclusion: str = "1-3") -> np.ndarray:
@@ -1032,128 +909,6 @@ def fit_priors(
     config = config or PriorConfig()
     samples = collect_samples(positions, bead_types, bonds, angles, dihedrals, boxes=boxes, config=config)
     return fit_priors_from_samples(samples, temperature_K, config)
-
-
-# ----------------------------------------------------------------------------------------------
-# OpenMM
-# ----------------------------------------------------------------------------------------------
-
-
-def _missing(kind: str, key: TypeKey) -> ValueError:
-    return ValueError(
-        f"no {kind} prior for type {key}; the priors were fitted on a system without this type tuple. "
-        "Refit the priors on data containing it, or remove the term"
-    )
-
-
-def priors_to_openmm(
-    priors: Priors,
-    bead_types: Sequence[str],
-    bonds: Any,
-    angles: Any = (),
-    dihedrals: Any = (),
-    *,
-    nonbonded_cutoff_nm: float,
-    periodic: bool,
-) -> List[Any]:
-    """Native OpenMM forces for the priors of a CG system with ``len(bead_types)`` particles.
-
-    Returns, in this order: HarmonicBondForce (½k(r − r0)², always), HarmonicAngleForce (always),
-    PeriodicTorsionForce (only if ``priors.dihedrals`` is non-empty; one term per periodicity) and
-    CustomNonbondedForce (only if ``priors.repulsive`` is non-empty). The non-bonded force has a
-    per-particle parameter ``type`` (index into the sorted type names) and Discrete2DFunctions
-    ``sigma_ab``/``epsilon_ab`` (nm, kJ/mol), exclusions from ``priors.exclusion``, cutoff
-    ``nonbonded_cutoff_nm`` (nm), CutoffPeriodic if ``periodic`` else CutoffNonPeriodic, no
-    long-range correction. With ``periodic`` the bonded forces use periodic boundary conditions.
-    Names: "cg_prior_bonds", "cg_prior_angles", "cg_prior_torsions", "cg_prior_repulsion".
-    """
-    import openmm
-
-    names = [str(t) for t in bead_types]
-    n_beads = len(names)
-    unique, codes = _type_codes(names, n_beads)
-    bond_idx = _as_index(bonds, 2, "bonds", n_beads)
-    angle_idx = _as_index(angles, 3, "angles", n_beads)
-    dihedral_idx = _as_index(dihedrals, 4, "dihedrals", n_beads)
-    cutoff = float(nonbonded_cutoff_nm)
-    if not cutoff > 0:
-        raise ValueError(f"nonbonded_cutoff_nm must be a positive distance in nm, got {nonbonded_cutoff_nm!r}")
-
-    bond_force = openmm.HarmonicBondForce()
-    bond_force.setName("cg_prior_bonds")
-    for i, j in bond_idx.tolist():
-        key = canonical_key((names[i], names[j]))
-        if key not in priors.bonds:
-            raise _missing("bond", key)
-        p = priors.bonds[key]
-        bond_force.addBond(i, j, p.r0, p.k)
-    bond_force.setUsesPeriodicBoundaryConditions(bool(periodic))
-    forces: List[Any] = [bond_force]
-
-    angle_force = openmm.HarmonicAngleForce()
-    angle_force.setName("cg_prior_angles")
-    for i, j, k in angle_idx.tolist():
-        key = canonical_key((names[i], names[j], names[k]))
-        if key not in priors.angles:
-            raise _missing("angle", key)
-        p = priors.angles[key]
-        angle_force.addAngle(i, j, k, p.theta0, p.k)
-    angle_force.setUsesPeriodicBoundaryConditions(bool(periodic))
-    forces.append(angle_force)
-
-    if priors.dihedrals:
-        torsion_force = openmm.PeriodicTorsionForce()
-        torsion_force.setName("cg_prior_torsions")
-        for i, j, k, l in dihedral_idx.tolist():
-            key = canonical_key((names[i], names[j], names[k], names[l]))
-            if key not in priors.dihedrals:
-                raise _missing("dihedral", key)
-            for n, phase, kn in priors.dihedrals[key].terms:
-                torsion_force.addTorsion(i, j, k, l, int(n), float(phase), float(kn))
-        torsion_force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        forces.append(torsion_force)
-
-    if priors.repulsive:
-        n_types = len(unique)
-        sigma = np.zeros((n_types, n_types))
-        epsilon = np.zeros((n_types, n_types))
-        for key in nonbonded_type_pairs(names, bond_idx, priors.exclusion):
-            if key not in priors.repulsive:
-                raise _missing("repulsive non-bonded", key)
-        for key, p in priors.repulsive.items():
-            reach = p.sigma if priors.repulsive_form == "r12" else 2.0 ** (1.0 / 6.0) * p.sigma
-            if reach >= cutoff:
-                raise ValueError(
-                    f"repulsive prior {key}: its range {reach:.4g} nm (sigma {p.sigma:.4g} nm) reaches the cutoff "
-                    f"{cutoff:g} nm; raise nonbonded_cutoff_nm"
-                )
-            if key[0] in unique and key[1] in unique:
-                a, b = unique.index(key[0]), unique.index(key[1])
-                sigma[a, b] = sigma[b, a] = p.sigma
-                epsilon[a, b] = epsilon[b, a] = p.epsilon
-        if priors.repulsive_form == "r12":
-            expression = f"eps*((sig/r)^12 - (sig/{cutoff!r})^12)"
-        else:
-            expression = "step(rmin - r)*(4*eps*((sig/r)^12 - (sig/r)^6) + eps); rmin = 2^(1/6)*sig"
-        expression += "; sig = sigma_ab(type1, type2); eps = epsilon_ab(type1, type2)"
-        repulsion = openmm.CustomNonbondedForce(expression)
-        repulsion.setName("cg_prior_repulsion")
-        repulsion.addTabulatedFunction("sigma_ab", openmm.Discrete2DFunction(n_types, n_types, sigma.T.ravel().tolist()))
-        repulsion.addTabulatedFunction(
-            "epsilon_ab", openmm.Discrete2DFunction(n_types, n_types, epsilon.T.ravel().tolist())
-        )
-        repulsion.addPerParticleParameter("type")
-        for c in codes.tolist():
-            repulsion.addParticle([float(c)])
-        for i, j in excluded_pairs(n_beads, bond_idx, priors.exclusion).tolist():
-            repulsion.addExclusion(i, j)
-        repulsion.setNonbondedMethod(
-            openmm.CustomNonbondedForce.CutoffPeriodic if periodic else openmm.CustomNonbondedForce.CutoffNonPeriodic
-        )
-        repulsion.setCutoffDistance(cutoff)
-        repulsion.setUseLongRangeCorrection(False)
-        forces.append(repulsion)
-    return forces
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Configurations from OpenMM simulations and mdtraj trajectories (nm, kJ/mol, kJ/mol/nm)."""
+"""Configurations from OpenMM simulations and mdtraj trajectories (nm, kJ/mol, kJ/mol/nm).
+
+One of the two modules outside :mod:`multiscale.openmm` that import OpenMM: its very job is to
+read positions (and forces) out of a user's running OpenMM Simulation into the data layer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Labels from any OpenMM System: energy (kJ/mol) and forces (kJ/mol/nm), e.g. a classical teacher."""
+"""Labels from any OpenMM System: energy (kJ/mol) and forces (kJ/mol/nm), e.g. a classical teacher.
+
+One of the two modules outside :mod:`multiscale.openmm` that import OpenMM: its very job is to
+evaluate a user's OpenMM System (a Context on it) as a labeller, beside the GFN2-xTB one."""
 
 from __future__ import annotations
 

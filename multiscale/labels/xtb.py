@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from openmm.app import Element
 
 from multiscale.data.configuration import Configuration
 from multiscale.labels.result import LabelResult
@@ -157,25 +156,27 @@ class GFN2xTBLabeller:
 
 
 def atomic_numbers(types: Sequence[str], config_index: int) -> np.ndarray:
-    """Atomic numbers for element symbols; ValueError naming the symbol and configuration otherwise."""
+    """Atomic numbers for element symbols; ValueError naming the symbol and configuration otherwise.
+    (The periodic table is ASE's, the extxyz edge's: this layer builds no OpenMM objects.)"""
+    from ase.data import atomic_numbers as numbers_by_symbol, chemical_symbols
+
+    by_lower = {symbol.lower(): symbol for symbol in chemical_symbols[1:]}
     numbers = []
     for symbol in types:
-        try:
-            element = Element.getBySymbol(symbol)
-        except KeyError:
-            element = None
-        if element is None or element.symbol != symbol:
-            hint = f" (did you mean {element.symbol!r}?)" if element is not None else ""
+        number = numbers_by_symbol.get(symbol) if symbol != "X" else None
+        if number is None:
+            guess = by_lower.get(str(symbol).lower())
+            hint = f" (did you mean {guess!r}?)" if guess is not None else ""
             raise ValueError(
                 f"configuration {config_index} has type {symbol!r}, which is not an element symbol{hint}; "
                 "xTB labelling needs element symbols such as 'O', 'H', 'Cl' as Configuration.types"
             )
-        if element.atomic_number > MAX_ATOMIC_NUMBER:
+        if number > MAX_ATOMIC_NUMBER:
             raise ValueError(
-                f"configuration {config_index} contains {symbol} (Z = {element.atomic_number}); the GFN "
+                f"configuration {config_index} contains {symbol} (Z = {number}); the GFN "
                 f"parametrisations cover only Z = 1–{MAX_ATOMIC_NUMBER}"
             )
-        numbers.append(element.atomic_number)
+        numbers.append(number)
     return np.array(numbers, dtype=np.int32)
 
 

@@ -20,7 +20,7 @@ checkpoint tag), the one registry that checkpoints and training read.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch

@@ -41,7 +41,7 @@ import torch
 from e3nn.util.jit import compile_mode
 
 from multiscale.atomic import atomic_write_text
-from multiscale.models.io import load_model, model_from_state, model_state, save_model
+from multiscale.models.io import load_model, save_model
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 PathLike = Union[str, "os.PathLike[str]"]

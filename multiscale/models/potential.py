@@ -13,9 +13,8 @@ exact strain derivative. Units everywhere: nm, kJ/mol, kJ/mol/nm.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from e3nn import o3
 from e3nn.util.jit import compile_mode
@@ -27,7 +26,7 @@ from multiscale.models.interaction import InteractionBlock
 from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
 from multiscale.models.registry import register_family
-from multiscale.neighbors import NeighborList, check_box, edge_chunks
+from multiscale.neighbors import NeighborList, edge_chunks
 
 
 #: Two particles closer than this (nm) are refused as overlapping: at zero distance the edge

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import openmm
-
 from multiscale.data.configuration import Configuration
 
 
 def delta_configurations(
-    configs: Sequence[Configuration], base_system: openmm.System, *, platform: str = "Reference"
+    configs: Sequence[Configuration], base_system, *, platform: str = "Reference"
 ) -> list:
-    """Copies of ``configs`` whose energy and forces are (high-level label) − (base System's).
+    """Copies of ``configs`` whose energy and forces are (high-level label) − (``base_system``'s, an
+    ``openmm.System``).
 
     Configurations need energy and/or forces labels; the base is evaluated by
     :class:`multiscale.labels.OpenMMLabeller` (one Context, reused). A configuration the base

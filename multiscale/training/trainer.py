@@ -241,6 +241,11 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ training
+    def train_step(self, graphs: Sequence[Graph]) -> Dict[str, float]:
+        """One optimiser step on the mini-batch ``graphs`` (also what throughput benchmarks time);
+        returns the loss and its terms."""
+        return self._step(graphs)
+
     def _step(self, graphs: Sequence[Graph]) -> Dict[str, float]:
         full = collate(graphs, self.device, self.dtype) if distributed.is_distributed() else None
         graphs = distributed.shard(graphs)

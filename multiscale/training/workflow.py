@@ -108,14 +108,18 @@ def build_model(
     seed: int,
     loss: LossConfig,
     family: str = "equivariant",
+    *,
+    graphs: Optional[Sequence] = None,
 ):
     """A model initialised from the training data: per-type E0 and energy scale in the readout;
-    average neighbour count (equivariant) or descriptor standardisation (Behler–Parrinello)."""
+    average neighbour count (equivariant) or descriptor standardisation (Behler–Parrinello).
+    ``graphs``: the training graphs at the model's cutoff, when the caller has them already."""
     model_class = registry.family(family).model_class
     options = dict(model_options)
     cutoff = float(options.pop("cutoff"))
     dtype = options.pop("dtype", "float32")
-    graphs = build_graphs(train, types, cutoff)
+    if graphs is None:
+        graphs = build_graphs(train, types, cutoff)
     torch.manual_seed(seed)
     options.update(model_class.options_from_data(graphs))
     model = model_class(list(types), cutoff, dtype=dtype, **options)
@@ -144,14 +148,15 @@ def fit_potential(
     configuration's loss terms (distillation: see :mod:`multiscale.training.distillation`).
     """
     types = list(types) if types is not None else types_of(train, valid)
-    model = build_model(train, types, job.model, job.trainer.seed, job.loss, job.family)
+    if train_weights is not None and len(train_weights) != len(train):
+        raise ValueError(f"train_weights has {len(train_weights)} entries for {len(train)} training configurations")
+    # the training graphs are built once: for the data-derived settings and for training
+    train_graphs = build_graphs(train, types, float(job.model["cutoff"]), weights=train_weights)
+    model = build_model(train, types, job.model, job.trainer.seed, job.loss, job.family, graphs=train_graphs)
     e0 = {t: float(v) for t, v in zip(model.type_names, model.readout.shift.tolist())}
     scales = loss_scales(train, types, e0 if not job.loss.force_only else {t: 0.0 for t in types})
     loss = EnergyForceLoss(job.loss, scales)
     trainer = Trainer(model, loss, job.trainer, out_dir, progress=progress, log=log)
-    if train_weights is not None and len(train_weights) != len(train):
-        raise ValueError(f"train_weights has {len(train_weights)} entries for {len(train)} training configurations")
-    train_graphs = build_graphs(train, types, model.cutoff, weights=train_weights)
     valid_graphs = build_graphs(valid, types, model.cutoff)
     result: TrainingResult = trainer.fit(train_graphs, valid_graphs, resume=resume)
     best = load_model(Path(out_dir) / "model.ckpt")

@@ -1,0 +1,117 @@
+"""Coarse-grained OpenMM Systems, assembled from plain data: a :class:`~multiscale.cg.mapping.Mapping`
+(bead masses, types, bonds), fitted :class:`~multiscale.cg.priors.Priors` and a bead network.
+
+``build_cg_system`` returns the OpenMM System (bead masses, priors as native forces, the bead
+network as an ML force, a periodic box) and its CG Topology. ``force_matching_set`` turns mapped
+reference data into training targets F_mapped − F_prior. Long CG runs:
+:mod:`multiscale.openmm.cg_simulation`.
+
+Units: nm, ps, kJ/mol, K, amu.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from multiscale.cg.mapping import Mapping
+from multiscale.cg.priors import Priors
+from multiscale.data.configuration import Configuration
+from multiscale.openmm.bridge import is_ml_force, torch_force
+from multiscale.openmm.priors import priors_to_openmm
+from multiscale.openmm.system import clone_system
+from multiscale.openmm.topology import cg_topology
+
+
+def build_cg_system(
+    mapping: Mapping,
+    priors: Priors,
+    *,
+    model=None,
+    box: Optional[np.ndarray] = None,
+    nonbonded_cutoff_nm: float = 1.0,
+    use_angles: Optional[bool] = None,
+    use_dihedrals: Optional[bool] = None,
+    backend: str = "torchforce",
+) -> Tuple[openmm.System, app.Topology]:
+    """The CG System (priors + optional ML bead potential) and the CG Topology.
+
+    ``box``: (3, 3) nm periodic cell (rows a, b, c), None for open boundaries.
+    ``use_angles`` / ``use_dihedrals``: include angle / dihedral priors (default: whenever
+    ``priors`` has any of that kind).
+    """
+    topology = cg_topology(mapping)
+    system = openmm.System()
+    for mass in mapping.bead_masses:
+        if not mass > 0:
+            raise ValueError("a bead has zero mass; every bead needs at least one massive atom")
+        system.addParticle(float(mass) * unit.dalton)
+    periodic = box is not None
+    if periodic:
+        box = np.asarray(box, dtype=float)
+        if box.shape != (3, 3):
+            raise ValueError(f"box must be (3, 3) nm, got shape {box.shape}")
+        vectors = [openmm.Vec3(*map(float, row)) for row in box] * unit.nanometer
+        system.setDefaultPeriodicBoxVectors(*vectors)
+        topology.setPeriodicBoxVectors(vectors)
+        if nonbonded_cutoff_nm >= 0.5 * min(np.linalg.norm(box, axis=1)):
+            raise ValueError(
+                f"nonbonded_cutoff_nm={nonbonded_cutoff_nm} is not below half the box; use a smaller cutoff or a larger system"
+            )
+    if use_angles is None:
+        use_angles = bool(getattr(priors, "angles", None))
+    if use_dihedrals is None:
+        use_dihedrals = bool(getattr(priors, "dihedrals", None))
+    angles = mapping.bead_angles if use_angles else []
+    dihedrals = mapping.bead_dihedrals if use_dihedrals else []
+    for force in priors_to_openmm(
+        priors, mapping.bead_types, mapping.bead_bonds, angles, dihedrals,
+        nonbonded_cutoff_nm=nonbonded_cutoff_nm, periodic=periodic,
+    ):
+        system.addForce(force)
+    if model is not None:
+        missing = sorted(set(mapping.bead_types) - set(model.type_names))
+        if missing:
+            raise ValueError(f"the bead network does not know bead type(s) {missing}; it was trained on {model.type_names}")
+        # the box (if any) was set above from the caller's cell
+        system.addForce(torch_force(model, mapping.bead_types, periodic, backend=backend, system=system, allow_default_box=True))
+    return system, topology
+
+
+def prior_only_system(system: openmm.System) -> openmm.System:
+    """A copy of a CG System without its ML force: the priors alone."""
+    return clone_system(system, keep=lambda force: not is_ml_force(force))
+
+
+def force_matching_set(
+    positions: np.ndarray,
+    forces: np.ndarray,
+    bead_types: Sequence[str],
+    prior_system: openmm.System,
+    *,
+    boxes: Optional[np.ndarray] = None,
+    platform: str = "Reference",
+) -> List[Configuration]:
+    """Training targets for the bead network: mapped forces minus the priors' forces.
+
+    ``positions`` (T, n, 3) nm and ``forces`` (T, n, 3) kJ/mol/nm are mapped CG data
+    (``Mapping.map_positions`` / ``map_forces``); ``prior_system`` holds the priors only.
+    """
+    from multiscale.labels import OpenMMLabeller
+
+    positions = np.asarray(positions, dtype=float)
+    forces = np.asarray(forces, dtype=float)
+    if positions.shape != forces.shape or positions.ndim != 3:
+        raise ValueError(f"positions {positions.shape} and forces {forces.shape} must both be (frames, beads, 3)")
+    configs = [
+        Configuration(list(bead_types), positions[t], box=None if boxes is None else boxes[t], forces=forces[t])
+        for t in range(positions.shape[0])
+    ]
+    priors = OpenMMLabeller(prior_system, platform=platform).label(configs).raise_on_failure()
+    return [
+        config.with_labels(forces=config.forces - prior.forces, energy=None, info={"target": "F_mapped - F_prior"})
+        for config, prior in zip(configs, priors.configurations)
+    ]
