@@ -104,3 +104,24 @@ def check_box(box: torch.Tensor) -> None:
             "box has zero, negative or non-finite volume; pass the periodic cell vectors as rows "
             "(a, b, c) in nm, right-handed, e.g. OpenMM's state.getPeriodicBoxVectors(asNumpy=True)"
         )
+
+
+def pairs_within(points, box, cutoff: float):
+    """Plain-array form of :class:`NeighborList` for analysis code: every ordered pair (i, j),
+    i ≠ j, closer than ``cutoff`` nm, and its minimum-image distance (nm).
+
+    ``points``: (N, 3) positions in nm (numpy or torch); ``box``: (3, 3) cell with rows a, b, c in
+    nm, or None for open boundaries. Returns numpy ``(i, j, distance)`` (int64, int64, float64),
+    each pair listed in both directions (periodic images of one pair give one entry each).
+    """
+    import numpy as np
+
+    x = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    cell = None if box is None else torch.as_tensor(np.asarray(box, dtype=np.float64))
+    i, j, shifts = NeighborList(cutoff).pairs(x, cell)
+    vectors = x.index_select(0, j) - x.index_select(0, i)
+    if cell is not None:
+        vectors = vectors + shifts @ cell
+    distance = torch.linalg.norm(vectors, dim=1)
+    keep = (i != j) & (distance < cutoff)
+    return i[keep].numpy(), j[keep].numpy(), distance[keep].numpy()

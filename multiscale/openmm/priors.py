@@ -12,15 +12,9 @@ from typing import Any, List, Sequence
 import numpy as np
 import openmm
 
-from multiscale.cg.priors import (
-    Priors,
-    TypeKey,
-    _as_index,
-    _type_codes,
-    canonical_key,
-    excluded_pairs,
-    nonbonded_type_pairs,
-)
+from multiscale.cg.geometry import _as_index
+from multiscale.cg.priors import Priors, TypeKey, canonical_key, excluded_pairs, nonbonded_type_pairs
+from multiscale.cg.priors.contacts import _type_codes
 
 
 def _missing(kind: str, key: TypeKey) -> ValueError:

@@ -1,0 +1,97 @@
+"""Validation of a coarse-grained (CG) model against the mapped reference.
+
+Plain functions over ``mdtraj.Trajectory`` objects that return numpy arrays or floats, in the
+style of mdtraj. Both trajectories describe the **same bead topology**: the mapped atomistic
+reference (bead positions M_x r of every reference frame) and the CG simulation.
+
+Units (OpenMM's): positions and lengths in nm, angles and dihedrals in rad, masses in amu
+(dalton, g/mol), densities in g/cm³ (converted from amu/nm³ with
+:data:`AMU_PER_NM3_TO_G_PER_CM3`), g(r) and Jensen–Shannon divergences dimensionless.
+
+Conventions
+-----------
+* **Bead types.** By default the type of a bead is its atom name in the topology (the project's
+  convention for element-None topologies, e.g. ``CH2``/``CH3`` in :mod:`systems.polyethylene`).
+  Every function that groups by type takes ``types=``: one string per bead, which overrides the
+  atom names. The topology of :meth:`multiscale.cg.Mapping.cg_topology` names atoms after the
+  *beads* (and residues after the first 3 characters of the types), so pass
+  ``types=mapping.bead_types`` there.
+* **Bonded terms** come from the topology bonds: bonds i–j, angles i–j–k (two bonds sharing j),
+  proper dihedrals i–j–k–l (a path of three bonds). A term's type tuple is the tuple of its bead
+  types, read in the direction that sorts first (``(A, B)`` and ``(B, A)`` are one bond type;
+  angles and dihedrals are unchanged by reversing the order of their beads).
+* **Chains** are the topology chains; each chain must be connected by its bonds (one molecule)
+  for :func:`make_chains_whole`, :func:`radius_of_gyration_per_chain` and
+  :func:`end_to_end_distance`.
+* **Periodic boundaries.** Bonded geometry and pair distances use the minimum image
+  (``periodic=True`` in mdtraj). Chain properties use chains made whole by unwrapping along the
+  bonds (:func:`make_chains_whole`), so wrapped coordinates (DCD frames written with
+  ``enforcePeriodicBox``) give the same Rg and end-to-end distances as unwrapped ones.
+* **Report keys.** In the JSON report, type tuples are joined with ``-`` (``"CH2-CH2-CH3"``).
+
+Modules: one observable per module (:mod:`~.bonded`, :mod:`~.rdf`, :mod:`~.radius_of_gyration`,
+:mod:`~.end_to_end`, :mod:`~.density`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
+:mod:`~.divergence`, :mod:`~.statistics`), and the report (:mod:`~.observable`: the contract;
+:mod:`~.comparisons`: the standard observables; :mod:`~.report`: :func:`validation_report`;
+:mod:`~.plots`).
+"""
+
+from multiscale.cg.analysis.beads import bead_types, check_same_topology
+from multiscale.cg.analysis.bonded import (
+    BONDED_KINDS,
+    DEFAULT_BONDED_BINS,
+    bonded_distributions,
+    bonded_terms,
+    bonded_values,
+    compare_bonded,
+)
+from multiscale.cg.analysis.chains import make_chains_whole
+from multiscale.cg.analysis.comparisons import (
+    BondedComparison,
+    ChainSizeComparison,
+    DensityComparison,
+    RDFComparison,
+    polymer_observables,
+)
+from multiscale.cg.analysis.density import AMU_PER_NM3_TO_G_PER_CM3, AMU_TO_G, AVOGADRO_CONSTANT_PER_MOL, NM3_TO_CM3, density
+from multiscale.cg.analysis.divergence import jensen_shannon
+from multiscale.cg.analysis.end_to_end import end_to_end_distance
+from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
+from multiscale.cg.analysis.radius_of_gyration import radius_of_gyration_per_chain
+from multiscale.cg.analysis.rdf import compare_rdfs, rdf, rdf_difference, rdf_pairs
+from multiscale.cg.analysis.report import validation_report
+from multiscale.cg.analysis.statistics import block_sem
+
+__all__ = [
+    "AVOGADRO_CONSTANT_PER_MOL",
+    "AMU_TO_G",
+    "NM3_TO_CM3",
+    "AMU_PER_NM3_TO_G_PER_CM3",
+    "BONDED_KINDS",
+    "DEFAULT_BONDED_BINS",
+    "BondedComparison",
+    "ChainSizeComparison",
+    "Comparison",
+    "DensityComparison",
+    "Observable",
+    "RDFComparison",
+    "ReportContext",
+    "bead_types",
+    "bonded_terms",
+    "bonded_values",
+    "bonded_distributions",
+    "jensen_shannon",
+    "compare_bonded",
+    "rdf_pairs",
+    "rdf",
+    "rdf_difference",
+    "compare_rdfs",
+    "check_same_topology",
+    "make_chains_whole",
+    "radius_of_gyration_per_chain",
+    "end_to_end_distance",
+    "density",
+    "block_sem",
+    "polymer_observables",
+    "validation_report",
+]
