@@ -77,14 +77,14 @@ class ResumableJob:
         what: str = "job",
     ):
         self.directory = Path(directory)
-        self.settings = dict(settings)
-        self.stages = {stage.name: stage for stage in stages}
-        if len(self.stages) != len(stages):
-            raise ValueError("stage names must be unique")
+        # stored as JSON: compare in that form (tuples become lists), and refuse settings that
+        # cannot be stored, before any work
+        self.settings = json.loads(json.dumps(dict(settings)))
+        self.stages: Dict[str, Stage] = {}
+        self.add_stages(stages)
         self.extendable = tuple(extendable)
         self.settings_path = self.directory / settings_file
         self.what = what
-        json.dumps(self.settings)  # refuse settings that cannot be stored, before any work
 
     # ------------------------------------------------------------------ settings
     def stored_settings(self) -> Optional[Dict[str, Any]]:
@@ -132,6 +132,18 @@ class ResumableJob:
         return self
 
     # ------------------------------------------------------------------ stages
+    def add_stages(self, stages: Sequence[Stage]) -> None:
+        """Declare more stages (a job whose length is a setting, e.g. rounds, grows its list);
+        re-declaring a stage with the same outputs and marker is allowed, a different one is not."""
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ValueError("stage names must be unique")
+        for stage in stages:
+            known = self.stages.get(stage.name)
+            if known is not None and known != stage:
+                raise ValueError(f"stage {stage.name!r} is already declared differently ({known})")
+            self.stages[stage.name] = stage
+
     def marker(self, name: str) -> Path:
         stage = self.stages[name]
         return self.directory / (stage.marker or f".stages/{name}.done")

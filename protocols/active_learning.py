@@ -58,6 +58,7 @@ from openmm import app, unit  # noqa: E402
 from multiscale.data import sample_simulation  # noqa: E402
 from multiscale.labels import GFN2xTBLabeller  # noqa: E402
 from multiscale.training.active import (  # noqa: E402
+    SETTINGS_FILE,
     STATE_FILE,
     ActiveLearningConfig,
     ActiveLearningLoop,
@@ -167,8 +168,12 @@ def merged_settings(args) -> dict:
 
 def stored_settings(out: Path, args) -> dict:
     """Settings of the run stored in ``out`` (for --resume without --quick/--config)."""
-    state = json.loads((out / STATE_FILE).read_text())
-    settings = {"active_learning": dict(state["config"]), **state["job"]}
+    try:
+        stored = json.loads((out / SETTINGS_FILE).read_text())
+        settings = {"active_learning": dict(stored["config"]), **stored["job"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SystemExit(f"{out / SETTINGS_FILE} is missing or damaged, so the stored run's settings are unknown; "
+                         "pass the run's --config (or --quick) to resume, or start a new --out") from None
     if args.rounds is not None:
         settings["active_learning"]["rounds"] = args.rounds
     if args.seed is not None and args.seed != settings["active_learning"]["seed"]:

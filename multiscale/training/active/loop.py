@@ -38,34 +38,40 @@ temperature K, time step fs, friction 1/ps, restraint force constant kJ/mol/nm²
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from multiscale.atomic import atomic_write, atomic_write_json
-from multiscale.config import YamlConfig, read_yaml
+from multiscale.atomic import atomic_write_json
+from multiscale.jobs import ResumableJob, Stage
 from multiscale.data.configuration import Configuration
 from multiscale.data.splits import split_dataset
 from multiscale.data.store import load_dataset, save_dataset
 from multiscale.models.ensemble import EnsemblePotential
 from multiscale.models.io import load_model
 # MD exploration builds and runs OpenMM Systems, so it lives in the OpenMM layer (re-exported here)
-from multiscale.openmm.exploration import UNCERTAINTY_KEYS, Exploration, explore, flat_bottom_restraint  # noqa: F401
-from multiscale.training.batch import build_graphs
+from multiscale.openmm.exploration import UNCERTAINTY_KEYS, Exploration, explore
 from multiscale.training.config import TrainerConfig
-from multiscale.training.metrics import KJ_PER_MOL_NM_TO_MEV_PER_ANGSTROM, KJ_PER_MOL_TO_MEV, evaluate
 from multiscale.training.workflow import JobConfig, fit_potential
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+from multiscale.training.active.config import ActiveLearningConfig
+from multiscale.training.active.evaluation import evaluate_ensemble
+from multiscale.training.active.frames import _save_frames, load_frames
+from multiscale.training.active.selection import select_most_uncertain
+
+
 STATE_FORMAT = "multiscale.ActiveLearningState"
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
+#: a summary of the run's progress, rewritten after every stage (the stage markers of the
+#: :class:`~multiscale.jobs.ResumableJob` in ``.stages/`` are what a resumed run trusts)
 STATE_FILE = "state.json"
+#: the settings fingerprint (active-learning settings, member job, model types)
+SETTINGS_FILE = "settings.json"
 ROUNDS_FILE = "rounds.json"
 HELD_OUT_FILE = "held_out.npz"
 #: stages of a round, in order; ``state["stage"]`` is the last one completed
@@ -74,276 +80,12 @@ STAGES = ("trained", "evaluated", "explored", "labelled")
 RESUMABLE_CHANGES = ("rounds",)
 
 
+def _name(r: int, stage: str) -> str:
+    """The runner's name of ``stage`` of round ``r`` (its marker: ``.stages/round_r.stage.done``)."""
+    return f"round_{r}.{stage}"
+
+
 # ---------------------------------------------------------------------------------- config
-@dataclass
-class ActiveLearningConfig(YamlConfig):
-    """Settings of :class:`ActiveLearningLoop` (YAML section ``active_learning:``).
-
-    rounds: number of rounds (train → evaluate → explore → pick → label each).
-    ensemble_size: members K per round (≥ 2: the uncertainty is their spread); seeds seed..seed+K−1.
-    valid_fraction: fraction of the training set each member keeps for model selection (a
-        different random split per member); 0 trains every member on the whole set and selects
-        on the training loss (for fixed schedules such as ``scheduler: cosine``, tiny data sets).
-    md_steps: exploration MD steps per round.
-    report_interval: steps between uncertainty reports (candidate frames).
-    timestep_fs: MD time step, fs.
-    temperature_K: Langevin temperature, K.
-    friction_per_ps: Langevin friction, 1/ps.
-    picks_per_round: frames labelled per round (fewer when not enough frames are far enough apart).
-    min_pick_separation_steps: picks are at least this many MD steps apart.
-    uncertainty: frame score, "max" (largest per-particle force uncertainty) or "mean".
-    stop_uncertainty_kj_mol_nm: end a trajectory at the first frame whose score exceeds this
-        (None: never). Beyond it the MD has left what the ensemble knows and what follows is an
-        artefact of the model (with a poor model, molecules dissociate). The exploration then
-        restarts from another start configuration until ``md_steps`` steps are used in all.
-    pick_max_uncertainty_kj_mol_nm: frames scoring above this are never picked (None: no
-        ceiling) — a trust ceiling: such frames are usually unphysical (bonds torn apart, atoms
-        overlapping), the reference method may not even converge on them, and their enormous
-        forces would dominate the loss.
-    max_bond_stretch: end a trajectory when a bond of the Topology is longer than this factor
-        times its start length (e.g. 1.5; None: no check), dropping that frame, and restart as for
-        ``stop_uncertainty``. The ensemble spread alone can miss a bond breaking.
-    seed: seeds members, validation splits, start frames and the Langevin noise.
-    restraint_radius_nm: flat-bottom spherical restraint for clusters (None: none), see
-        :func:`explore`; restraint_force_constant in kJ/mol/nm²; restraint_center "com" or "origin".
-    platform: OpenMM platform of the exploration ("CPU", "Reference", "CUDA", ...).
-    backend: ensemble force backend, "torchforce" or "pythonforce".
-    """
-
-    SECTION = "active_learning"
-    DESCRIPTION = "active-learning option"
-
-    rounds: int = 3
-    ensemble_size: int = 3
-    valid_fraction: float = 0.15
-    md_steps: int = 400
-    report_interval: int = 5
-    timestep_fs: float = 0.5
-    temperature_K: float = 300.0
-    friction_per_ps: float = 5.0
-    picks_per_round: int = 12
-    min_pick_separation_steps: int = 10
-    uncertainty: str = "max"
-    stop_uncertainty_kj_mol_nm: Optional[float] = None
-    pick_max_uncertainty_kj_mol_nm: Optional[float] = None
-    max_bond_stretch: Optional[float] = None
-    seed: int = 0
-    restraint_radius_nm: Optional[float] = None
-    restraint_force_constant: float = 5000.0
-    restraint_center: str = "com"
-    platform: str = "CPU"
-    backend: str = "torchforce"
-
-    def __post_init__(self):
-        def whole(name, minimum):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"active-learning option {name} must be a whole number >= {minimum}, got {value!r}")
-            setattr(self, name, int(value))
-
-        whole("rounds", 0)
-        whole("ensemble_size", 2)
-        whole("md_steps", 1)
-        whole("report_interval", 1)
-        whole("picks_per_round", 1)
-        whole("min_pick_separation_steps", 0)
-        whole("seed", 0)
-        if self.report_interval > self.md_steps:
-            raise ValueError(
-                f"report_interval ({self.report_interval}) exceeds md_steps ({self.md_steps}): no frame would be "
-                "reported; lower report_interval or raise md_steps"
-            )
-        if not 0.0 <= float(self.valid_fraction) < 1.0:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r} (e.g. 0.15, or 0 for no split)")
-        self.valid_fraction = float(self.valid_fraction)
-        if self.max_bond_stretch is not None:
-            stretch = self.max_bond_stretch
-            if isinstance(stretch, bool) or not (math.isfinite(float(stretch)) and float(stretch) > 1.0):
-                raise ValueError(f"max_bond_stretch must be a factor > 1 (e.g. 1.5) or null, got {stretch!r}")
-            self.max_bond_stretch = float(stretch)
-        for name in ("stop_uncertainty_kj_mol_nm", "pick_max_uncertainty_kj_mol_nm"):
-            value = getattr(self, name)
-            if value is not None:
-                if isinstance(value, bool) or not (math.isfinite(float(value)) and float(value) > 0):
-                    raise ValueError(f"{name} must be a positive force uncertainty in kJ/mol/nm or null, got {value!r}")
-                setattr(self, name, float(value))
-        for name in ("timestep_fs", "temperature_K", "friction_per_ps", "restraint_force_constant"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"active-learning option {name} must be a positive number, got {getattr(self, name)!r}")
-            setattr(self, name, value)
-        if self.restraint_radius_nm is not None:
-            radius = float(self.restraint_radius_nm)
-            if not (math.isfinite(radius) and radius > 0):
-                raise ValueError(f"restraint_radius_nm must be a positive radius in nm or null, got {self.restraint_radius_nm!r}")
-            self.restraint_radius_nm = radius
-        if self.restraint_center not in ("com", "origin"):
-            raise ValueError(f"restraint_center must be 'com' or 'origin', got {self.restraint_center!r}")
-        if self.uncertainty not in UNCERTAINTY_KEYS:
-            raise ValueError(f"uncertainty must be one of {sorted(UNCERTAINTY_KEYS)}, got {self.uncertainty!r}")
-        if self.backend not in ("torchforce", "pythonforce"):
-            raise ValueError(f"backend must be 'torchforce' or 'pythonforce', got {self.backend!r}")
-
-
-def job_from_dict(data: Dict[str, Any]) -> JobConfig:
-    """A :class:`JobConfig` from a mapping with optional ``family``, ``model``, ``trainer``, ``loss``."""
-    return JobConfig.from_dict(data)
-
-
-def load_active_learning_yaml(path: PathLike) -> Tuple[ActiveLearningConfig, JobConfig]:
-    """Read one YAML file with sections ``active_learning:`` (:class:`ActiveLearningConfig`) and
-    ``family:``, ``model:``, ``trainer:``, ``loss:`` (:class:`JobConfig`); every section is optional
-    and unknown sections or keys are refused, naming them."""
-    data = read_yaml(path)
-    known = {"active_learning", "family", "model", "trainer", "loss"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown section(s) {unknown}; use {sorted(known)}")
-    try:
-        config = ActiveLearningConfig.from_dict(dict(data.get("active_learning") or {}))
-        job = job_from_dict(data)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from None
-    return config, job
-
-
-def select_most_uncertain(
-    frames: Sequence[Dict[str, Any]],
-    n: int,
-    min_separation_steps: int = 0,
-    key: str = "max_force_uncertainty",
-    max_uncertainty: Optional[float] = None,
-) -> List[int]:
-    """Indices of (at most) ``n`` frames with the largest ``frame[key]``, greedily, in order of
-    decreasing uncertainty: a frame is taken only if its ``step`` is at least
-    ``min_separation_steps`` away from every frame already taken from the same trajectory
-    (``frame["trajectory"]``, default 0), so near-duplicates of a taken frame are skipped. Ties
-    keep the earlier frame first. Frames with a non-finite uncertainty, or one above
-    ``max_uncertainty`` (a trust ceiling, None: none), are never taken. Fewer than ``n`` indices
-    come back when too few frames qualify.
-    """
-    if isinstance(n, bool) or int(n) != n or n < 0:
-        raise ValueError(f"n must be a whole number >= 0, got {n!r}")
-    if isinstance(min_separation_steps, bool) or int(min_separation_steps) != min_separation_steps or min_separation_steps < 0:
-        raise ValueError(f"min_separation_steps must be a whole number >= 0, got {min_separation_steps!r}")
-    scores = []
-    for index, frame in enumerate(frames):
-        if key not in frame or "step" not in frame:
-            raise KeyError(f"frame {index} has no {key!r} or 'step' entry; frames come from explore() (keys {sorted(frame)})")
-        value = float(frame[key])
-        if math.isfinite(value) and (max_uncertainty is None or value <= max_uncertainty):
-            scores.append((value, index))
-    order = sorted(scores, key=lambda item: (-item[0], item[1]))
-    chosen: List[int] = []
-    taken: List[Tuple[Any, int]] = []
-    for _, index in order:
-        if len(chosen) >= n:
-            break
-        step, trajectory = int(frames[index]["step"]), frames[index].get("trajectory", 0)
-        if all(t != trajectory or abs(step - other) >= min_separation_steps for t, other in taken):
-            chosen.append(index)
-            taken.append((trajectory, step))
-    return chosen
-
-
-# ---------------------------------------------------------------------------------- evaluation
-def evaluate_ensemble(ensemble: EnsemblePotential, configs: Sequence[Configuration]) -> Dict[str, Any]:
-    """Ensemble-mean errors on labelled configurations, plus each member's own force MAE.
-
-    Returns force MAE/RMSE (kJ/mol/nm and meV/Å, over all force components), energy MAE per atom
-    (kJ/mol/atom and meV/atom), the members' force MAEs and the mean over configurations of the
-    largest per-particle force uncertainty (kJ/mol/nm).
-    """
-    if not configs:
-        raise ValueError("the held-out set is empty; give at least one labelled configuration")
-    e_err, f_err, unc = [], [], []
-    for k, config in enumerate(configs):
-        if config.forces is None or config.energy is None:
-            raise ValueError(f"held-out configuration {k} has no energy or forces; label the held-out set first")
-        out = ensemble.compute(config.positions, config.types, config.box)
-        f_err.append((out["forces"].double().cpu().numpy() - config.forces).ravel())
-        e_err.append((float(out["energy"]) - config.energy) / config.num_particles)
-        unc.append(float(out["max_force_uncertainty"]))
-    f_err = np.concatenate(f_err)
-    e_err = np.asarray(e_err)
-    graphs = build_graphs(list(configs), ensemble.type_names, ensemble.cutoff)
-    members = [evaluate(m, graphs)["metrics"]["force_mae_kj_mol_nm"] for m in ensemble.members]
-    force_mae = float(np.abs(f_err).mean())
-    force_rmse = float(np.sqrt((f_err**2).mean()))
-    energy_mae = float(np.abs(e_err).mean())
-    return {
-        "n_held_out": len(configs),
-        "force_mae_kj_mol_nm": force_mae,
-        "force_mae_mev_per_angstrom": force_mae * KJ_PER_MOL_NM_TO_MEV_PER_ANGSTROM,
-        "force_rmse_kj_mol_nm": force_rmse,
-        "force_rmse_mev_per_angstrom": force_rmse * KJ_PER_MOL_NM_TO_MEV_PER_ANGSTROM,
-        "energy_mae_kj_mol_per_atom": energy_mae,
-        "energy_mae_mev_per_atom": energy_mae * KJ_PER_MOL_TO_MEV,
-        "member_force_mae_kj_mol_nm": [float(v) for v in members],
-        "held_out_mean_max_uncertainty_kj_mol_nm": float(np.mean(unc)),
-    }
-
-
-# ---------------------------------------------------------------------------------- files
-def _save_frames(path: Path, frames: Exploration) -> None:
-    """Explored frames to ``.npz`` (steps, positions (F, N, 3) nm, uncertainties kJ/mol/nm), atomically."""
-    n_atoms = frames[0]["positions"].shape[0] if frames else 0
-    arrays = {
-        "step": np.array([f["step"] for f in frames], dtype=np.int64),
-        "trajectory": np.array([f.get("trajectory", 0) for f in frames], dtype=np.int64),
-        "time_ps": np.array([f["time_ps"] for f in frames], dtype=np.float64),
-        "positions": np.stack([f["positions"] for f in frames]) if frames else np.zeros((0, n_atoms, 3)),
-        "max_force_uncertainty": np.array([f["max_force_uncertainty"] for f in frames], dtype=np.float64),
-        "mean_force_uncertainty": np.array([f["mean_force_uncertainty"] for f in frames], dtype=np.float64),
-        "energy": np.array([f["energy"] for f in frames], dtype=np.float64),
-        "energy_std": np.array([f["energy_std"] for f in frames], dtype=np.float64),
-        "has_box": np.array([f["box"] is not None for f in frames], dtype=bool),
-        "box": np.stack([f["box"] if f["box"] is not None else np.zeros((3, 3)) for f in frames]) if frames else np.zeros((0, 3, 3)),
-        "steps_requested": np.array(frames.steps_requested),
-        "steps_completed": np.array(frames.steps_completed),
-        "blew_up": np.array(frames.blew_up),
-        "error": np.array(frames.error or ""),
-        "stopped": np.array(frames.stopped),
-        "broken_bond": np.array(frames.broken_bond),
-        "stop_reason": np.array(frames.stop_reason or ""),
-        "trajectories": np.array(frames.trajectories),
-    }
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
-
-
-def load_frames(path: PathLike) -> Exploration:
-    """Frames written by the loop's explore stage (``round_r/explore.npz``), as an :class:`Exploration`."""
-    with np.load(path, allow_pickle=False) as data:
-        d = {k: data[k] for k in data.files}
-    frames = []
-    for i in range(len(d["step"])):
-        frames.append(
-            {
-                "step": int(d["step"][i]),
-                "time_ps": float(d["time_ps"][i]),
-                "positions": d["positions"][i].copy(),
-                "box": d["box"][i].copy() if d["has_box"][i] else None,
-                "max_force_uncertainty": float(d["max_force_uncertainty"][i]),
-                "mean_force_uncertainty": float(d["mean_force_uncertainty"][i]),
-                "energy": float(d["energy"][i]),
-                "energy_std": float(d["energy_std"][i]),
-                "trajectory": int(d["trajectory"][i]),
-            }
-        )
-    return Exploration(
-        frames,
-        steps_requested=int(d["steps_requested"]),
-        steps_completed=int(d["steps_completed"]),
-        blew_up=bool(d["blew_up"]),
-        error=str(d["error"]) or None,
-        stopped=bool(d["stopped"]),
-        broken_bond=bool(d["broken_bond"]),
-        stop_reason=str(d["stop_reason"]) or None,
-        trajectories=int(d["trajectories"]),
-    )
-
-
-# ---------------------------------------------------------------------------------- the loop
 class ActiveLearningLoop:
     """Rounds of train → evaluate → explore → pick → label (module docstring), resumable.
 
@@ -417,12 +159,12 @@ class ActiveLearningLoop:
             )
         self.resumed = bool(resume and state_path.is_file())
         if self.resumed:
-            self.state = self._load_state(state_path)
-            self._check_resume(train, held_out)
-            self.log(
-                f"resuming {self.out}: round {self.state['round']}, last completed stage "
-                f"{self.state['stage'] or '(none)'}; {len(self.train)} training configurations"
-            )
+            if not (self.out / SETTINGS_FILE).is_file():
+                raise ValueError(
+                    f"{self.out} holds an active-learning run without {SETTINGS_FILE} (made by an older multiscale, or "
+                    "the file was deleted), so its settings cannot be checked; start a new output directory"
+                )
+            model_types = self._stored_types()
         else:
             if resume:
                 self.log(f"resume requested but {state_path} does not exist; starting a new run")
@@ -437,26 +179,37 @@ class ActiveLearningLoop:
                     f"held-out configurations contain types {missing} that the initial training set lacks; "
                     "add configurations with them to the training set"
                 )
+        self.types = list(model_types)
+        # the one resumable-job runner: settings fingerprint (only the number of rounds may change)
+        # and an atomic completion marker per stage of every round
+        self.runner = ResumableJob(
+            self.out,
+            {"config": config.to_dict(), "job": job.to_dict(), "types": self.types},
+            self._stages(config.rounds),
+            extendable=[f"config.{name}" for name in RESUMABLE_CHANGES],
+            settings_file=SETTINGS_FILE,
+            what="active-learning run",
+        )
+        if self.resumed:
+            self.runner.begin()  # refuses other settings, naming each difference
+            self.held_out = load_dataset(self.out / HELD_OUT_FILE)
+            self.initial = load_dataset(self.out / "train_0.npz")
+            self._check_resume(train, held_out)
+            self.state = self._progress()
+            self.train = load_dataset(self.out / self.state["train_file"])
+            self._save_state()
+            self.log(
+                f"resuming {self.out}: round {self.state['round']}, last completed stage "
+                f"{self.state['stage'] or '(none)'}; {len(self.train)} training configurations"
+            )
+        else:
             self.out.mkdir(parents=True, exist_ok=True)
             save_dataset(self.out / HELD_OUT_FILE, held_out)
             save_dataset(self.out / "train_0.npz", train)
             self.train, self.held_out, self.initial = train, held_out, list(train)
-            self.state = {
-                "format": STATE_FORMAT,
-                "format_version": STATE_FORMAT_VERSION,
-                "round": 0,
-                "stage": None,
-                "members_done": [],
-                "train_file": "train_0.npz",
-                "initial_train_file": "train_0.npz",
-                "held_out_file": HELD_OUT_FILE,
-                "types": model_types,
-                "config": config.to_dict(),
-                "job": job.to_dict(),
-                "rounds": [],
-            }
+            self.runner.restart()
+            self.state = self._progress()
             self._save_state()
-        self.types = list(self.state["types"])
         self._ensemble: Optional[EnsemblePotential] = None
         self._frames: Optional[Exploration] = None
 
@@ -476,36 +229,72 @@ class ActiveLearningLoop:
                 if c.energy is None or c.forces is None:
                     raise ValueError(f"{name} configuration {k} has no energy or forces; label it first")
 
-    def _load_state(self, path: Path) -> Dict[str, Any]:
+    def _stored_types(self) -> List[str]:
+        path = self.out / SETTINGS_FILE
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); it is written atomically, so it was edited or is not ours") from None
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{path} is not an active-learning state file (format {state.get('format')!r})")
-        if int(state.get("format_version", -1)) > STATE_FORMAT_VERSION:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            return [str(t) for t in stored["types"]]
+        except (ValueError, KeyError, TypeError):
             raise ValueError(
-                f"{path}: state format_version {state['format_version']} is newer than this multiscale reads; upgrade multiscale"
-            )
-        stored = dict(state["config"])
-        mine = self.config.to_dict()
-        differ = sorted(k for k in set(stored) | set(mine) if k not in RESUMABLE_CHANGES and stored.get(k) != mine.get(k))
-        if differ:
-            details = ", ".join(f"{k}: stored {stored.get(k)!r} vs given {mine.get(k)!r}" for k in differ)
-            raise ValueError(
-                f"cannot resume {self.out} with different active-learning settings ({details}); resume with the "
-                f"original settings (only {list(RESUMABLE_CHANGES)} may change) or start a new output directory"
-            )
-        if state["job"] != json.loads(json.dumps(self.job.to_dict())):
-            raise ValueError(
-                f"cannot resume {self.out} with different model/trainer/loss settings (stored {state['job']}, given "
-                f"{self.job.to_dict()}); resume with the original settings or start a new output directory"
-            )
-        self.train = load_dataset(self.out / state["train_file"])
-        self.held_out = load_dataset(self.out / state["held_out_file"])
-        self.initial = load_dataset(self.out / state["initial_train_file"])
-        state["config"] = mine  # rounds may have changed
-        return state
+                f"{path} is damaged (not the JSON this loop writes); it is written atomically, so it was edited or is "
+                "not ours: start a new output directory"
+            ) from None
+
+    def _stages(self, rounds: int) -> List[Stage]:
+        stages: List[Stage] = []
+        for r in range(int(rounds)):
+            stages += [Stage(_name(r, f"member_{k}"), (f"round_{r}/member_{k}/model.ckpt",))
+                       for k in range(self.config.ensemble_size)]
+            stages += [Stage(_name(r, "trained")), Stage(_name(r, "evaluated")),
+                       Stage(_name(r, "explored"), (f"round_{r}/explore.npz",)),
+                       Stage(_name(r, "labelled"), (f"train_{r + 1}.npz",))]
+        return stages
+
+    def _round_stages(self, r: int) -> List[str]:
+        return [_name(r, f"member_{k}") for k in range(self.config.ensemble_size)] + [_name(r, s) for s in STAGES]
+
+    def _progress(self) -> Dict[str, Any]:
+        """The run's state, rebuilt from the stage markers and the results stored with them."""
+        done = self.runner.is_done
+        r = 0
+        while _name(r, "labelled") in self.runner.stages and done(_name(r, "labelled")):
+            r += 1
+        records: List[Dict[str, Any]] = []
+        for q in range(r + 1):
+            names = self._round_stages(q)
+            if any(name not in self.runner.stages for name in names):
+                break
+            record: Dict[str, Any] = {"round": q}
+            for stage in names:
+                if not done(stage):
+                    continue
+                result = dict(self.runner.result(stage))
+                members = result.pop("members", None)
+                record.update(result)
+                if members:
+                    record.setdefault("members", {}).update(members)
+            if len(record) > 1 or q < r:
+                records.append(record)
+        stage = None
+        for name in STAGES[:-1]:
+            if _name(r, name) in self.runner.stages and done(_name(r, name)):
+                stage = name
+        members_done = [k for k in range(self.config.ensemble_size)
+                        if _name(r, f"member_{k}") in self.runner.stages and done(_name(r, f"member_{k}"))]
+        return {
+            "format": STATE_FORMAT,
+            "format_version": STATE_FORMAT_VERSION,
+            "round": r,
+            "stage": stage,
+            "members_done": members_done,
+            "train_file": f"train_{r}.npz",
+            "initial_train_file": "train_0.npz",
+            "held_out_file": HELD_OUT_FILE,
+            "types": self.types,
+            "config": self.config.to_dict(),
+            "job": self.job.to_dict(),
+            "rounds": records,
+        }
 
     def _check_resume(self, train, held_out) -> None:
         for name, given, stored in (("train", train, self.initial), ("held_out", held_out, self.held_out)):
@@ -525,7 +314,11 @@ class ActiveLearningLoop:
         atomic_write_json(self.out / ROUNDS_FILE, self.state["rounds"])
         atomic_write_json(self.out / STATE_FILE, self.state)
 
-    def _complete(self, stage: str) -> None:
+    def _complete(self, r: int, stage: str, result: Dict[str, Any]) -> None:
+        """Stage ``stage`` of round ``r`` is done: its marker (with ``result``, merged into the
+        round's record) is written atomically after its outputs, then the state summary."""
+        self._record(r).update(result)
+        self.runner.complete(_name(r, stage), result)
         self.state["stage"] = stage
         self._save_state()
 
@@ -557,7 +350,6 @@ class ActiveLearningLoop:
         cfg = self.config
         record = self._record(r)
         record["n_train"] = len(self.train)
-        started = time.monotonic()
         members = []
         for k in range(cfg.ensemble_size):
             member_dir = self.round_dir(r) / f"member_{k}"
@@ -573,24 +365,28 @@ class ActiveLearningLoop:
                 fit, valid = list(self.train), list(self.train)
             # a member interrupted in a resumed run continues from its checkpoint
             resume = self.resumed and (member_dir / "checkpoint.pt").is_file()
+            started = time.monotonic()
             model, result, _ = fit_potential(
                 fit, valid, member_dir, self._member_job(k), types=self.types, resume=resume, progress=False, log=None
             )
             members.append(model)
-            self.state["members_done"] = sorted(set(self.state["members_done"]) | {k})
-            record.setdefault("members", {})[str(k)] = {
+            summary = {
                 "n_fit": len(fit),
                 "n_valid": len(valid),
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
                 "stop_reason": result.stop_reason,
                 "best_valid_loss": result.best_valid_loss,
+                "seconds": time.monotonic() - started,
             }
+            self.runner.complete(_name(r, f"member_{k}"), {"n_train": len(self.train), "members": {str(k): summary}})
+            record.setdefault("members", {})[str(k)] = summary
+            self.state["members_done"] = sorted(set(self.state["members_done"]) | {k})
             self._save_state()
             bar.update(1)
-        record["train_seconds"] = record.get("train_seconds", 0.0) + time.monotonic() - started
+        seconds = sum(float(m.get("seconds", 0.0)) for m in record.get("members", {}).values())
         self._ensemble = EnsemblePotential(members).eval()
-        self._complete("trained")
+        self._complete(r, "trained", {"n_train": len(self.train), "train_seconds": seconds})
 
     def _load_ensemble(self, r: int) -> EnsemblePotential:
         if self._ensemble is None:
@@ -601,8 +397,7 @@ class ActiveLearningLoop:
     def _evaluate(self, r: int) -> None:
         ensemble = self._load_ensemble(r)
         metrics = evaluate_ensemble(ensemble, self.held_out)
-        self._record(r).update(metrics)
-        self._complete("evaluated")
+        self._complete(r, "evaluated", metrics)
 
     def _explore(self, r: int) -> None:
         cfg = self.config
@@ -674,7 +469,7 @@ class ActiveLearningLoop:
         _save_frames(self.round_dir(r) / "explore.npz", frames)
         key = UNCERTAINTY_KEYS[cfg.uncertainty]
         values = np.array([f[key] for f in frames]) if frames else np.zeros(0)
-        self._record(r).update(
+        summary = (
             {
                 "explore_start_indices": starts,
                 "explore_trajectories": frames.trajectories,
@@ -690,7 +485,7 @@ class ActiveLearningLoop:
             }
         )
         self._frames = frames
-        self._complete("explored")
+        self._complete(r, "explored", summary)
 
     def _label(self, r: int) -> None:
         cfg = self.config
@@ -730,7 +525,7 @@ class ActiveLearningLoop:
         failures = [[int(i), str(m)] for i, m in (result.failures if result is not None else [])]
         for index, message in failures:
             self.log(f"round {r}: labelling pick {index} (step {frames[picked[index]]['step']}) failed and is skipped: {message}")
-        record.update(
+        summary = (
             {
                 "picked_steps": [frames[i]["step"] for i in picked],
                 "picked_trajectories": [frames[i]["trajectory"] for i in picked],
@@ -741,11 +536,14 @@ class ActiveLearningLoop:
                 "label_seconds": time.monotonic() - started,
             }
         )
-        self.train = self.train + labelled
-        record["n_train_after"] = len(self.train)
+        grown = self.train + labelled
+        summary["n_train_after"] = len(grown)
         name = f"train_{r + 1}.npz"
-        save_dataset(self.out / name, self.train)
-        # the state update is the commit point: a crash before it re-runs this stage
+        save_dataset(self.out / name, grown)
+        # the stage marker is the commit point: a crash before it re-runs this stage
+        record.update(summary)
+        self.runner.complete(_name(r, "labelled"), summary)
+        self.train = grown
         self.state.update(train_file=name, round=r + 1, stage=None, members_done=[])
         self._save_state()
         self._ensemble = None
@@ -759,6 +557,7 @@ class ActiveLearningLoop:
         from tqdm.auto import tqdm
 
         total_rounds = self.config.rounds if rounds is None else int(rounds)
+        self.runner.add_stages(self._stages(total_rounds))
         per_round = self.config.ensemble_size + 3
         done = min(self.next_round, total_rounds) * per_round
         if self.next_round < total_rounds:
@@ -811,16 +610,3 @@ class ActiveLearningLoop:
             bar.close()
         return self.records
 
-
-__all__ = [
-    "ActiveLearningConfig",
-    "ActiveLearningLoop",
-    "Exploration",
-    "evaluate_ensemble",
-    "explore",
-    "flat_bottom_restraint",
-    "job_from_dict",
-    "load_active_learning_yaml",
-    "load_frames",
-    "select_most_uncertain",
-]
