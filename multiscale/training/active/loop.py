@@ -53,7 +53,7 @@ from multiscale.data.store import load_dataset, save_dataset
 from multiscale.models.ensemble import EnsemblePotential
 from multiscale.models.io import load_model
 # MD exploration builds and runs OpenMM Systems, so it lives in the OpenMM layer (re-exported here)
-from multiscale.openmm.exploration import UNCERTAINTY_KEYS, Exploration, explore
+from multiscale.openmm.exploration import UNCERTAINTY_KEYS, Exploration
 from multiscale.training.config import TrainerConfig
 from multiscale.training.workflow import JobConfig, fit_potential
 
@@ -61,7 +61,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 from multiscale.training.active.config import ActiveLearningConfig
 from multiscale.training.active.evaluation import evaluate_ensemble
-from multiscale.training.active.frames import _save_frames, load_frames
+from multiscale.training.active.exploring import explore_round
+from multiscale.training.active.frames import load_frames
 from multiscale.training.active.selection import select_most_uncertain
 
 
@@ -400,89 +401,9 @@ class ActiveLearningLoop:
         self._complete(r, "evaluated", metrics)
 
     def _explore(self, r: int) -> None:
-        cfg = self.config
-        ensemble = self._load_ensemble(r)
-        rng = np.random.default_rng([cfg.seed, r])
-        started = time.monotonic()
-        frames = Exploration(steps_requested=cfg.md_steps, trajectories=0)
-        starts, errors = [], []
-        stops = {"uncertainty": 0, "bond": 0}
-        empty_in_a_row = 0
-        # trajectories until md_steps are used: one, unless one is stopped (uncertainty, broken
-        # bond) or blows up
-        while frames.steps_completed < cfg.md_steps:
-            t = frames.trajectories
-            start = int(rng.integers(len(self.initial)))
-            messages: List[str] = []
-            part = explore(
-                ensemble,
-                self.topology,
-                self.initial[start].positions,
-                self.particle_types,
-                steps=cfg.md_steps - frames.steps_completed,
-                report_interval=cfg.report_interval,
-                temperature=cfg.temperature_K,
-                timestep_fs=cfg.timestep_fs,
-                seed=cfg.seed * 1_000_003 + 1000 * r + t,
-                friction_per_ps=cfg.friction_per_ps,
-                restraint_radius_nm=cfg.restraint_radius_nm,
-                restraint_force_constant=cfg.restraint_force_constant,
-                restraint_center=cfg.restraint_center,
-                stop_uncertainty=cfg.stop_uncertainty_kj_mol_nm,
-                score=cfg.uncertainty,
-                max_bond_stretch=cfg.max_bond_stretch,
-                masses=self.masses,
-                platform=cfg.platform,
-                backend=cfg.backend,
-                csv_file=self.round_dir(r) / f"explore_{t}.csv",
-                log=messages.append,
-            )
-            for message in messages:
-                self.log(f"round {r}, trajectory {t}: {message}")
-            for frame in part:
-                frame["trajectory"] = t
-            frames.extend(part)
-            starts.append(start)
-            frames.trajectories += 1
-            # a trajectory that ends before its first report still uses report_interval steps of
-            # the budget, so the loop always ends
-            frames.steps_completed += max(part.steps_completed, cfg.report_interval)
-            frames.blew_up |= part.blew_up
-            frames.stopped |= part.stopped
-            frames.broken_bond |= part.broken_bond
-            stops["uncertainty"] += part.stopped
-            stops["bond"] += part.broken_bond
-            if part.broken_bond:
-                self.log(f"round {r}, trajectory {t}: ended, {part.stop_reason}")
-            if part.error:
-                errors.append(f"trajectory {t}: {part.error}")
-            empty_in_a_row = 0 if len(part) else empty_in_a_row + 1
-            if empty_in_a_row >= 3:
-                self.log(
-                    f"round {r}: 3 trajectories in a row ended before their first report "
-                    f"({part.error or 'uncertainty above the stop limit at once'}); giving up on exploring this round — "
-                    "check the model/platform, or raise stop_uncertainty_kj_mol_nm"
-                )
-                break
-        frames.steps_completed = min(frames.steps_completed, cfg.md_steps)
-        frames.error = "; ".join(errors) or None
-        _save_frames(self.round_dir(r) / "explore.npz", frames)
-        key = UNCERTAINTY_KEYS[cfg.uncertainty]
-        values = np.array([f[key] for f in frames]) if frames else np.zeros(0)
-        summary = (
-            {
-                "explore_start_indices": starts,
-                "explore_trajectories": frames.trajectories,
-                "explore_frames": len(frames),
-                "explore_steps": frames.steps_completed,
-                "explore_blew_up": frames.blew_up,
-                "explore_error": frames.error,
-                "explore_stops_uncertainty": stops["uncertainty"],
-                "explore_stops_broken_bond": stops["bond"],
-                "explore_mean_uncertainty_kj_mol_nm": float(values.mean()) if values.size else float("nan"),
-                "explore_max_uncertainty_kj_mol_nm": float(values.max()) if values.size else float("nan"),
-                "explore_seconds": time.monotonic() - started,
-            }
+        frames, summary = explore_round(
+            self._load_ensemble(r), self.topology, self.initial, self.particle_types, self.config, r,
+            self.round_dir(r), self.log, masses=self.masses,
         )
         self._frames = frames
         self._complete(r, "explored", summary)
