@@ -20,7 +20,7 @@ import math
 import numbers
 import typing
 from pathlib import Path
-from typing import Any, Dict, Type, TypeVar, Union
+from typing import Any, Dict, Optional, Type, TypeVar, Union
 
 import yaml
 
@@ -165,8 +165,9 @@ class YamlConfig:
         return cls(**data)
 
     @classmethod
-    def from_yaml(cls: Type[C], path: Union[str, Path]) -> C:
-        """Load from a YAML file holding either the options themselves or a ``SECTION:`` of them."""
+    def from_yaml(cls: Type[C], path: Union[str, Path], base: Optional[C] = None) -> C:
+        """Load from a YAML file holding either the options themselves or a ``SECTION:`` of them.
+        With ``base`` (a preset), the file overrides only the options it names."""
         data = read_yaml(path)
         try:
             if cls.SECTION and cls.SECTION in data:
@@ -175,7 +176,13 @@ class YamlConfig:
                     raise ValueError(
                         f"the section {cls.SECTION}: is empty; give its {cls.DESCRIPTION}s, or delete the section line"
                     )
+                if not isinstance(section, dict):
+                    raise ValueError(f"the section {cls.SECTION}: must hold option: value lines")
                 data = section
+            if base is not None:
+                if not isinstance(base, cls):
+                    raise TypeError(f"base must be a {cls.__name__}, got {type(base).__name__}")
+                data = {**base.to_dict(), **data}
             return cls.from_dict(data)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from None

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import multiscale  # noqa: E402,F401  (torch before openmmtorch)
 from multiscale.atomic import atomic_write_json  # noqa: E402
 from multiscale.cli import existing_file, nonnegative_int, output_dir, positive_int, run_main  # noqa: E402
-from multiscale.config import YamlConfig, read_yaml  # noqa: E402
+from multiscale.config import YamlConfig  # noqa: E402
 from multiscale.jobs import ResumableJob, Stage  # noqa: E402
 from multiscale.openmm.platforms import get_platform  # noqa: E402
 from multiscale.units import check_cutoff_nm  # noqa: E402
@@ -46,6 +46,7 @@ from tqdm import tqdm  # noqa: E402
 from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
 from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors_from_samples, plot_priors  # noqa: E402
 from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
+from multiscale.openmm.assembly import Barostat  # noqa: E402
 from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
 from multiscale.openmm.pressure import PressureCorrection, fit_pressure_correction  # noqa: E402
 from multiscale.models import load_model  # noqa: E402
@@ -169,24 +170,14 @@ def parse_args(argv=None):
 def settings_for(args) -> Settings:
     """The preset (--quick or full), then --config's overrides, then --cg-steps; every setting is
     checked here, before any work starts."""
-    values = asdict(QUICK if args.quick else FULL)
-    where = "preset"
-    if args.config is not None:
-        where = f"--config {args.config}"
-        data = read_yaml(args.config)
-        if Settings.SECTION in data:
-            if data[Settings.SECTION] is None:
-                raise ValueError(f"{where}: the section {Settings.SECTION}: is empty; give settings under it or delete it")
-            data = data[Settings.SECTION]
-            if not isinstance(data, dict):
-                raise ValueError(f"{where}: the section {Settings.SECTION}: must hold setting: value lines")
-        values.update(data)
-    if args.cg_steps is not None:
-        values["cg_steps"] = args.cg_steps
+    preset = QUICK if args.quick else FULL
+    settings = Settings.from_yaml(args.config, base=preset) if args.config is not None else preset
+    if args.cg_steps is None:
+        return settings
     try:
-        return Settings.from_dict(values)
+        return Settings.from_dict({**settings.to_dict(), "cg_steps": args.cg_steps})
     except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+        raise ValueError(f"--cg-steps: {error}") from None
 
 
 #: settings that may change between a run and its resumption (they only lengthen the CG runs)
@@ -215,9 +206,7 @@ def fine_stage(args, s: Settings, out: Path, job: ResumableJob):
     )
     system = trappe_system(topology, box, cutoff_nm=s.fine_cutoff_nm)
     # NPT (Monte Carlo barostat): the reference density is the fine model's own at s.pressure_bar
-    barostat = openmm.MonteCarloBarostat(s.pressure_bar * unit.bar, s.temperature_K * unit.kelvin, 25)
-    barostat.setRandomNumberSeed(args.seed + 13)
-    system.addForce(barostat)
+    Barostat(s.pressure_bar, s.temperature_K, seed=args.seed + 13).add_to(system)
     if job.is_done("fine_sampling"):
         return topology, system, load_recording(fine / "recording"), job.result("fine_sampling")
     with open(fine / "melt.pdb", "w") as handle:
@@ -277,13 +266,8 @@ def main(argv=None) -> int:
     # on atoms up to `force_map_neighbors` bonds away cancel much of it (Krämer et al. 2023)
     force_map_info = {"kind": "sum"}
     if s.force_map_neighbors >= 0:
-        optimal = mapping.optimal_force_map(atom_forces[:split], neighbors=s.force_map_neighbors)
-        summed = mapping.map_forces(atom_forces[split:])
-        mapping = mapping.with_force_map(optimal.force_map, "optimal")
-        held_out = mapping.map_forces(atom_forces[split:])
-        force_map_info = {"kind": "optimal", "neighbors": s.force_map_neighbors,
-                          "mean_square_reduction_in_sample": optimal.reduction,
-                          "mean_square_reduction_held_out": 1.0 - float((held_out**2).sum() / (summed**2).sum())}
+        mapping, force_map_info = mapping.with_optimal_force_map(atom_forces[:split], atom_forces[split:],
+                                                                 neighbors=s.force_map_neighbors)
         say(f"optimal force map: mean-square bead force {100 * force_map_info['mean_square_reduction_held_out']:.0f} % "
             "below the plain sum on held-out frames")
     mapping.save(out / "mapping.json")
@@ -336,19 +320,18 @@ def main(argv=None) -> int:
         say(f"pressure correction: the model's pressure on the reference frames is {correction.pressure_before_bar:.0f} "
             f"± {correction.pressure_before_sem_bar:.0f} bar (target {s.pressure_bar:g}); ramp A = {correction.A_kj_mol:.3f} kJ/mol")
 
-    def cg_system_with_corrections():
-        system, topology = build_cg_system(mapping, priors, model=model, box=boxes[start], nonbonded_cutoff_nm=s.prior_cutoff_nm)
-        if correction is not None:
-            correction.add_to(system, mapping.chains)
+    def cg_system(barostat=None):
+        system, topology = build_cg_system(mapping, priors, model=model, box=boxes[start], nonbonded_cutoff_nm=s.prior_cutoff_nm,
+                                           pressure_correction=correction, barostat=barostat)
         return system, topology
 
     # 6. CG simulation (resumable), NVT at the reference's mean density: start from the recorded
     # frame whose volume is closest to the mean, in that frame's box
     volumes = np.abs(np.linalg.det(boxes))
     start = int(np.argmin(np.abs(volumes - volumes.mean())))
-    cg_system, cg_top = cg_system_with_corrections()
+    cg_system_nvt, cg_top = cg_system()
     checkpoint_interval = s.cg_report_interval * 20
-    sim = CGSimulation(cg_top, cg_system, cg_pos[start], out, name="cg", temperature_K=s.temperature_K,
+    sim = CGSimulation(cg_top, cg_system_nvt, cg_pos[start], out, name="cg", temperature_K=s.temperature_K,
                        timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
                        checkpoint_interval=checkpoint_interval, platform=args.platform, seed=args.seed)
     timing = sim.run(s.cg_steps, progress=not args.no_progress, max_restarts=s.cg_max_restarts)
@@ -360,10 +343,7 @@ def main(argv=None) -> int:
 
     npt = None
     if s.cg_npt_steps > 0:
-        npt_system, _ = cg_system_with_corrections()
-        barostat = openmm.MonteCarloBarostat(s.pressure_bar * unit.bar, s.temperature_K * unit.kelvin, 25)
-        barostat.setRandomNumberSeed(args.seed + 14)
-        npt_system.addForce(barostat)
+        npt_system, _ = cg_system(Barostat(s.pressure_bar, s.temperature_K, seed=args.seed + 14))
         npt_sim = CGSimulation(cg_top, npt_system, cg_pos[start], out, name="cg_npt", temperature_K=s.temperature_K,
                                timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
                                checkpoint_interval=checkpoint_interval, platform=args.platform, seed=args.seed + 100)
@@ -376,9 +356,7 @@ def main(argv=None) -> int:
             say(f"CG NPT density run failed ({error}); the report keeps the NVT density")
 
     # 7. mapped reference trajectory in the same bead order, and the validation report
-    ref_top = mdtraj.Topology.from_openmm(cg_top)
-    ref = mdtraj.Trajectory(cg_pos, ref_top)
-    ref.unitcell_vectors = boxes
+    ref = mapping.mapped_trajectory(rec["positions"], boxes)
     ref[0].save_pdb(str(out / "reference_cg.pdb"))
     ref.save_dcd(str(out / "reference_cg.dcd"))
     cg = mdtraj.load_dcd(str(out / "cg.dcd"), top=str(out / "cg.pdb"))

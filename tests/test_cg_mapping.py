@@ -531,6 +531,38 @@ def test_mapping_optimal_force_map_round_trip(water):
         mapping.with_force_map(2 * mapping.force_map)
 
 
+def test_with_optimal_force_map_reports_the_held_out_reduction(water):
+    """Fitted on some frames, measured on others: the held-out mean-square reduction is the
+    noise model's expectation (the same σ pattern as above, whose optimum is ≈ 1.8 % below the sum)."""
+    top, _, _ = water
+    mapping = build_mapping(top, WATER)
+    rng = np.random.default_rng(1)
+    sigma = np.tile([5.0, 1.0, 1.0], mapping.n_beads)[None, :, None]
+    train, held_out = (rng.normal(size=(n, mapping.n_atoms, 3)) * sigma for n in (1500, 500))
+    adopted, info = mapping.with_optimal_force_map(train, held_out)
+    c = np.array([M_O, M_H, M_H]) / (M_O + 2 * M_H)
+    expected = 1 - 1 / (c**2 / np.array([25.0, 1.0, 1.0])).sum() / 27.0
+    assert info["kind"] == "optimal" and adopted.force_map_kind == "optimal" and mapping.force_map_kind == "sum"
+    assert info["mean_square_reduction_held_out"] == pytest.approx(expected, abs=0.01)
+    before, after = mapping.map_forces(held_out), adopted.map_forces(held_out)
+    assert info["mean_square_reduction_held_out"] == pytest.approx(1 - (after**2).sum() / (before**2).sum())
+    with pytest.raises(ValueError, match="at least one frame"):
+        mapping.with_optimal_force_map(train, held_out[:0])
+
+
+def test_mapped_trajectory_is_the_mapped_positions_with_the_boxes(water):
+    top, pos, _ = water
+    mapping = build_mapping(top, WATER)
+    frames = np.stack([pos, pos + 0.01])
+    boxes = np.stack([np.eye(3) * 2.5, np.eye(3) * 2.6])
+    traj = mapping.mapped_trajectory(frames, boxes)
+    np.testing.assert_allclose(traj.xyz, mapping.map_positions(frames), atol=1e-6)  # mdtraj stores float32
+    np.testing.assert_allclose(traj.unitcell_vectors, boxes, atol=1e-6)
+    assert traj.n_atoms == mapping.n_beads and [a.name for a in traj.topology.atoms] == mapping.bead_names
+    with pytest.raises(ValueError, match="one cell per frame"):
+        mapping.mapped_trajectory(frames, boxes[:1])
+
+
 # ------------------------------------------------------------------------------------------
 # CG topology, storage
 # ------------------------------------------------------------------------------------------

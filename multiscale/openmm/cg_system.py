@@ -11,7 +11,7 @@ Units: nm, ps, kJ/mol, K, amu.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import openmm
@@ -20,8 +20,8 @@ from openmm import app, unit
 from multiscale.cg.mapping import Mapping
 from multiscale.cg.priors import Priors
 from multiscale.data.configuration import Configuration
-from multiscale.openmm.bridge import is_ml_force, torch_force
-from multiscale.openmm.priors import priors_to_openmm
+from multiscale.openmm.bridge import is_ml_force
+from multiscale.openmm.assembly import Barostat, MLTerm, PressureRamp, PriorTerms, assemble_system
 from multiscale.openmm.system import clone_system
 from multiscale.openmm.topology import cg_topology
 
@@ -36,27 +36,26 @@ def build_cg_system(
     use_angles: Optional[bool] = None,
     use_dihedrals: Optional[bool] = None,
     backend: str = "torchforce",
+    pressure_correction=None,
+    barostat: Optional[Barostat] = None,
 ) -> Tuple[openmm.System, app.Topology]:
-    """The CG System (priors + optional ML bead potential) and the CG Topology.
+    """The CG System (priors + optional ML bead potential + optional corrections) and the CG Topology.
+
+    ``pressure_correction``: a :class:`~multiscale.openmm.pressure.PressureCorrection`, added on
+    the intermolecular pairs of the mapping's chains. ``barostat``: a
+    :class:`~multiscale.openmm.assembly.Barostat` for constant-pressure runs.
 
     ``box``: (3, 3) nm periodic cell (rows a, b, c), None for open boundaries.
     ``use_angles`` / ``use_dihedrals``: include angle / dihedral priors (default: whenever
     ``priors`` has any of that kind).
     """
     topology = cg_topology(mapping)
-    system = openmm.System()
-    for mass in mapping.bead_masses:
-        if not mass > 0:
-            raise ValueError("a bead has zero mass; every bead needs at least one massive atom")
-        system.addParticle(float(mass) * unit.dalton)
     periodic = box is not None
     if periodic:
         box = np.asarray(box, dtype=float)
         if box.shape != (3, 3):
             raise ValueError(f"box must be (3, 3) nm, got shape {box.shape}")
-        vectors = [openmm.Vec3(*map(float, row)) for row in box] * unit.nanometer
-        system.setDefaultPeriodicBoxVectors(*vectors)
-        topology.setPeriodicBoxVectors(vectors)
+        topology.setPeriodicBoxVectors([openmm.Vec3(*map(float, row)) for row in box] * unit.nanometer)
         if nonbonded_cutoff_nm >= 0.5 * min(np.linalg.norm(box, axis=1)):
             raise ValueError(
                 f"nonbonded_cutoff_nm={nonbonded_cutoff_nm} is not below half the box; use a smaller cutoff or a larger system"
@@ -65,19 +64,20 @@ def build_cg_system(
         use_angles = bool(getattr(priors, "angles", None))
     if use_dihedrals is None:
         use_dihedrals = bool(getattr(priors, "dihedrals", None))
-    angles = mapping.bead_angles if use_angles else []
-    dihedrals = mapping.bead_dihedrals if use_dihedrals else []
-    for force in priors_to_openmm(
-        priors, mapping.bead_types, mapping.bead_bonds, angles, dihedrals,
-        nonbonded_cutoff_nm=nonbonded_cutoff_nm, periodic=periodic,
-    ):
-        system.addForce(force)
+    terms: List[Any] = [PriorTerms(priors, mapping.bead_types, mapping.bead_bonds,
+                                   mapping.bead_angles if use_angles else [], mapping.bead_dihedrals if use_dihedrals else [],
+                                   nonbonded_cutoff_nm=nonbonded_cutoff_nm, periodic=periodic)]
     if model is not None:
         missing = sorted(set(mapping.bead_types) - set(model.type_names))
         if missing:
             raise ValueError(f"the bead network does not know bead type(s) {missing}; it was trained on {model.type_names}")
-        # the box (if any) was set above from the caller's cell
-        system.addForce(torch_force(model, mapping.bead_types, periodic, backend=backend, system=system, allow_default_box=True))
+        # the box (if any) is set from the caller's cell
+        terms.append(MLTerm(model, mapping.bead_types, periodic, backend=backend))
+    if pressure_correction is not None:
+        terms.append(PressureRamp(pressure_correction, mapping.chains))
+    if barostat is not None:
+        terms.append(barostat)
+    system = assemble_system(mapping.bead_masses, box_nm=box, terms=terms, what="a bead")
     return system, topology
 
 

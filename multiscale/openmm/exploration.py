@@ -18,7 +18,7 @@ import openmm
 from openmm import app, unit
 
 from multiscale.models.ensemble import EnsemblePotential
-from multiscale.openmm.ensemble import ensemble_force
+from multiscale.openmm.assembly import EnsembleTerm, ForceTerm, assemble_system
 from multiscale.openmm.reporters import EnsembleUncertaintyReporter
 from multiscale.openmm.system import topology_types
 
@@ -62,6 +62,11 @@ class Exploration(list):
         self.broken_bond = bool(broken_bond)
         self.stop_reason = stop_reason
         self.trajectories = int(trajectories)
+
+
+def _box_nm(box) -> np.ndarray:
+    """(3, 3) nm of a Topology's periodic box vectors (rows a, b, c)."""
+    return np.array([[float(c) for c in vector] for vector in box.value_in_unit(unit.nanometer)], dtype=np.float64)
 
 
 def _openmm_seed(seed: int) -> int:
@@ -250,14 +255,11 @@ def explore(
             )
         reference_lengths = np.linalg.norm(positions_nm[bonds[:, 0]] - positions_nm[bonds[:, 1]], axis=1)
 
-    system = openmm.System()
-    for m in atom_masses:
-        system.addParticle(m)
-    if periodic:
-        system.setDefaultPeriodicBoxVectors(*box)
-    system.addForce(ensemble_force(ensemble, types, periodic, backend=backend, allow_default_box=True))  # box: the Topology's
+    terms = [EnsembleTerm(ensemble, types, periodic, backend=backend)]  # its box: the Topology's, set below
     if restraint_radius_nm is not None:
-        system.addForce(flat_bottom_restraint(n, restraint_radius_nm, restraint_force_constant, restraint_center, atom_masses))
+        terms.append(ForceTerm(flat_bottom_restraint(n, restraint_radius_nm, restraint_force_constant, restraint_center,
+                                                     atom_masses)))
+    system = assemble_system(atom_masses, box_nm=_box_nm(box) if periodic else None, terms=terms, allow_zero_mass=True)
     integrator = openmm.LangevinMiddleIntegrator(
         float(temperature) * unit.kelvin, float(friction_per_ps) / unit.picosecond, float(timestep_fs) * unit.femtosecond
     )

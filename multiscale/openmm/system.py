@@ -1,4 +1,5 @@
-"""Build OpenMM Systems around an ML potential, in the style of ``ForceField.createSystem``."""
+"""OpenMM Systems around an ML potential, in the style of ``ForceField.createSystem``: thin callers of
+:func:`multiscale.openmm.assembly.assemble_system`, plus copying a System force by force."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import openmm
 from openmm import app, unit
 
 from multiscale.models.potential import EquivariantPotential
-from multiscale.openmm.bridge import is_ml_force, torch_force
+from multiscale.openmm.assembly import CenterOfMassMotionRemover, MLTerm, assemble_system
+from multiscale.openmm.bridge import is_ml_force
 
 
 def topology_types(topology: app.Topology) -> List[str]:
@@ -44,16 +46,13 @@ def create_system(
         raise ValueError(
             f"particle-count mismatch: {len(types)} particle_types for a Topology of {topology.getNumAtoms()} atoms"
         )
-    system = openmm.System()
-    for atom in topology.atoms():
-        mass = atom.element.mass if atom.element is not None else 12.0 * unit.dalton
-        system.addParticle(mass)
-    if periodic:
-        system.setDefaultPeriodicBoxVectors(*box)
-    # the box was taken from the Topology above (checked to exist), so an exact 2 nm cube is real
-    system.addForce(torch_force(model, types, bool(periodic), backend=backend, system=system, allow_default_box=True))
+    masses = [atom.element.mass.value_in_unit(unit.dalton) if atom.element is not None else 12.0 for atom in topology.atoms()]
+    box_nm = [[float(c) for c in v] for v in box.value_in_unit(unit.nanometer)] if periodic else None
+    # the box is taken from the Topology above (checked to exist), so an exact 2 nm cube is real
+    terms = [MLTerm(model, types, bool(periodic), backend=backend)]
     if remove_cm_motion:
-        system.addForce(openmm.CMMotionRemover())
+        terms.append(CenterOfMassMotionRemover())
+    system = assemble_system(masses, box_nm=box_nm, terms=terms, allow_zero_mass=True)
     return system
 
 
@@ -120,10 +119,8 @@ def create_delta_system(
     ``particle_types`` has one entry per particle the ML force acts on: all particles, or those in
     ``particles``. ``periodic=None`` follows the base System.
     """
-    system = clone_system(base_system)
     if periodic is None:
         periodic = base_system.usesPeriodicBoundaryConditions()
-    force = torch_force(model, list(particle_types), bool(periodic), None if particles is None else list(particles),
-                        backend=backend, system=system)
-    system.addForce(force)
-    return system
+    # the box is the base System's, which its author set: an unchanged 2 nm default is refused
+    term = MLTerm(model, list(particle_types), bool(periodic), particles, backend=backend, allow_default_box=False)
+    return assemble_system(base=base_system, terms=[term])

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
-from multiscale.config import read_yaml
+from multiscale.config import YamlConfig, read_yaml
 
 from multiscale.data.configuration import Configuration
 from multiscale.models import registry
@@ -31,9 +31,12 @@ FAMILIES = registry.FAMILIES
 
 
 @dataclass
-class JobConfig:
+class JobConfig(YamlConfig):
     """Model family and options (its config-class fields except those derived from the data),
-    trainer and loss. YAML: ``family:`` plus ``model:``, ``trainer:``, ``loss:`` sections."""
+    trainer and loss. YAML: ``family:`` plus ``model:``, ``trainer:``, ``loss:`` sections (the
+    whole file, so no SECTION of its own)."""
+
+    DESCRIPTION = "section"
 
     model: Dict[str, Any] = field(default_factory=lambda: {"cutoff": 0.5})
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
