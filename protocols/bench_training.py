@@ -69,6 +69,7 @@ import time  # noqa: E402
 from typing import Any, Callable, Dict, List, Sequence, Tuple  # noqa: E402
 
 import multiscale  # noqa: E402,F401  (imports torch before anything can import openmmtorch)
+from multiscale.atomic import atomic_write_json  # noqa: E402
 from multiscale.cli import nonnegative_int, output_dir, run_main  # noqa: E402
 import numpy as np  # noqa: E402
 import openmm  # noqa: E402
@@ -78,6 +79,7 @@ from tqdm import tqdm  # noqa: E402
 
 from multiscale.data import Configuration, load_dataset, sample_simulation, save_dataset, write_extxyz  # noqa: E402
 from multiscale.labels.xtb import GFN2xTBLabeller  # noqa: E402
+from multiscale.openmm.exploration import flat_bottom_restraint  # noqa: E402
 from multiscale.openmm.system import topology_types  # noqa: E402
 from multiscale.training import EnergyForceLoss, Trainer, TrainerConfig, build_graphs, evaluate, loss_scales  # noqa: E402
 from multiscale.training.metrics import KJ_PER_MOL_NM_TO_MEV_PER_ANGSTROM, KJ_PER_MOL_TO_MEV  # noqa: E402
@@ -108,14 +110,6 @@ RESUME_KEYS = ("configs", "test", "valid", "fit_time", "interval", "seed", "thre
 
 
 # --------------------------------------------------------------------------- small helpers
-def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def load_json(path: Path) -> Dict[str, Any]:
     try:
         with open(path) as handle:
@@ -132,13 +126,9 @@ def say(message: str) -> None:
 def cluster_restraint(topology: app.Topology) -> openmm.Force:
     """Flat-bottom restraint of every water oxygen to the centroid of all oxygens (sampling only)."""
     oxygens = [atom.index for atom in topology.atoms() if atom.element is not None and atom.element.symbol == "O"]
-    force = openmm.CustomCentroidBondForce(2, "0.5*cluster_k*step(d-cluster_r0)*(d-cluster_r0)^2; d=distance(g1,g2)")
-    force.addGlobalParameter("cluster_k", CLUSTER_K_KJ_MOL_NM2)
-    force.addGlobalParameter("cluster_r0", CLUSTER_RADIUS_NM)
-    centroid = force.addGroup(oxygens, [1.0] * len(oxygens))
-    for o in oxygens:
-        force.addBond([centroid, force.addGroup([o], [1.0])], [])
-    return force
+    masses = [atom.element.mass.value_in_unit(unit.dalton) if atom.element is not None else 0.0 for atom in topology.atoms()]
+    return flat_bottom_restraint(topology.getNumAtoms(), CLUSTER_RADIUS_NM, CLUSTER_K_KJ_MOL_NM2, "com", masses,
+                                 particles=oxygens)
 
 
 def water4_builder() -> Tuple[app.Topology, np.ndarray, openmm.System]:
@@ -273,7 +263,7 @@ def dataset(name: str, settings: Dict[str, Any], data_dir: Path) -> Tuple[List[C
         raise SystemExit(f"[{name}] xTB labelled none of the {len(raw)} configurations; see the failures above")
     save_dataset(npz, configs)
     write_extxyz(xyz, configs)
-    write_json_atomic(meta_path, meta)
+    atomic_write_json(meta_path, meta)
     say(f"[{name}] {len(configs)} labelled in {seconds:.1f} s ({1000 * meta['xtb_seconds_per_config']:.1f} ms/config); "
         f"RMS force {meta['reference']['force_rms_mev_per_angstrom']:.0f} meV/Å → {npz}")
     return configs, meta
@@ -562,7 +552,7 @@ def main(argv=None) -> int:
         "python": host.python_version(), "torch": torch.__version__, "openmm": openmm.__version__,
         "cpu_count": os.cpu_count(), "machine": host.machine(), "loadavg_at_start": list(os.getloadavg()),
     }
-    write_json_atomic(json_path, results)
+    atomic_write_json(json_path, results)
 
     # 1-2: data and splits
     sets = {}
@@ -573,7 +563,7 @@ def main(argv=None) -> int:
         types = types_of(configs)
         sets[system] = (pool, valid, test, types)
         results["splits"][system] = {"pool": len(pool), "valid": len(valid), "test": len(test), "types": types}
-        write_json_atomic(json_path, results)
+        atomic_write_json(json_path, results)
 
     # 3: learning curves
     plan = []
@@ -590,7 +580,7 @@ def main(argv=None) -> int:
             bar.set_postfix_str(f"{system} {family} N={size}")
             record = run_fit(system, family, size, pool, valid, test, types, settings, out / "fits" / system / family / f"N{size}")
             results["fits"][f"{system}/{family}/{size}"] = record
-            write_json_atomic(json_path, results)
+            atomic_write_json(json_path, results)
             t = record["test"]
             say(f"[{system} {family} N={size}] force MAE {t['force_mae_mev_per_angstrom']:.1f} meV/Å, energy MAE "
                 f"{t['energy_mae_mev_per_atom']:.2f} meV/atom ({record['epochs_run']} epochs, {record['stop_reason']})")
@@ -607,7 +597,7 @@ def main(argv=None) -> int:
                 entry[family] = measure_throughput(family, pool, test, types, args.seed, out / "throughput" / f"{system}_{family}")
         entry["ratio_train"] = entry["equivariant"]["train_configs_per_second"] / entry["behler_parrinello"]["train_configs_per_second"]
         entry["ratio_eval"] = entry["equivariant"]["eval_configs_per_second"] / entry["behler_parrinello"]["eval_configs_per_second"]
-        write_json_atomic(json_path, results)
+        atomic_write_json(json_path, results)
 
     # 5: the 10-minute requirement
     failed = False
@@ -617,12 +607,12 @@ def main(argv=None) -> int:
             say("[default] reusing the earlier train_potential.py run")
         else:
             results["default_water"] = default_water_run(out, args.default_time, args.threads)
-            write_json_atomic(json_path, results)
+            atomic_write_json(json_path, results)
         failed = "error" in results["default_water"]
 
     # 6: outputs
     results["wall_seconds_this_invocation"] = time.monotonic() - started
-    write_json_atomic(json_path, results)
+    atomic_write_json(json_path, results)
     plot(results, out / PNG_NAME)
     print(summary_table(results), flush=True)
     print(f"\n→ {json_path}, {out / PNG_NAME} ({results['wall_seconds_this_invocation']:.0f} s)", flush=True)

@@ -255,6 +255,18 @@ def test_flat_bottom_restraint_energy():
         flat_bottom_restraint(6, radius, k, "com")
     with pytest.raises(ValueError, match="center"):
         flat_bottom_restraint(6, radius, k, "middle")
+    # a subset (the oxygens): only they are restrained, to their own centre of mass
+    oxygens = [0, 3]
+    sub_com = (masses[oxygens, None] * pos[oxygens]).sum(axis=0) / masses[oxygens].sum()
+    distance = np.linalg.norm(pos[oxygens] - sub_com, axis=1)
+    sub_expected = float(np.sum(0.5 * k * np.clip(distance - radius, 0.0, None) ** 2))
+    assert sub_expected > 0
+    subset = flat_bottom_restraint(6, radius, k, "com", masses, particles=oxygens)
+    assert restraint_energy(subset, masses, pos) == pytest.approx(sub_expected, rel=1e-6)
+    with pytest.raises(ValueError, match="distinct indices"):
+        flat_bottom_restraint(6, radius, k, "com", masses, particles=[0, 0])
+    with pytest.raises(ValueError, match="distinct indices"):
+        flat_bottom_restraint(6, radius, k, "origin", particles=[6])
 
 
 # ------------------------------------------------------------------ the loop

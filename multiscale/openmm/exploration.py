@@ -100,6 +100,7 @@ def flat_bottom_restraint(
     force_constant: float,
     center: Union[str, Sequence[float]] = "com",
     masses: Optional[Sequence[float]] = None,
+    particles: Optional[Sequence[int]] = None,
 ):
     """A flat-bottom spherical restraint that keeps a cluster together (OpenMM Force).
 
@@ -110,7 +111,8 @@ def flat_bottom_restraint(
     particle and the whole system; needs ``masses``); ``"origin"`` or a point ``(x, y, z)`` nm:
     a fixed point (CustomExternalForce). The restraint is a sampling bias only: labels never
     include it. Choose R a few tenths of a nm larger than the cluster so that it only acts on
-    molecules that are leaving.
+    molecules that are leaving. ``particles``: the restrained particles (default: all), which
+    also make up the centre of ``"com"`` (e.g. only the water oxygens of a cluster).
     """
     import openmm
 
@@ -119,12 +121,15 @@ def flat_bottom_restraint(
         raise ValueError(f"restraint radius must be a positive distance in nm, got {radius_nm!r}")
     if not (math.isfinite(force_constant) and force_constant > 0):
         raise ValueError(f"restraint force constant must be positive (kJ/mol/nm²), got {force_constant!r}")
+    chosen = list(range(num_particles)) if particles is None else [int(i) for i in particles]
+    if not chosen or len(set(chosen)) != len(chosen) or min(chosen) < 0 or max(chosen) >= num_particles:
+        raise ValueError(f"restrained particles must be distinct indices in 0..{num_particles - 1}, got {particles!r}")
     if isinstance(center, str) and center == "com":
         if masses is None or len(masses) != num_particles:
             raise ValueError("a centre-of-mass restraint needs one mass per particle (masses=[...] in amu)")
         force = openmm.CustomCentroidBondForce(2, "0.5*k_restraint*max(0, distance(g1, g2) - r_restraint)^2")
-        everyone = force.addGroup(list(range(num_particles)), [float(m) for m in masses])
-        for i in range(num_particles):
+        everyone = force.addGroup(chosen, [float(masses[i]) for i in chosen])
+        for i in chosen:
             group = force.addGroup([i], [1.0])
             force.addBond([group, everyone], [])
     else:
@@ -141,7 +146,7 @@ def flat_bottom_restraint(
         )
         for name, value in zip(("cx", "cy", "cz"), point):
             force.addGlobalParameter(name, float(value))
-        for i in range(num_particles):
+        for i in chosen:
             force.addParticle(i, [])
     force.addGlobalParameter("k_restraint", force_constant)
     force.addGlobalParameter("r_restraint", radius_nm)
