@@ -9,8 +9,10 @@ Sources: CODATA 2018 as used by OpenMM (``openmm.unit`` and ``ONE_4PI_EPS0``).
 
 from __future__ import annotations
 
-#: Coulomb constant 1/(4 pi eps0) in kJ mol^-1 nm e^-2 (OpenMM's ONE_4PI_EPS0).
-ONE_4PI_EPS0 = 138.935456
+#: Coulomb constant 1/(4 pi eps0) in kJ mol^-1 nm e^-2: OpenMM 8.6's ONE_4PI_EPS0 to the last digit
+#: (CODATA 2018; older OpenMM builds used 138.935456), so that in-model electrostatics and OpenMM's
+#: NonbondedForce agree to rounding.
+ONE_4PI_EPS0 = 138.93545764438198
 #: Boltzmann constant in kJ mol^-1 K^-1.
 KB_KJ_PER_MOL_K = 0.00831446261815324
 #: 1 eV in kJ/mol.

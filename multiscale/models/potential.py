@@ -26,7 +26,7 @@ from multiscale.models.interaction import InteractionBlock
 from multiscale.models.radial import BesselBasis, RadialMLP
 from multiscale.models.readout import EnergyReadout
 from multiscale.models.registry import register_family
-from multiscale.neighbors import NeighborList, edge_chunks
+from multiscale.neighbors import NeighborList, edge_chunks, wrap_positions  # noqa: F401  (wrap_positions: old import path)
 
 
 #: Two particles closer than this (nm) are refused as overlapping: at zero distance the edge
@@ -69,23 +69,6 @@ def check_particles(positions: torch.Tensor, types: torch.Tensor, num_types: int
             )
     if not bool(torch.isfinite(positions).all()):
         raise ValueError("positions contain NaN or Inf; check the input coordinates (nm) or the simulation for a blow-up")
-
-
-def wrap_positions(positions: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Positions moved by whole lattice vectors into the cell spanned by the rows of ``box``,
-    computed in the positions' own dtype (TorchScript-compatible, differentiable).
-
-    OpenMM hands over unwrapped float64 positions that drift far from the origin in long runs;
-    wrapping them *before* a float32 model casts them keeps the relative positions exact (at 10⁵
-    nm from the origin a float32 cast alone loses ~0.01 nm). Subtracting integer combinations of
-    the cell vectors changes no periodic energy, and the gradients with respect to positions and
-    cell (forces, virial) are those of the unwrapped input.
-    """
-    cell = box.to(positions.dtype)
-    if not bool(torch.isfinite(cell).all()):
-        raise ValueError("box contains NaN or Inf; pass the periodic cell vectors (rows a, b, c) in nm")
-    fractional = positions.detach() @ torch.linalg.inv(cell.detach())
-    return positions - torch.floor(fractional) @ cell
 
 
 def check_separation(
