@@ -183,3 +183,36 @@ def test_parameters_follow_openmm_rules_and_bad_input_is_refused():
         Coulomb(1.0, "direct")(torch.rand(3, 3), torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="same pair twice"):
         Coulomb(1.0, exclusions=[(0, 1), (1, 0)])
+
+
+def test_fixed_charge_system_matches_coulomb_and_makes_delta_labels_in_one_call():
+    from multiscale.data.configuration import Configuration
+    from multiscale.openmm.electrostatics import fixed_charge_system
+    from multiscale.training.delta import delta_configurations
+
+    rng = np.random.default_rng(11)
+    box = np.array([[2.0, 0, 0], [0.3, 2.0, 0], [-0.2, 0.4, 2.0]])
+    pos = rng.uniform(0, 1, (24, 3)) @ box
+    q = rng.normal(0, 0.5, 24)
+    q -= q.mean()
+    exclusions = [(0, 1), (1, 2), (5, 6)]
+    coulomb = Coulomb(0.9, "pme", 1e-6, dtype="float64", exclusions=exclusions)
+    energy, forces = energy_and_forces(coulomb, pos, q, box)
+    system = fixed_charge_system(q, [16.0] * 24, box=box, cutoff=0.9, tolerance=1e-6, exclusions=exclusions)
+    context = mm.Context(system, mm.VerletIntegrator(1.0), mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(pos)
+    state = context.getState(getEnergy=True)
+    assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(energy, rel=1e-6)
+    # Δ labels: a reference that is E_Coulomb plus a known short-range part leaves exactly that part
+    config = Configuration(types=["O"] * 24, positions=pos, box=box, energy=energy + 42.0, forces=forces + 1.0)
+    delta = delta_configurations([config], system)[0]
+    assert delta.energy == pytest.approx(42.0, abs=1e-3)
+    np.testing.assert_allclose(delta.forces, 1.0, atol=5e-3)
+    # a cluster: the plain sum
+    cluster = fixed_charge_system(q[:6], [16.0] * 6)
+    context = mm.Context(cluster, mm.VerletIntegrator(1.0), mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(pos[:6])
+    direct = float(Coulomb(1.0, "direct", dtype="float64")(torch.tensor(pos[:6]), torch.tensor(q[:6])))
+    assert context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(direct, rel=1e-10)
+    with pytest.raises(ValueError, match="elementary charge"):
+        fixed_charge_system([96.0, -96.0], [1.0, 1.0])
