@@ -7,4 +7,7 @@ from multiscale.models.potential import EquivariantPotential
 from multiscale.models.behler_parrinello import BehlerParrinelloPotential, BPConfig
 
 __all__ = ["EquivariantPotential", "ModelConfig", "load_model", "save_model", "BehlerParrinelloPotential", "BPConfig"]
+from multiscale.models.hybrid import HybridConfig, HybridPotential
+
+__all__ += ["HybridPotential", "HybridConfig"]
 __all__ += ["EnsemblePotential", "load_ensemble", "save_ensemble"]

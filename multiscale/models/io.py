@@ -170,8 +170,11 @@ def model_from_state(state: Dict[str, Any], map_location: Union[str, torch.devic
                 f"weight tensor {key!r} contains NaN or Inf; the model diverged before it was saved or the file is "
                 "damaged. Use an earlier checkpoint, or retrain with a lower learning rate"
             )
-    options = config.to_dict()
-    model = cls(options.pop("types"), options.pop("cutoff"), dtype=options.pop("dtype"), **options)
+    if hasattr(cls, "from_config"):  # families built from parts (HybridPotential)
+        model = cls.from_config(config)
+    else:
+        options = config.to_dict()
+        model = cls(options.pop("types"), options.pop("cutoff"), dtype=options.pop("dtype"), **options)
     expected = model.state_dict()
     for key in _ADDED_BUFFERS:  # checkpoints written before the cutoff was saved with the weights
         if key in expected and key not in weights and version < 2:

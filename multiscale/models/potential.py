@@ -196,6 +196,8 @@ class EquivariantPotential(Potential):
             layers.append(layer)
             irreps_in = layer.gate.irreps_out
         self.layers = torch.nn.ModuleList(layers)
+        #: width of node_features (the last block keeps only even scalars, so they are invariant)
+        self.num_features: int = int(o3.Irreps(irreps_in).dim)
         self.radial = RadialMLP(
             config.num_basis, config.radial_hidden, config.radial_layers, [layer.weight_numel for layer in layers]
         )
@@ -221,6 +223,13 @@ class EquivariantPotential(Potential):
         this is the entry point for batched training, where many configurations' graphs are
         concatenated (see :mod:`multiscale.training.batch`).
         """
+        return self.readout(self.node_features(types, senders, receivers, vectors), types)
+
+    def node_features(
+        self, types: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor, vectors: torch.Tensor
+    ) -> torch.Tensor:
+        """The invariant per-particle features (N, F) the energy readout sees (other heads, such as
+        the charge head of :class:`multiscale.models.HybridPotential`, read them too)."""
         dtype = self.readout.shift.dtype
         vectors = vectors.to(dtype)
         # Edges sorted by receiver (NeighborList's order; re-sorted here only for other callers),
@@ -250,7 +259,7 @@ class EquivariantPotential(Potential):
         for layer in self.layers:
             features = layer(features, attrs, sh_chunks, weight_chunks[k], senders, receiver_chunks, edge_sizes)
             k += 1
-        return self.readout(features, types)
+        return features
 
 
     @classmethod

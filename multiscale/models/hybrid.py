@@ -1,0 +1,210 @@
+"""HybridPotential: an equivariant short-range network plus explicit long-range electrostatics.
+
+    E(r) = E_short(r) + E_Coulomb(q(r), r)
+
+* ``charges="predicted"``: a charge-equilibration head (:mod:`multiscale.models.charges`) on the
+  network's invariant features gives per-particle charges whose sum is ``total_charge`` exactly;
+  forces are the exact −∇E, the dq/dr term included (autograd through the charges).
+* ``charges="fixed"``: per-type charges ``fixed_charges={type: q}``.
+
+One neighbour list per call, at the larger of the two cutoffs, serves both the network (its
+edges within its cutoff) and the real-space Coulomb sum (one direction of each pair). Units: nm,
+e, kJ/mol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+from e3nn.util.jit import compile_mode
+
+from multiscale.config import YamlConfig
+from multiscale.electrostatics.coulomb import Coulomb
+from multiscale.electrostatics.pairs import half_of_full, pair_vectors
+from multiscale.models.base import ArrayLike, Potential
+from multiscale.models.charges import ChargeEquilibration
+from multiscale.models.config import ModelConfig
+from multiscale.models.potential import EquivariantPotential, check_separation, prepare_positions
+from multiscale.models.registry import register_family
+from multiscale.neighbors import NeighborList
+
+CHARGE_MODES = ("predicted", "fixed")
+#: the Coulomb options a checkpoint stores (the constructor's arguments)
+COULOMB_OPTIONS = ("cutoff", "method", "tolerance", "screening_length", "dtype")
+
+
+@dataclass
+class HybridConfig(YamlConfig):
+    """Everything that rebuilds a :class:`HybridPotential`: the short-range model's ModelConfig
+    (as a dict), the Coulomb options, the total charge and the charge mode."""
+
+    SECTION = "model"
+    DESCRIPTION = "hybrid model option"
+
+    short_range: Dict[str, Any]
+    coulomb: Dict[str, Any]
+    total_charge: float = 0.0
+    charges: str = "predicted"
+    fixed_charges: Dict[str, float] = field(default_factory=dict)
+    charge_hidden: int = 16
+
+    def __post_init__(self):
+        self.short_range = ModelConfig.from_dict(dict(self.short_range)).to_dict()
+        unknown = sorted(set(self.coulomb) - set(COULOMB_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown coulomb option(s) {unknown}; known: {list(COULOMB_OPTIONS)}")
+        if "cutoff" not in self.coulomb:
+            raise ValueError("coulomb needs a real-space cutoff in nm, e.g. coulomb: {cutoff: 1.0}")
+        if self.charges not in CHARGE_MODES:
+            raise ValueError(f"charges must be one of {CHARGE_MODES}, got {self.charges!r}")
+        if self.charges == "fixed":
+            missing = sorted(set(self.short_range["types"]) - set(self.fixed_charges))
+            if missing:
+                raise ValueError(f"charges='fixed' needs fixed_charges for every type; missing {missing}")
+        if self.charge_hidden < 1:
+            raise ValueError(f"charge_hidden must be >= 1, got {self.charge_hidden}")
+
+    @property
+    def types(self):
+        return list(self.short_range["types"])
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.short_range["cutoff"])
+
+
+@compile_mode("script")
+class HybridPotential(Potential):
+    """Short-range equivariant network + Coulomb with predicted or fixed charges.
+
+    Parameters
+    ----------
+    short_range: an :class:`EquivariantPotential` (its types are this model's types).
+    coulomb: a :class:`multiscale.electrostatics.Coulomb` (cast to the network's dtype).
+    total_charge: the net charge in e that predicted charges sum to exactly.
+    charges: "predicted" (charge-equilibration head) or "fixed" (``fixed_charges={type: q}``).
+
+    ``compute`` adds ``charges`` (N,) e and, for open boundaries, ``dipole`` Σ q_i r_i (e·nm) to
+    energy, forces and stress.
+    """
+
+    __jit_unused_properties__ = ["config", "dtype", "device"]
+    __jit_ignored_attributes__ = ["_config"]
+    CONFIG_CLASS = HybridConfig
+
+    def __init__(
+        self,
+        short_range: EquivariantPotential,
+        coulomb: Coulomb,
+        total_charge: float = 0.0,
+        charges: str = "predicted",
+        *,
+        fixed_charges: Optional[Dict[str, float]] = None,
+        charge_hidden: int = 16,
+    ):
+        super().__init__()
+        if not isinstance(short_range, EquivariantPotential):
+            raise TypeError(f"short_range must be an EquivariantPotential, got {type(short_range).__name__}")
+        if not isinstance(coulomb, Coulomb):
+            raise TypeError(f"coulomb must be a multiscale.electrostatics.Coulomb, got {type(coulomb).__name__}")
+        coulomb_options = {
+            "cutoff": coulomb.cutoff, "method": coulomb.method, "tolerance": coulomb.tolerance,
+            "screening_length": coulomb.screening_length if coulomb.screened else None,
+            "dtype": short_range.config.dtype,
+        }
+        self._config = HybridConfig(
+            short_range=short_range.config.to_dict(), coulomb=coulomb_options, total_charge=float(total_charge),
+            charges=charges, fixed_charges={str(k): float(v) for k, v in (fixed_charges or {}).items()},
+            charge_hidden=int(charge_hidden),
+        )
+        self.short_range = short_range
+        self.coulomb = coulomb.to(short_range.dtype)
+        self.type_names = list(short_range.type_names)
+        self.num_types = short_range.num_types
+        self.cutoff = short_range.cutoff
+        self.total_charge = float(total_charge)
+        self.predicted = charges == "predicted"
+        self.charge_head = ChargeEquilibration(short_range.num_features, self.num_types, int(charge_hidden)).to(short_range.dtype)
+        table = [float(self._config.fixed_charges.get(name, 0.0)) for name in self.type_names]
+        self.register_buffer("type_charges", torch.tensor(table, dtype=torch.float64))
+        self.neighbors = NeighborList(max(self.cutoff, coulomb.cutoff))
+        self.direct = coulomb.method == "direct" and not coulomb.screened
+
+    @classmethod
+    def from_config(cls, config: HybridConfig) -> "HybridPotential":
+        options = dict(config.short_range)
+        short = EquivariantPotential(options.pop("types"), options.pop("cutoff"), dtype=options.pop("dtype"), **options)
+        return cls(
+            short, Coulomb(**config.coulomb), config.total_charge, config.charges,
+            fixed_charges=config.fixed_charges, charge_hidden=config.charge_hidden,
+        )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.short_range.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.short_range.device
+
+    # ------------------------------------------------------------------ TorchScript-visible core
+    def forward(self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Total energy E_short + E_Coulomb in kJ/mol."""
+        energy, charges = self.energy_and_charges(positions, types, box)
+        return energy
+
+    def atomic_energies(self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The short-range part per particle (kJ/mol); the Coulomb energy is not a per-particle sum."""
+        return self.short_range.atomic_energies(positions, types, box)
+
+    def energy_and_charges(
+        self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
+    ):
+        pos, cell = prepare_positions(positions, types, box, self.num_types, self.short_range.readout.shift.dtype)
+        i, j, shifts = self.neighbors.pairs(pos, cell)
+        vectors = pair_vectors(pos, i, j, shifts, cell)
+        lengths = torch.linalg.norm(vectors, dim=1)
+        near = lengths < self.cutoff
+        check_separation(j[near], i[near], vectors[near])
+        features = self.short_range.node_features(types, j[near], i[near], vectors[near])
+        energy = self.short_range.readout(features, types).sum()
+        if self.predicted:
+            charges = self.charge_head(features, types, self.total_charge)
+        else:
+            charges = self.type_charges.index_select(0, types)
+        if self.direct:
+            pairs = self.coulomb.pairs(pos, cell)
+            coulomb = self.coulomb.energy_from_pairs(pos, charges, cell, pairs[0], pairs[1], pairs[2])
+        else:
+            half = half_of_full(i, j, shifts)
+            coulomb = self.coulomb.energy_from_pairs(pos, charges, cell, i[half], j[half], shifts[half])
+        return energy + coulomb, charges
+
+    def edge_energies(self, types: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            "a HybridPotential's Coulomb energy needs whole configurations (positions, box), not edge lists; "
+            "batched training of hybrid models is not available yet: train the short-range part by Δ-learning "
+            "on E_ref - E_Coulomb (multiscale.openmm.electrostatics.fixed_charge_system)"
+        )
+
+    # ------------------------------------------------------------------ Python side
+    @torch.jit.unused
+    def compute(self, positions: ArrayLike, types, box: Optional[ArrayLike] = None, **options) -> Dict[str, torch.Tensor]:
+        """Energy, forces (and stress) as :meth:`Potential.compute`, plus ``charges`` (N,) in e
+        and, for open boundaries, the ``dipole`` Σ q_i r_i in e·nm (an l = 1 vector)."""
+        out = super().compute(positions, types, box, **options)
+        pos = torch.as_tensor(positions if isinstance(positions, torch.Tensor) else torch.tensor(positions)).to(torch.float64)
+        type_idx = types if isinstance(types, torch.Tensor) else self.type_indices(list(types))
+        cell = None if box is None else torch.as_tensor(box if isinstance(box, torch.Tensor) else torch.tensor(box)).to(torch.float64)
+        grad = bool(options.get("create_graph", False))
+        with torch.set_grad_enabled(grad):
+            _, charges = self.energy_and_charges(pos.to(self.device), type_idx.to(self.device), None if cell is None else cell.to(self.device))
+        out["charges"] = charges if grad else charges.detach()
+        if box is None:
+            out["dipole"] = (out["charges"].unsqueeze(1) * pos.to(self.device)).sum(0)
+        return out
+
+
+register_family("hybrid", HybridPotential, "multiscale.HybridPotential", derived=("types", "avg_num_neighbors"))
