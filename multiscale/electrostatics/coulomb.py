@@ -202,7 +202,8 @@ class Coulomb(torch.nn.Module):
         _check_inputs(positions, charges, box, method)
         pos, cell = self.prepare(positions, box)
         i, j, shifts = self.pairs(pos, cell)
-        return self.energy_from_pairs(pos, charges, cell, i, j, shifts, exclusions)
+        # vesin's list holds only pairs within the cutoff (the direct sum takes every pair)
+        return self.energy_from_pairs(pos, charges, cell, i, j, shifts, exclusions, True)
 
     def prepare(self, positions: torch.Tensor, box: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Positions (wrapped into the cell in their own precision first) and box in this
@@ -220,7 +221,7 @@ class Coulomb(torch.nn.Module):
             return [i, j, torch.zeros(i.shape[0], 3, dtype=positions.dtype, device=positions.device)]
         points = positions.detach()
         cell = box.detach() if box is not None else torch.zeros(3, 3, dtype=points.dtype, device=points.device)
-        i, j, s = self.pair_list.compute(points=points, box=cell, periodic=box is not None, quantities="ijS", copy=True)
+        i, j, s = self.pair_list.compute(points=points, box=cell, periodic=box is not None, quantities="ijS", copy=False)
         return [i.to(torch.long), j.to(torch.long), s.to(points.dtype)]
 
     def energy_from_pairs(
@@ -232,15 +233,17 @@ class Coulomb(torch.nn.Module):
         j: torch.Tensor,
         shifts: torch.Tensor,
         exclusions: Optional[torch.Tensor] = None,
+        within_cutoff: bool = False,
     ) -> torch.Tensor:
         """Energy from a given half pair list (i, j, integer cell shifts), e.g. one shared with a
-        short-range model; pairs beyond the cutoff are dropped here. ``positions`` and ``box``
-        already in this module's dtype (see :meth:`prepare`)."""
+        short-range model; pairs beyond the cutoff are dropped here (``within_cutoff=True``: the
+        list holds none, skip the filter). ``positions`` and ``box`` already in this module's
+        dtype (see :meth:`prepare`)."""
         q = charges.to(positions.dtype)
         vectors = pair_vectors(positions, i, j, shifts, box)
         distances = torch.linalg.norm(vectors, dim=1)
-        inside = distances < self.cutoff
-        if self.method != "direct" or self.screened:
+        if (self.method != "direct" or self.screened) and not within_cutoff:
+            inside = distances < self.cutoff
             i, j, distances = i[inside], j[inside], distances[inside]
         if self.screened:
             energy = self.prefactor * (q[i] * q[j] * torch.exp(-distances / self.screening_length) / distances).sum()
