@@ -63,7 +63,7 @@ def test_total_charge_is_exact_and_energy_is_invariant():
     for seed in range(3):
         q = model.compute(water_like(seed=seed + 10), TYPES, BOX)["charges"]
         assert abs(float(q.sum()) - 2.0) < 1e-6
-    shifted = pos + np.array([2, -1, 3]) @ BOX + np.array([0.37, -0.11, 0.05]) * 0  # lattice shift
+    shifted = pos + np.array([2, -1, 3]) @ BOX  # whole lattice vectors
     assert float(model.compute(shifted, TYPES, BOX)["energy"]) == pytest.approx(float(ref["energy"]), rel=1e-9)
     translated = pos + np.array([0.37, -0.11, 0.05])
     assert float(model.compute(translated, TYPES, BOX)["energy"]) == pytest.approx(float(ref["energy"]), rel=1e-7)
@@ -134,3 +134,10 @@ def test_bad_hybrid_options_are_refused():
         HybridPotential(short, Coulomb(1.0), charges="learned")
     with pytest.raises(TypeError, match="Coulomb"):
         HybridPotential(short, 1.0)
+
+
+def test_training_config_refuses_the_hybrid_family_with_the_way_out():
+    from multiscale.training.workflow import JobConfig
+
+    with pytest.raises(ValueError, match="cannot be trained by the batched trainer yet"):
+        JobConfig.from_dict({"family": "hybrid"})

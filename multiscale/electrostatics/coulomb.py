@@ -24,7 +24,7 @@ import torch
 import torchpme
 import vesin_torch
 
-from multiscale.electrostatics.pairs import all_pairs, half_of_full, minimum_image_vectors, pair_vectors
+from multiscale.electrostatics.pairs import all_pairs, minimum_image_vectors, pair_vectors
 from multiscale.electrostatics.parameters import METHODS, EwaldParameters, ewald_parameters
 from multiscale.neighbors import wrap_positions
 from multiscale.units import ONE_4PI_EPS0

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Optional
 
 import numpy as np
+import torch
 
 METHODS = ("ewald", "pme", "direct")
 
@@ -52,10 +53,10 @@ class EwaldParameters:
         None for other methods."""
         if self.method != "pme":
             return None
-        lengths = np.linalg.norm(np.asarray(box, dtype=float), axis=1)
-        # torch-pme's rule (torchpme.lib.kvectors.get_ns_mesh) for its mesh_spacing = 2 × ours
-        points = lengths / self.mesh_spacing + 1
-        return [int(2 ** math.ceil(math.log2(p))) for p in points]
+        from torchpme.lib.kvectors import get_ns_mesh
+
+        # torch-pme's own rule, for its mesh_spacing = 2 × ours (it makes 2 L/spacing + 1 points)
+        return get_ns_mesh(torch.as_tensor(np.asarray(box, dtype=float)), 2.0 * self.mesh_spacing).tolist()
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)

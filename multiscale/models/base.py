@@ -42,6 +42,14 @@ class Potential(torch.nn.Module):
         return self.atomic_energies(positions, types, box).sum()
 
     # ------------------------------------------------------------------ Python side
+    @torch.jit.unused
+    def outputs(
+        self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None
+    ) -> Dict[str, torch.Tensor]:
+        """What :meth:`compute` evaluates once: ``{"energy": ...}`` plus any per-particle outputs
+        a family adds (e.g. ``charges``); forces and stress are derived from the energy."""
+        return {"energy": self.forward(positions, types, box)}
+
     @classmethod
     def options_from_data(cls, graphs: Sequence) -> Dict[str, object]:
         """Hyper-parameters a family derives from training graphs (the registry's ``derived``
@@ -129,8 +137,8 @@ class Potential(torch.nn.Module):
             cell_in = cell @ (eye + sym)
         else:
             pos_in, cell_in = pos, cell
-        energy = self.forward(pos_in, type_idx, cell_in)
-        out: Dict[str, torch.Tensor] = {"energy": energy}
+        out: Dict[str, torch.Tensor] = self.outputs(pos_in, type_idx, cell_in)
+        energy = out["energy"]
         inputs = [t for t, want in ((pos, forces), (strain, stress)) if want]
         if inputs:
             grads = torch.autograd.grad(energy, inputs, create_graph=create_graph)

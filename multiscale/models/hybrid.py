@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+import numpy as np
 import torch
 from e3nn.util.jit import compile_mode
 
@@ -129,8 +130,9 @@ class HybridPotential(Potential):
         self.charge_head = ChargeEquilibration(short_range.num_features, self.num_types, int(charge_hidden)).to(short_range.dtype)
         table = [float(self._config.fixed_charges.get(name, 0.0)) for name in self.type_names]
         self.register_buffer("type_charges", torch.tensor(table, dtype=torch.float64))
-        self.neighbors = NeighborList(max(self.cutoff, coulomb.cutoff))
         self.direct = coulomb.method == "direct" and not coulomb.screened
+        # one list for both parts; the direct sum takes every pair itself, so it needs no longer list
+        self.neighbors = NeighborList(self.cutoff if self.direct else max(self.cutoff, coulomb.cutoff))
 
     @classmethod
     def from_config(cls, config: HybridConfig) -> "HybridPotential":
@@ -191,20 +193,19 @@ class HybridPotential(Potential):
 
     # ------------------------------------------------------------------ Python side
     @torch.jit.unused
+    def outputs(self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        energy, charges = self.energy_and_charges(positions, types, box)
+        return {"energy": energy, "charges": charges}
+
+    @torch.jit.unused
     def compute(self, positions: ArrayLike, types, box: Optional[ArrayLike] = None, **options) -> Dict[str, torch.Tensor]:
-        """Energy, forces (and stress) as :meth:`Potential.compute`, plus ``charges`` (N,) in e
-        and, for open boundaries, the ``dipole`` Σ q_i r_i in e·nm (an l = 1 vector)."""
+        """Energy, forces (and stress) as :meth:`Potential.compute` (one evaluation), plus
+        ``charges`` (N,) in e and, for open boundaries, the ``dipole`` Σ q_i r_i in e·nm (an
+        l = 1 vector)."""
         out = super().compute(positions, types, box, **options)
-        pos = torch.as_tensor(positions if isinstance(positions, torch.Tensor) else torch.tensor(positions)).to(torch.float64)
-        type_idx = types if isinstance(types, torch.Tensor) else self.type_indices(list(types))
-        cell = None if box is None else torch.as_tensor(box if isinstance(box, torch.Tensor) else torch.tensor(box)).to(torch.float64)
-        grad = bool(options.get("create_graph", False))
-        with torch.set_grad_enabled(grad):
-            _, charges = self.energy_and_charges(pos.to(self.device), type_idx.to(self.device), None if cell is None else cell.to(self.device))
-        out["charges"] = charges if grad else charges.detach()
         if box is None:
-            out["dipole"] = (out["charges"].unsqueeze(1) * pos.to(self.device)).sum(0)
+            pos = torch.as_tensor(positions if isinstance(positions, torch.Tensor) else np.asarray(positions))
+            out["dipole"] = (out["charges"].unsqueeze(1) * pos.to(device=self.device, dtype=torch.float64)).sum(0)
         return out
 
-
-register_family("hybrid", HybridPotential, "multiscale.HybridPotential", derived=("types", "avg_num_neighbors"))
+register_family("hybrid", HybridPotential, "multiscale.HybridPotential", derived=("types", "avg_num_neighbors"), trainable=False)

@@ -45,6 +45,12 @@ class JobConfig(YamlConfig):
 
     def __post_init__(self):
         entry = registry.family(self.family)
+        if not entry.trainable:
+            trainable = sorted(name for name, f in FAMILIES.items() if f.trainable)
+            raise ValueError(
+                f"family {self.family!r} cannot be trained by the batched trainer yet; choose one of {trainable} "
+                "(a fixed-charge hybrid: Δ-learning on E_ref - E_Coulomb, see multiscale.openmm.electrostatics)"
+            )
         config_class, derived = entry.config_class, entry.derived
         known = {f.name for f in dataclasses.fields(config_class)}
         unknown = sorted(set(self.model) - known)
