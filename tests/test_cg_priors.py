@@ -30,6 +30,7 @@ from multiscale.cg.priors import (
     contact_distances,
     dihedral_angles,
     excluded_pairs,
+    fit_bond_moments,
     fit_harmonic,
     fit_priors,
     fit_priors_from_samples,
@@ -103,6 +104,27 @@ def test_bond_fit_recovers_k_r0_and_naive_fit_is_biased():
     # the same test-side fitter with the Jacobian is unbiased: the bias is the Jacobian's
     k_jac, r0_jac = parabola_fit(r, lambda x: x**2)
     assert r0_jac == pytest.approx(r0, rel=0.01) and k_jac == pytest.approx(k, rel=0.04)
+
+
+def test_bond_moments_recover_k_r0_and_need_the_jacobian():
+    k, r0 = 500.0, 0.30
+    width = math.sqrt(KBT / k)
+    r = rejection_sample(bond_density(k, r0), r0 - 8 * width, r0 + 8 * width, 60000, seed=2)
+    k_fit, r0_fit = fit_harmonic(r, "bond", TEMPERATURE, PriorConfig(bond_fit="moments"), ("A", "B"))
+    assert (k_fit, r0_fit) == pytest.approx(fit_bond_moments(r, TEMPERATURE, PriorConfig(), ("A", "B")))
+    assert k_fit == pytest.approx(k, rel=0.03)
+    assert r0_fit == pytest.approx(r0, abs=0.002)
+    # the plain sample mean is shifted by the r² Jacobian (≈ 2 kBT/(k r0) = 0.033 nm here)
+    assert float(np.mean(r)) - r0 > 0.02
+
+
+def test_bond_moments_refuse_unbound_distributions_and_bad_options():
+    rng = np.random.default_rng(3)
+    unbound = rng.uniform(0.3, 3.0, 5000)
+    with pytest.raises(ValueError, match=r"bond type \(A, B\).*too broad"):
+        fit_bond_moments(unbound, TEMPERATURE, PriorConfig(min_bond_k=10.0), ("A", "B"))
+    with pytest.raises(ValueError, match="bond_fit must be one of"):
+        PriorConfig(bond_fit="mean")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ TINY = """polymer_cg:
   model_cutoff_nm: 0.6
   channels: 4
   prior_cutoff_nm: 0.9
+  prior_bond_fit: moments
   cg_timestep_ps: 0.02
   cg_steps: 400
   cg_report_interval: 20

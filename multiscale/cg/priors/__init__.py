@@ -41,6 +41,12 @@ the vertex lies outside the well. For an angle whose free energy falls all the w
 beyond π, or no minimum inside [0, π]), the parabola is refitted with θ0 = π fixed: the
 least-squares fit constrained to the domain.
 
+**Bonds with** ``bond_fit="moments"``: no histogram. For U = ½k(r − r0)², P(r)/r² is a Gaussian of
+mean r0 and variance kBT/k, so every sample is weighted by 1/r² and r0 = ⟨r⟩_w,
+k = kBT/⟨(r − r0)²⟩_w. This cannot be ill-conditioned, so it suits the broad, skewed bonds of
+several monomers per bead sampled briefly, where the well fit can be refused from one run to the next;
+the ``min_bond_k`` floor still refuses unbound distributions.
+
 **Dihedrals (optional): Fourier series of PeriodicTorsionForce terms.** No Jacobian (the dihedral
 measure is uniform). The histogram on [−π, π) with ``dihedral_bins`` bins gives
 F_b = −kBT ln[n_b/(N w)]; a weighted (n_b) linear least-squares fit of
@@ -79,12 +85,13 @@ the repulsion acts on, contact distances), :mod:`~multiscale.cg.priors.samples` 
 
 # geometry names stay importable from here, as before the split
 from multiscale.cg.geometry import bond_angles, bond_lengths, dihedral_angles, minimum_image, pair_distances
-from multiscale.cg.priors.config import PriorConfig
+from multiscale.cg.priors.config import BOND_FITS, PriorConfig
 from multiscale.cg.priors.contacts import contact_distances, excluded_pairs, nonbonded_pairs, nonbonded_type_pairs
 from multiscale.cg.priors.fits import (
     Inversion,
     boltzmann_inversion,
     expected_angles_beyond_max,
+    fit_bond_moments,
     fit_harmonic,
     fit_priors,
     fit_priors_from_samples,
@@ -108,6 +115,7 @@ __all__ = [
     "BondPrior",
     "DihedralPrior",
     "Inversion",
+    "BOND_FITS",
     "PriorConfig",
     "PriorSamples",
     "Priors",
@@ -122,6 +130,7 @@ __all__ = [
     "dihedral_angles",
     "excluded_pairs",
     "expected_angles_beyond_max",
+    "fit_bond_moments",
     "fit_harmonic",
     "fit_priors",
     "fit_priors_from_samples",

@@ -10,6 +10,9 @@ from typing import List
 from multiscale.config import YamlConfig
 from multiscale.cg.priors.records import _EXCLUSIONS, _REPULSIVE_FORMS
 
+#: How bond priors are fitted (rules in :mod:`multiscale.cg.priors`).
+BOND_FITS = ("well", "moments")
+
 # ----------------------------------------------------------------------------------------------
 # configuration
 # ----------------------------------------------------------------------------------------------
@@ -24,6 +27,9 @@ class PriorConfig(YamlConfig):
     bins: histogram bins for bond and angle distributions.
     dihedral_bins: histogram bins on [−π, π) for dihedrals.
     fit_window_kT: the harmonic fit uses the well up to this many kBT above its minimum.
+    bond_fit: "well" (parabola fitted to the free-energy well) or "moments" (r0 and kBT/k are the
+        mean and variance of the Jacobian-corrected bond-length distribution; robust for broad,
+        skewed bonds of short runs, where the well fit is ill-conditioned). Angles always use "well".
     tail_quantile: bond/angle histograms span the [q, 1 − q] quantiles of the samples.
     min_samples: fewest samples per type tuple for a bonded fit.
     min_well_bins: fewest histogram bins inside the fitted well.
@@ -47,6 +53,7 @@ class PriorConfig(YamlConfig):
     bins: int = 100
     dihedral_bins: int = 72
     fit_window_kT: float = 3.0
+    bond_fit: str = "well"
     tail_quantile: float = 1e-4
     min_samples: int = 500
     min_well_bins: int = 5
@@ -70,6 +77,8 @@ class PriorConfig(YamlConfig):
             setattr(self, name, int(getattr(self, name)))
         if not self.fit_window_kT > 0:
             raise ValueError(f"fit_window_kT must be > 0 (in kBT), got {self.fit_window_kT!r}")
+        if self.bond_fit not in BOND_FITS:
+            raise ValueError(f"bond_fit must be one of {BOND_FITS}, got {self.bond_fit!r}")
         if not 0.0 <= self.tail_quantile < 0.25:
             raise ValueError(f"tail_quantile must lie in [0, 0.25), got {self.tail_quantile!r}")
         if not 0.0 <= self.repulsive_quantile < 1.0:

@@ -151,6 +151,8 @@ def fit_harmonic(
     unit, kunit = _UNITS[kind]
     label = _label(kind, types)
     x = _check_samples(samples, label, config.min_samples, unit)
+    if kind == "bond" and config.bond_fit == "moments":
+        return fit_bond_moments(x, temperature_K, config, types)
     lo, hi, closed_at_pi = _harmonic_range(x, kind, config.tail_quantile)
     inv = boltzmann_inversion(x, kind, temperature_K, config.bins, (lo, hi))
     free, counts, centers, edges = inv.free_energy, inv.counts, inv.centers, inv.edges
@@ -228,6 +230,39 @@ def fit_harmonic(
     if kind == "angle":
         x0 = min(x0, math.pi)
     return float(k), float(x0)
+
+
+def fit_bond_moments(
+    samples: np.ndarray,
+    temperature_K: float,
+    config: Optional[PriorConfig] = None,
+    types: Sequence[str] = ("?", "?"),
+) -> Tuple[float, float]:
+    """Harmonic bond prior from the moments of the Jacobian-corrected distance distribution;
+    returns (k kJ mol⁻¹ nm⁻², r0 nm).
+
+    For U = ½k(r − r0)², P(r) ∝ r² exp(−U/kBT), so P(r)/r² is a Gaussian of mean r0 and variance
+    kBT/k. Weighting every sample by 1/r² (importance reweighting that removes the r² Jacobian)
+    gives r0 = ⟨r⟩_w and k = kBT / ⟨(r − r0)²⟩_w. Unlike the well fit it needs no histogram, so it
+    cannot be ill-conditioned; for an anharmonic bond it is the harmonic prior with the same mean and
+    width. The ``min_bond_k`` floor still refuses unbound (far too broad) distributions.
+    """
+    config = config or PriorConfig()
+    label = _label("bond", types)
+    r = _check_samples(samples, label, config.min_samples, "nm")
+    if float(r.min()) <= 0.0:
+        raise ValueError(f"{label}: bond lengths must be positive distances in nm, got a minimum of {r.min():.4g}")
+    w = 1.0 / r**2
+    r0 = float(np.sum(w * r) / np.sum(w))
+    variance = float(np.sum(w * (r - r0) ** 2) / np.sum(w))
+    k = _kT(temperature_K) / variance
+    if k < config.min_bond_k:
+        raise ValueError(
+            f"{label}: moment-fitted force constant k = {k:.4g} kJ mol⁻¹ nm⁻² is below the floor "
+            f"{config.min_bond_k:g} kJ mol⁻¹ nm⁻² (width {math.sqrt(variance):.3g} nm): the distribution is too "
+            "broad for a bond; check the mapping and the bond list, or lower PriorConfig.min_bond_k"
+        )
+    return float(k), r0
 
 
 def fit_torsion(
