@@ -27,6 +27,8 @@ ANGSTROM_TO_NM = 0.1
 EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM = EV_TO_KJ_PER_MOL / ANGSTROM_TO_NM
 #: Avogadro constant in mol^-1 (exact, SI 2019).
 AVOGADRO_PER_MOL = 6.02214076e23
+#: 1 debye in e·nm: 10⁻²¹/c C·m (c = 299792458 m/s, exact) over e = 1.602176634e-19 C (exact, SI 2019)
+DEBYE_TO_E_NM = 1e-21 / 299792458.0 / 1.602176634e-19 / 1e-9
 #: 1 kJ mol^-1 nm^-3 (an energy density, i.e. a pressure) in bar: 1e3 J / (N_A 1e-27 m^3) / 1e5 Pa.
 KJ_PER_MOL_NM3_TO_BAR = 1e3 / (AVOGADRO_PER_MOL * 1e-27) / 1e5
 #: 1 eV/Å^3 (stress) in kJ mol^-1 nm^-3.

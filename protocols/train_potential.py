@@ -40,7 +40,7 @@ from multiscale.units import check_cutoff_nm  # noqa: E402
 from multiscale.data import read_configurations, split_dataset  # noqa: E402
 from multiscale.training import build_graphs, distributed, evaluate, parity_plot  # noqa: E402
 from multiscale.training.trainer import RESUMABLE_TRAINER_CHANGES, resolve_device  # noqa: E402
-from multiscale.training.workflow import JobConfig, fit_potential, remaining, types_of  # noqa: E402
+from multiscale.training.workflow import FAMILIES, JobConfig, fit_potential, remaining, types_of  # noqa: E402
 
 #: seconds kept aside from --max-time for the final test evaluation and writing outputs
 FINAL_RESERVE_S = 15.0
@@ -75,7 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--force-only", action="store_true", help="fit forces only (force matching)")
-    p.add_argument("--family", choices=("equivariant", "behler_parrinello"),
+    p.add_argument("--family", choices=sorted(FAMILIES),
                    help="model family (default: the config file's, else equivariant)")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -176,7 +176,8 @@ def main(argv=None) -> int:
         parity_plot(results["test"], args.out / "parity.png", title="test set")
     summary = {
         "metrics": metrics,
-        "units": {"energy": "kJ/mol per atom (and meV/atom)", "forces": "kJ/mol/nm (and meV/Å)"},
+        "units": {"energy": "kJ/mol per atom (and meV/atom)", "forces": "kJ/mol/nm (and meV/Å)",
+                  "charges": "e", "dipole": "e·nm (and debye)"},
         "stop_reason": [m[2].stop_reason for m in members],
         "best_epoch": [m[2].best_epoch for m in members],
         "resumed_from_epoch": [m[2].resumed_from_epoch for m in members],

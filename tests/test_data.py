@@ -36,7 +36,7 @@ from multiscale.data import (
 
 EV = 96.48533212  # kJ/mol, published (CODATA 2018), written out on purpose
 ANGSTROM = 0.1  # nm
-FIELDS = ("positions", "box", "energy", "forces", "virial", "charges")
+FIELDS = ("positions", "box", "energy", "forces", "virial", "charges", "dipole")
 
 
 def assert_same(a: Configuration, b: Configuration, rtol: float = 1e-10) -> None:
@@ -68,6 +68,7 @@ def sample_configs():
             info={"source": "test", "step": 42, "temperature": 300.5},
         ),
         Configuration(["C", "O"], rng.random((2, 3)) * 0.3),  # open, no labels
+        Configuration(["C", "O"], [[0, 0, 0], [0.113, 0, 0]], energy=-5.0, dipole=[0.0023, -0.001, 0.0]),  # open, a dipole
         Configuration(["Ar"], [[0.1, 0.2, 0.3]], energy=3.25e-7, forces=[[1e-9, -2.5, 7.0]]),
     ]
 
@@ -80,7 +81,7 @@ def test_extxyz_round_trip_and_ase_reads_our_file(tmp_path):
     path = tmp_path / "set.xyz"
     write_extxyz(path, configs)
     back = read_extxyz(path)
-    assert len(back) == 3
+    assert len(back) == 4
     for a, b in zip(configs, back):
         assert_same(a, b)
     assert back[0].info == {"source": "test", "step": 42, "temperature": 300.5}
@@ -97,6 +98,7 @@ def test_extxyz_round_trip_and_ase_reads_our_file(tmp_path):
     volume_a3 = np.linalg.det(c.box / ANGSTROM)
     np.testing.assert_allclose(atoms[0].get_stress(voigt=False), -c.virial / EV / volume_a3, rtol=1e-10)
     assert list(atoms[0].pbc) == [True] * 3 and list(atoms[1].pbc) == [False] * 3
+    np.testing.assert_allclose(atoms[2].get_dipole_moment(), configs[2].dipole / ANGSTROM, rtol=1e-12)  # e·Å
 
 
 def test_read_file_written_by_ase(tmp_path):
@@ -198,8 +200,9 @@ def test_npz_round_trip_mixed(tmp_path, compress):
     assert os.listdir(tmp_path) == ["set.npz"]
     with np.load(path, allow_pickle=False) as raw:  # plain numpy can read it without pickle
         assert str(raw["format"]) == "multiscale.dataset" and int(raw["version"]) == 1
-        assert raw["has_energy"].tolist() == [True, False, True, False]
-        assert raw["offsets"].tolist() == [0, 4, 6, 7, 10]
+        assert raw["has_energy"].tolist() == [True, False, True, True, False]
+        assert raw["has_dipole"].tolist() == [False, False, True, False, False]
+        assert raw["offsets"].tolist() == [0, 4, 6, 8, 9, 12]
 
 
 def test_npz_errors(tmp_path):

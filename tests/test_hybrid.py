@@ -136,8 +136,77 @@ def test_bad_hybrid_options_are_refused():
         HybridPotential(short, 1.0)
 
 
-def test_training_config_refuses_the_hybrid_family_with_the_way_out():
+def labelled_clusters(count, seed, total=0.0):
+    """Small open water-like clusters labelled by a fixed-charge hybrid (a teacher with known charges)."""
+    from multiscale.data.configuration import Configuration
+
+    teacher = hybrid("direct", charges="fixed", total=0.0, seed=seed + 100, fixed_charges={"O": -0.8, "H": 0.4})
+    out = []
+    for k in range(count):
+        pos = water_like(seed + k, box=None, count=3)
+        labels = teacher.compute(pos, TYPES[:9])
+        charges = labels["charges"].numpy().copy()
+        charges[0] += total  # a net charge on the first oxygen, for the per-configuration totals
+        out.append(Configuration(TYPES[:9], pos, energy=float(labels["energy"]), forces=labels["forces"].numpy(),
+                                 charges=charges, dipole=(charges[:, None] * pos).sum(0), total_charge=total))
+    return out
+
+
+def test_batched_training_outputs_equal_compute_per_configuration():
+    from multiscale.training.batch import build_graphs, collate, predict
+
+    model = hybrid("direct", total=0.0)
+    configs = labelled_clusters(2, 0, total=0.0) + labelled_clusters(1, 5, total=1.0)
+    graphs = build_graphs(configs, model.type_names, model.cutoff)
+    out = {k: v.detach() for k, v in predict(model, collate(graphs, dtype=torch.float64), forces=True).items()}
+    start = 0
+    for b, config in enumerate(configs):
+        model.total_charge = config.total_charge  # compute uses the model's own total
+        ref = model.compute(config.positions, config.types)
+        n = config.num_particles
+        assert float(out["energy"][b]) == pytest.approx(float(ref["energy"]), rel=1e-10, abs=1e-9)
+        assert torch.allclose(out["forces"][start:start + n], ref["forces"], rtol=1e-9, atol=1e-8)
+        assert torch.allclose(out["charges"][start:start + n], ref["charges"], rtol=1e-9, atol=1e-12)
+        assert torch.allclose(out["dipole"][b], ref["dipole"], rtol=1e-9, atol=1e-12)
+        assert float(out["charges"][start:start + n].sum()) == pytest.approx(config.total_charge, abs=1e-9)
+        start += n
+
+
+def test_hybrid_family_trains_charges_and_dipoles_and_reloads(tmp_path):
+    from multiscale.training.config import TrainerConfig
+    from multiscale.training.loss import LossConfig
+    from multiscale.training.workflow import JobConfig, fit_potential
+
+    train, valid = labelled_clusters(12, 0), labelled_clusters(4, 50)
+    job = JobConfig(
+        family="hybrid",
+        model={"cutoff": 0.5, "channels": 4, "num_layers": 1, "lmax": 1, "dtype": "float64",
+               "coulomb": {"cutoff": 1.0, "method": "direct"}},
+        trainer=TrainerConfig(epochs=25, batch_size=4, learning_rate=1e-2, seed=0, device="cpu"),
+        loss=LossConfig(energy_weight=1.0, force_weight=1.0, charge_weight=10.0, dipole_weight=1.0),
+    )
+    model, result, trainer = fit_potential(train, valid, tmp_path / "m", job, progress=False)
+    assert isinstance(model, HybridPotential)
+    assert {"train_charges", "train_dipole", "valid_charges", "valid_dipole"} <= set(result.history[-1])
+    assert result.history[-1]["valid_charges"] < 0.1 * result.history[0]["valid_charges"]
+    # the charge head learned the teacher's charges (far from an untrained head's)
+    out = model.compute(valid[0].positions, valid[0].types)
+    err = float(torch.sqrt(torch.mean((out["charges"] - torch.tensor(valid[0].charges)) ** 2)))
+    assert err < 0.1
+    assert abs(float(out["charges"].sum())) < 1e-9
+    again = load_model(tmp_path / "m" / "model.ckpt")
+    assert torch.allclose(again.compute(valid[0].positions, valid[0].types)["energy"], out["energy"])
+
+
+def test_training_config_checks_hybrid_options_and_charge_terms():
     from multiscale.training.workflow import JobConfig
 
-    with pytest.raises(ValueError, match="cannot be trained by the batched trainer yet"):
+    with pytest.raises(ValueError, match="needs a coulomb: section"):
         JobConfig.from_dict({"family": "hybrid"})
+    with pytest.raises(ValueError, match="unknown coulomb option"):
+        JobConfig.from_dict({"family": "hybrid", "model": {"coulomb": {"cutoff": 1.0, "alpha": 3.0}}})
+    with pytest.raises(ValueError, match="needs a model that predicts charges"):
+        JobConfig.from_dict({"loss": {"charge_weight": 1.0}})
+    job = JobConfig.from_dict({"family": "hybrid", "model": {"coulomb": {"cutoff": 1.0, "method": "direct"}},
+                               "loss": {"charge_weight": 1.0}})
+    assert job.model["coulomb"]["method"] == "direct"

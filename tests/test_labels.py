@@ -72,6 +72,21 @@ def test_xtb_water_matches_raw_tblite_in_openmm_units(capsys):
     assert result.indices == [0] and result.failures == []
 
 
+def test_xtb_dipole_is_tblites_in_e_nm_and_rotates_with_the_molecule():
+    from scipy.spatial.transform import Rotation
+
+    rotation = Rotation.from_euler("zyx", [0.3, -1.1, 2.0]).as_matrix()
+    moved = WATER_NM @ rotation.T + np.array([0.4, -0.2, 0.7])  # rotated and translated (neutral: same dipole)
+    plain, turned = GFN2xTBLabeller().label([water(), water(moved)]).raise_on_failure().configurations
+    raw = raw_tblite([8, 1, 1], WATER_NM)
+    np.testing.assert_allclose(plain.dipole, np.asarray(raw.get("dipole")) * BOHR_NM, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(turned.dipole, rotation @ plain.dipole, rtol=1e-6, atol=1e-8)
+    # GFN2's multipole electrostatics: its dipole is not Σ q r of its own charges, yet of that size
+    point_charges = (plain.charges[:, None] * plain.positions).sum(0)
+    assert 0.5 < np.linalg.norm(point_charges) / np.linalg.norm(plain.dipole) < 1.0
+    assert np.linalg.norm(plain.dipole) / 0.0208194 == pytest.approx(2.3, abs=0.4)  # debye; experiment 1.85 D
+
+
 # Alanine dipeptide conformer "xag" and its GFN2-xTB energy (Hartree) and gradient (Hartree/Bohr),
 # positions in Bohr, published in tblite's own test-suite (python/tblite/test_interface.py, test_gfn2).
 ALA_XAG_NUMBERS = [7, 1, 6, 1, 6, 6, 1, 1, 1, 8, 6, 6, 1, 1, 1, 8, 7, 1, 6, 1, 1, 1]

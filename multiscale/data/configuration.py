@@ -3,7 +3,7 @@
 The single record type every dataset, labeller and trainer in multiscale exchanges.
 Units: positions and box in nm, energy in kJ/mol, forces in kJ/mol/nm, virial in kJ/mol
 (virial = −∂E/∂ε, the convention of :meth:`EquivariantPotential.compute`), stress in kJ/mol/nm³
-(stress = (1/V) ∂E/∂ε = −virial/V), charges in e.
+(stress = (1/V) ∂E/∂ε = −virial/V), charges in e, dipole moment in e·nm.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class Configuration:
     forces: (N, 3) kJ/mol/nm.
     virial: (3, 3) kJ/mol, −∂E/∂ε (periodic cells only).
     charges: (N,) per-particle partial charges, e.
+    dipole: (3,) molecular dipole moment in e·nm (open boundaries only; about the origin of the
+        positions, so it depends on that origin for a charged structure).
     total_charge: net charge of the structure, e (also the input charge for labellers).
     multiplicity: spin multiplicity 2S+1 (labellers use it; 1 = closed shell).
     info: free-form metadata (source, step, ...); kept through I/O where the format allows.
@@ -50,6 +52,7 @@ class Configuration:
     forces: Optional[np.ndarray] = None
     virial: Optional[np.ndarray] = None
     charges: Optional[np.ndarray] = None
+    dipole: Optional[np.ndarray] = None
     total_charge: float = 0.0
     multiplicity: int = 1
     info: Dict[str, Any] = field(default_factory=dict)
@@ -68,6 +71,9 @@ class Configuration:
         self.forces = _array(self.forces, (n, 3), "forces (kJ/mol/nm)")
         self.virial = _array(self.virial, (3, 3), "virial (kJ/mol)")
         self.charges = _array(self.charges, (n,), "charges (e)")
+        self.dipole = _array(self.dipole, (3,), "dipole (e·nm)")
+        if self.dipole is not None and self.box is not None:
+            raise ValueError("a dipole moment is defined for open boundaries only (a periodic cell has none); drop it or the box")
         if self.virial is not None and self.box is None:
             raise ValueError("a virial needs a periodic box")
         if self.energy is not None:
@@ -109,6 +115,7 @@ class Configuration:
             forces=None if self.forces is None else self.forces.copy(),
             virial=None if self.virial is None else self.virial.copy(),
             charges=None if self.charges is None else self.charges.copy(),
+            dipole=None if self.dipole is None else self.dipole.copy(),
             total_charge=self.total_charge,
             multiplicity=self.multiplicity,
             info=dict(self.info),

@@ -40,7 +40,7 @@ RESERVED_INFO_KEYS = frozenset(
         "energy", "REF_energy", "free_energy",
         "forces", "REF_forces",
         "stress", "REF_stress", "virial", "REF_virial",
-        "charges", "REF_charges", "initial_charges", "charge", "total_charge",
+        "charges", "REF_charges", "initial_charges", "charge", "total_charge", "dipole", "REF_dipole",
         "multiplicity", "spin",
         "pbc", "Lattice", "Properties", "species", "pos", "Z",
     }
@@ -84,7 +84,8 @@ def configuration_to_atoms(config: Configuration):
     """An ``ase.Atoms`` in ASE units (Å, eV, eV/Å, eV/Å³) with the labels on a SinglePointCalculator.
 
     Energy → ``calc.results["energy"]`` (eV), forces → ``["forces"]`` (eV/Å), virial (kJ/mol) →
-    ``["stress"]`` = −virial/V in eV/Å³ (Voigt), charges (e) → ``atoms.arrays["charges"]``,
+    ``["stress"]`` = −virial/V in eV/Å³ (Voigt), dipole (e·nm) → ``atoms.info["dipole"]`` (e·Å), charges (e) →
+    ``atoms.arrays["charges"]``,
     total charge and multiplicity → ``atoms.info["total_charge"]``, ``["multiplicity"]``; the rest
     of ``config.info`` is copied into ``atoms.info``. Types must be chemical element symbols.
     """
@@ -117,6 +118,8 @@ def configuration_to_atoms(config: Configuration):
     atoms.info.update(config.info)
     atoms.info["total_charge"] = float(config.total_charge)
     atoms.info["multiplicity"] = int(config.multiplicity)
+    if config.dipole is not None:
+        atoms.info["dipole"] = np.asarray(config.dipole, dtype=np.float64) / ANGSTROM_TO_NM
     results: Dict[str, Any] = {}
     if config.energy is not None:
         results["energy"] = config.energy / EV_TO_KJ_PER_MOL
@@ -216,6 +219,7 @@ def atoms_to_configuration(atoms, *, where: str = "ASE Atoms") -> Configuration:
         Stored as virial = −stress·V (kJ/mol);
       charges (e): the calculator's "charges" (what ASE makes of a ``charges``/``charge`` column),
         else arrays "charges", "REF_charges", "initial_charges";
+      dipole (e·Å): the calculator's "dipole", else info "dipole", "REF_dipole" (open boundaries);
       total charge (e): info "total_charge", else "charge", else 0;
       multiplicity 2S+1: info "multiplicity", else "spin" (read as the multiplicity, the
         fairchem/OMol convention), else 1.
@@ -286,6 +290,15 @@ def atoms_to_configuration(atoms, *, where: str = "ASE Atoms") -> Configuration:
                 charges = atoms.arrays[key]
                 break
 
+    dipole = None
+    if atoms.calc is not None and atoms.calc.results.get("dipole") is not None:
+        dipole = atoms.calc.results["dipole"]
+    else:
+        key, value = take(("dipole", "REF_dipole"))
+        dipole = value
+    if dipole is not None:
+        dipole = np.asarray(dipole, dtype=np.float64).reshape(-1) * ANGSTROM_TO_NM
+
     key, value = take(("total_charge",))
     total_charge = 0.0 if key is None else _real(value, key, where)
     if "charge" in info:
@@ -318,6 +331,7 @@ def atoms_to_configuration(atoms, *, where: str = "ASE Atoms") -> Configuration:
             forces=None if forces is None else np.asarray(forces, dtype=np.float64) * EV_PER_ANGSTROM_TO_KJ_PER_MOL_NM,
             virial=virial,
             charges=charges,
+            dipole=dipole,
             total_charge=total_charge,
             multiplicity=multiplicity,
             info=info,

@@ -22,6 +22,8 @@ key                shape / dtype        meaning
 ``virial``         (n, 3, 3) float64    kJ/mol, −∂E/∂ε
 ``has_charges``    (n,) bool            per-particle charges present?
 ``charges``        (N,) float64         e
+``has_dipole``     (n,) bool            dipole present? (optional entry: older files lack it)
+``dipole``         (n, 3) float64       e·nm (optional entry)
 ``total_charge``   (n,) float64         e
 ``multiplicity``   (n,) int64           2S+1
 ``info``           (L,) uint8           UTF-8 JSON list of the per-configuration info dicts
@@ -110,8 +112,9 @@ def save_dataset(path: PathLike, configs: Sequence[Configuration], *, compress: 
     charges = np.zeros(total)
     box = np.zeros((n, 3, 3))
     virial = np.zeros((n, 3, 3))
+    dipole = np.zeros((n, 3))
     energy = np.zeros(n)
-    has = {key: np.zeros(n, dtype=bool) for key in ("box", "energy", "forces", "virial", "charges")}
+    has = {key: np.zeros(n, dtype=bool) for key in ("box", "energy", "forces", "virial", "charges", "dipole")}
     infos = []
     for k, c in enumerate(configs):
         s = slice(offsets[k], offsets[k + 1])
@@ -127,6 +130,8 @@ def save_dataset(path: PathLike, configs: Sequence[Configuration], *, compress: 
             virial[k], has["virial"][k] = c.virial, True
         if c.charges is not None:
             charges[s], has["charges"][k] = c.charges, True
+        if c.dipole is not None:
+            dipole[k], has["dipole"][k] = c.dipole, True
         infos.append(_info_json(c.info, k))
 
     arrays = dict(
@@ -146,6 +151,8 @@ def save_dataset(path: PathLike, configs: Sequence[Configuration], *, compress: 
         virial=virial,
         has_charges=has["charges"],
         charges=charges,
+        has_dipole=has["dipole"],
+        dipole=dipole,
         total_charge=np.array([c.total_charge for c in configs], dtype=np.float64),
         multiplicity=np.array([c.multiplicity for c in configs], dtype=np.int64),
         info=np.frombuffer(("[" + ", ".join(infos) + "]").encode("utf-8"), dtype=np.uint8),
@@ -192,7 +199,7 @@ def load_dataset(path: PathLike) -> List[Configuration]:
     if total and (data["types"].min() < 0 or data["types"].max() >= len(type_names)):
         problems.append("type indices fall outside type_names")
     per_config = ("has_box", "box", "has_energy", "energy", "has_forces", "has_virial", "virial",
-                  "has_charges", "total_charge", "multiplicity")
+                  "has_charges", "total_charge", "multiplicity") + tuple(k for k in ("has_dipole", "dipole") if k in data)
     per_particle = ("positions", "forces", "charges")
     problems += [f"{key} has {len(data[key])} rows, expected {n}" for key in per_config if len(data[key]) != n]
     problems += [f"{key} has {len(data[key])} rows, expected {total}" for key in per_particle
@@ -220,6 +227,7 @@ def load_dataset(path: PathLike) -> List[Configuration]:
                     forces=data["forces"][s] if data["has_forces"][k] else None,
                     virial=data["virial"][k] if data["has_virial"][k] else None,
                     charges=data["charges"][s] if data["has_charges"][k] else None,
+                    dipole=data["dipole"][k] if "has_dipole" in data and data["has_dipole"][k] else None,
                     total_charge=float(data["total_charge"][k]),
                     multiplicity=int(data["multiplicity"][k]),
                     info=dict(infos[k]),

@@ -11,7 +11,9 @@ tblite works in atomic units; the conversion happens here and nowhere else:
   for an isolated molecule it equals Σ_i r_i ⊗ ∂E/∂r_i). multiscale's virial is −∂E/∂ε, so
   virial = −tblite_virial × ``HARTREE_TO_KJ_PER_MOL``;
 * electronic temperature: K → Hartree (× ``KB_KJ_PER_MOL_K / HARTREE_TO_KJ_PER_MOL``);
-* partial charges: e (no conversion).
+* partial charges: e (no conversion);
+* dipole moment (open boundaries): e·Bohr → e·nm (× ``BOHR_TO_NM``). GFN2's dipole includes the
+  atomic dipoles of its multipole electrostatics, so it differs from Σ qᵢ rᵢ of its charges.
 
 Threads: tblite parallelises with OpenMP. In a process that has imported multiscale (and so
 torch), tblite shares torch's OpenMP runtime (both link ``libgomp.so.1``), so with
@@ -71,7 +73,7 @@ class _XTBTask:
 
 
 class GFN2xTBLabeller:
-    """Energies, forces, partial charges and (periodic cells) virials from tblite.
+    """Energies, forces, partial charges, and dipoles (open boundaries) or virials (periodic cells) from tblite.
 
     Parameters
     ----------
@@ -257,6 +259,8 @@ def _singlepoint(task: _XTBTask) -> Dict[str, np.ndarray]:
     raw: Dict[str, np.ndarray] = {"energy": np.asarray(energy), "gradient": gradient, "charges": charges}
     if periodic:
         raw["virial"] = np.asarray(result.get("virial"), dtype=np.float64)
+    else:
+        raw["dipole"] = np.asarray(result.get("dipole"), dtype=np.float64).reshape(3)
     bad = [name for name, value in raw.items() if not np.all(np.isfinite(value))]
     if bad:
         raise ValueError(f"tblite returned non-finite {', '.join(bad)}")
@@ -266,6 +270,8 @@ def _singlepoint(task: _XTBTask) -> Dict[str, np.ndarray]:
         "forces": -gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
         "charges": charges,
     }
+    if not periodic:
+        labels["dipole"] = raw["dipole"] * BOHR_TO_NM
     if periodic:
         # tblite's virial is +∂E/∂ε (Hartree); ours is −∂E/∂ε (kJ/mol).
         labels["virial"] = -raw["virial"] * HARTREE_TO_KJ_PER_MOL

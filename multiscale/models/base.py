@@ -9,6 +9,9 @@ ensembles, checkpoints) relies on this contract only:
 * ``atomic_energies(positions, types, box=None)`` → (N,) kJ/mol, TorchScript-compatible;
 * ``edge_energies(types, senders, receivers, vectors)`` → (N,) kJ/mol from a precomputed graph
   (``vectors[e] = r_sender − r_receiver`` + image shift, nm), the batched-training entry point;
+* ``batch_outputs(graph)`` → ``{"energy": (B,)}`` (plus e.g. ``"charges"``) of a batch of
+  configurations (a :class:`BatchGraph`); by default the per-configuration sum of
+  ``edge_energies``; families with whole-configuration terms (Coulomb) override it;
 * ``forward(positions, types, box=None)`` → total energy (here: the sum of atomic energies);
 * ``dtype`` and ``device`` of its arithmetic (Python-side properties);
 * ``type_indices(names)`` and ``compute(...)`` (energy, forces, virial, stress), implemented here
@@ -20,6 +23,7 @@ checkpoint tag), the one registry that checkpoints and training read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
@@ -28,6 +32,29 @@ import torch
 from multiscale.neighbors import check_box
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
+
+
+@dataclass
+class BatchGraph:
+    """The model inputs of a batch of configurations (one disconnected graph), as training builds
+    them: particles of configuration b have ``batch == b``; positions (N, 3) and boxes (B, 3, 3) in
+    nm, already strained when the virial is wanted; ``vectors[e]`` = r_sender − r_receiver + image
+    shift (nm) for the edges within the model's cutoff; ``periodic`` (B,) bool; ``total_charge``
+    (B,) in e."""
+
+    types: torch.Tensor
+    senders: torch.Tensor
+    receivers: torch.Tensor
+    vectors: torch.Tensor
+    positions: torch.Tensor
+    boxes: torch.Tensor
+    batch: torch.Tensor
+    periodic: torch.Tensor
+    total_charge: torch.Tensor
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.boxes.shape[0])
 
 
 class Potential(torch.nn.Module):
@@ -49,6 +76,33 @@ class Potential(torch.nn.Module):
         """What :meth:`compute` evaluates once: ``{"energy": ...}`` plus any per-particle outputs
         a family adds (e.g. ``charges``); forces and stress are derived from the energy."""
         return {"energy": self.forward(positions, types, box)}
+
+    @torch.jit.unused
+    def batch_outputs(self, graph: BatchGraph) -> Dict[str, torch.Tensor]:
+        """Per-configuration energies (B,) kJ/mol of a batch (the training entry point)."""
+        atomic = self.edge_energies(graph.types, graph.senders, graph.receivers, graph.vectors)
+        energy = atomic.new_zeros(graph.num_graphs).index_add(0, graph.batch, atomic)
+        return {"energy": energy}
+
+    @classmethod
+    def build(cls, types: Sequence[str], cutoff: float, dtype: str = "float32", **options) -> "Potential":
+        """A new model from the flat options a training job gives (``JobConfig.model``)."""
+        return cls(list(types), cutoff, dtype=dtype, **options)
+
+    @classmethod
+    def check_options(cls, options: Dict[str, object], derived: Sequence[str]) -> None:
+        """Refuse unknown or mistyped training options (``JobConfig.model``) before any work."""
+        import dataclasses
+
+        known = {f.name for f in dataclasses.fields(cls.CONFIG_CLASS)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
+        bad = sorted(set(options) & set(derived))
+        if bad:
+            raise ValueError(f"model option(s) {bad} are derived from the training data; remove them from the config")
+        # types come from the data later; a placeholder stands in
+        cls.CONFIG_CLASS.from_dict({**options, "types": ["placeholder"]})
 
     @classmethod
     def options_from_data(cls, graphs: Sequence) -> Dict[str, object]:

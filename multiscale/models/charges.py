@@ -31,11 +31,27 @@ class ChargeEquilibration(torch.nn.Module):
         self.type_hardness = torch.nn.Parameter(torch.zeros(num_types))
 
     def forward(self, features: torch.Tensor, types: torch.Tensor, total: float) -> torch.Tensor:
+        chi, softness = self.electronegativity_and_softness(features, types)
+        lagrange = (total + (chi * softness).sum()) / softness.sum()
+        return (lagrange - chi) * softness
+
+    def electronegativity_and_softness(self, features: torch.Tensor, types: torch.Tensor):
+        """χ_i and 1/J_i (float64) of every particle."""
         raw = self.mlp(features).to(torch.float64)
         chi = 0.5 * raw[:, 0] + self.type_chi.to(torch.float64).index_select(0, types)
         # hardness >= 1 (softplus plus a floor): |q_i| <= |λ − χ_i|, so no particle takes an unbounded
         # charge, and an untrained head starts from charges of order 0.1 e
         hardness = torch.nn.functional.softplus(raw[:, 1] + self.type_hardness.to(torch.float64).index_select(0, types)) + 1.0
-        softness = 1.0 / hardness
-        lagrange = (total + (chi * softness).sum()) / softness.sum()
-        return (lagrange - chi) * softness
+        return chi, 1.0 / hardness
+
+    @torch.jit.unused
+    def per_configuration(self, features: torch.Tensor, types: torch.Tensor, batch: torch.Tensor,
+                          totals: torch.Tensor) -> torch.Tensor:
+        """Charges of many configurations at once (particle a belongs to configuration ``batch[a]``),
+        each summing to its own ``totals[b]`` e: one Lagrange multiplier per configuration."""
+        chi, softness = self.electronegativity_and_softness(features, types)
+        n = totals.shape[0]
+        sum_soft = chi.new_zeros(n).index_add(0, batch, softness)
+        sum_chi_soft = chi.new_zeros(n).index_add(0, batch, chi * softness)
+        lagrange = (totals.to(torch.float64) + sum_chi_soft) / sum_soft
+        return (lagrange.index_select(0, batch) - chi) * softness

@@ -24,7 +24,7 @@ from e3nn.util.jit import compile_mode
 from multiscale.config import YamlConfig
 from multiscale.electrostatics.coulomb import Coulomb
 from multiscale.electrostatics.pairs import half_of_full, pair_vectors
-from multiscale.models.base import ArrayLike, Potential
+from multiscale.models.base import ArrayLike, BatchGraph, Potential
 from multiscale.models.charges import ChargeEquilibration
 from multiscale.models.config import ModelConfig
 from multiscale.models.potential import EquivariantPotential, check_separation, prepare_positions
@@ -91,9 +91,11 @@ class HybridPotential(Potential):
     energy, forces and stress.
     """
 
-    __jit_unused_properties__ = ["config", "dtype", "device"]
+    __jit_unused_properties__ = ["config", "dtype", "device", "readout"]
     __jit_ignored_attributes__ = ["_config"]
     CONFIG_CLASS = HybridConfig
+    #: training may fit its charges and dipole (LossConfig.charge_weight, dipole_weight)
+    PREDICTS_CHARGES = True
 
     def __init__(
         self,
@@ -187,8 +189,7 @@ class HybridPotential(Potential):
     def edge_energies(self, types: torch.Tensor, senders: torch.Tensor, receivers: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
             "a HybridPotential's Coulomb energy needs whole configurations (positions, box), not edge lists; "
-            "batched training of hybrid models is not available yet: train the short-range part by Δ-learning "
-            "on E_ref - E_Coulomb (multiscale.openmm.electrostatics.fixed_charge_system)"
+            "train it through batch_outputs (multiscale.training.batch.predict does)"
         )
 
     # ------------------------------------------------------------------ Python side
@@ -196,6 +197,71 @@ class HybridPotential(Potential):
     def outputs(self, positions: torch.Tensor, types: torch.Tensor, box: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         energy, charges = self.energy_and_charges(positions, types, box)
         return {"energy": energy, "charges": charges}
+
+    @torch.jit.unused
+    def batch_outputs(self, graph: BatchGraph) -> Dict[str, torch.Tensor]:
+        """Energies (B,) kJ/mol and charges (N,) e of a training batch: the network on the batch's
+        edges, the charges with one exact total per configuration (``graph.total_charge``), and the
+        Coulomb energy of each configuration (open boundaries: the direct or screened sum; periodic:
+        the configured method)."""
+        features = self.short_range.node_features(graph.types, graph.senders, graph.receivers, graph.vectors)
+        atomic = self.short_range.readout(features, graph.types)
+        energy = atomic.new_zeros(graph.num_graphs).index_add(0, graph.batch, atomic)
+        if self.predicted:
+            charges = self.charge_head.per_configuration(features, graph.types, graph.batch, graph.total_charge)
+        else:
+            charges = self.type_charges.index_select(0, graph.types)
+        coulomb = []
+        for b in range(graph.num_graphs):
+            mine = (graph.batch == b).nonzero().squeeze(1)
+            box = graph.boxes[b] if bool(graph.periodic[b]) else None
+            coulomb.append(self.coulomb(graph.positions.index_select(0, mine), charges.index_select(0, mine), box))
+        energy = energy + torch.stack(coulomb).to(energy.dtype)
+        return {"energy": energy, "charges": charges}
+
+    # ------------------------------------------------------------------ training hooks
+    #: JobConfig.model options of the hybrid family besides the short-range model's own
+    HYBRID_OPTIONS = ("coulomb", "total_charge", "charges", "fixed_charges", "charge_hidden")
+
+    @classmethod
+    def build(cls, types, cutoff: float, dtype: str = "float32", **options) -> "HybridPotential":
+        """From flat training options: the short-range model's options plus ``coulomb`` (a dict of
+        Coulomb options, ``cutoff`` required), ``total_charge``, ``charges``, ``fixed_charges``
+        and ``charge_hidden``."""
+        hybrid = {key: options.pop(key) for key in cls.HYBRID_OPTIONS if key in options}
+        coulomb = dict(hybrid.pop("coulomb", {}))
+        coulomb["dtype"] = dtype
+        short = EquivariantPotential(list(types), cutoff, dtype=dtype, **options)
+        return cls(short, Coulomb(**coulomb), hybrid.pop("total_charge", 0.0), hybrid.pop("charges", "predicted"),
+                   **hybrid)
+
+    @classmethod
+    def check_options(cls, options: Dict[str, Any], derived) -> None:
+        short = {key: value for key, value in options.items() if key not in cls.HYBRID_OPTIONS}
+        EquivariantPotential.check_options(short, derived)
+        if "coulomb" not in options:
+            raise ValueError("the hybrid family needs a coulomb: section in model:, e.g. "
+                             "coulomb: {cutoff: 1.0, method: pme} (or method: direct for clusters)")
+        if not isinstance(options["coulomb"], dict):
+            raise ValueError(f"model option coulomb must hold Coulomb options (cutoff, method, ...), got {options['coulomb']!r}")
+        hybrid = {key: options[key] for key in cls.HYBRID_OPTIONS if key in options}
+        # types come from the data later: the fixed-charge table's keys (or a placeholder) stand in
+        types = sorted(hybrid.get("fixed_charges") or {}) or ["placeholder"]
+        config = HybridConfig(short_range={**short, "types": types}, **hybrid)
+        Coulomb(**{**config.coulomb, "dtype": short.get("dtype", "float32")})
+
+    @classmethod
+    def options_from_data(cls, graphs) -> Dict[str, object]:
+        return EquivariantPotential.options_from_data(graphs)
+
+    @torch.jit.unused
+    def initialise_from_data(self, graphs) -> None:
+        self.short_range.initialise_from_data(graphs)
+
+    @property
+    def readout(self):
+        """The short-range network's readout (its per-type shift and scale, set from the data)."""
+        return self.short_range.readout
 
     @torch.jit.unused
     def compute(self, positions: ArrayLike, types, box: Optional[ArrayLike] = None, **options) -> Dict[str, torch.Tensor]:
@@ -208,4 +274,4 @@ class HybridPotential(Potential):
             out["dipole"] = (out["charges"].unsqueeze(1) * pos.to(device=self.device, dtype=torch.float64)).sum(0)
         return out
 
-register_family("hybrid", HybridPotential, "multiscale.HybridPotential", derived=("types", "avg_num_neighbors"), trainable=False)
+register_family("hybrid", HybridPotential, "multiscale.HybridPotential", derived=("types", "avg_num_neighbors"))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from multiscale.data.configuration import Configuration
+from multiscale.models.base import BatchGraph
 from multiscale.models.potential import check_separation, wrap_positions
 from multiscale.neighbors import NeighborList
 
@@ -34,6 +35,9 @@ class Graph:
     forces: Optional[torch.Tensor]
     virial: Optional[torch.Tensor]
     weight: float = 1.0
+    total_charge: float = 0.0
+    charges: Optional[torch.Tensor] = None  # (N,) e
+    dipole: Optional[torch.Tensor] = None  # (3,) e·nm, open boundaries
 
     @property
     def num_particles(self) -> int:
@@ -77,6 +81,9 @@ def build_graphs(
                 forces=None if config.forces is None else torch.tensor(config.forces, dtype=torch.float64),
                 virial=None if config.virial is None else torch.tensor(config.virial, dtype=torch.float64),
                 weight=1.0 if weights is None else float(weights[k]),
+                total_charge=float(config.total_charge),
+                charges=None if config.charges is None else torch.tensor(config.charges, dtype=torch.float64),
+                dipole=None if config.dipole is None else torch.tensor(config.dipole, dtype=torch.float64),
             )
         )
     return graphs
@@ -108,6 +115,12 @@ class Batch:
     virial: torch.Tensor  # (B, 3, 3)
     has_virial: torch.Tensor  # (B,) bool
     weights: torch.Tensor  # (B,) per-configuration loss weights
+    periodic: torch.Tensor  # (B,) bool
+    total_charge: torch.Tensor  # (B,) e
+    charges: torch.Tensor  # (N,) e, zeros where missing
+    has_charges: torch.Tensor  # (N,) bool
+    dipole: torch.Tensor  # (B, 3) e·nm, zeros where missing
+    has_dipole: torch.Tensor  # (B,) bool
 
     @property
     def num_graphs(self) -> int:
@@ -135,6 +148,12 @@ def collate(graphs: Sequence[Graph], device="cpu", dtype=torch.float32) -> Batch
         virial=torch.stack([g.virial if g.virial is not None else torch.zeros(3, 3, dtype=torch.float64) for g in graphs]),
         has_virial=torch.tensor([g.virial is not None for g in graphs]),
         weights=torch.tensor([g.weight for g in graphs], dtype=torch.float64),
+        periodic=torch.tensor([g.periodic for g in graphs]),
+        total_charge=torch.tensor([g.total_charge for g in graphs], dtype=torch.float64),
+        charges=cat([g.charges if g.charges is not None else torch.zeros(g.num_particles, dtype=torch.float64) for g in graphs]),
+        has_charges=cat([torch.full((g.num_particles,), g.charges is not None) for g in graphs]),
+        dipole=torch.stack([g.dipole if g.dipole is not None else torch.zeros(3, dtype=torch.float64) for g in graphs]),
+        has_dipole=torch.tensor([g.dipole is not None for g in graphs]),
     )
     for name, value in vars(batch).items():
         if value.is_floating_point():
@@ -146,7 +165,9 @@ def collate(graphs: Sequence[Graph], device="cpu", dtype=torch.float32) -> Batch
 def predict(
     model, batch: Batch, *, forces: bool = True, virial: bool = False, create_graph: bool = False
 ) -> Dict[str, torch.Tensor]:
-    """Energies (B,) kJ/mol, forces (N, 3) kJ/mol/nm and virials (B, 3, 3) kJ/mol of a batch."""
+    """Energies (B,) kJ/mol, forces (N, 3) kJ/mol/nm and virials (B, 3, 3) kJ/mol of a batch; for
+    models that predict charges also ``charges`` (N,) e and ``dipole`` (B, 3) e·nm, Σ qᵢ rᵢ per
+    configuration (meaningful for open boundaries)."""
     pos = batch.positions.detach().requires_grad_(forces)
     boxes = batch.boxes
     inputs = [pos] if forces else []
@@ -165,9 +186,13 @@ def predict(
         - pos_in.index_select(0, batch.receivers)
         + torch.bmm(batch.shifts.unsqueeze(1), cell).squeeze(1)
     )
-    atomic = model.edge_energies(batch.types, batch.senders, batch.receivers, vectors)
-    energy = torch.zeros(batch.num_graphs, dtype=atomic.dtype, device=atomic.device).index_add(0, batch.batch, atomic)
-    out = {"energy": energy}
+    graph = BatchGraph(batch.types, batch.senders, batch.receivers, vectors, pos_in, boxes_in, batch.batch,
+                       batch.periodic, batch.total_charge)
+    out = dict(model.batch_outputs(graph))
+    energy = out["energy"]
+    if "charges" in out:
+        q = out["charges"]
+        out["dipole"] = q.new_zeros(batch.num_graphs, 3).index_add(0, batch.batch, q.unsqueeze(1) * pos_in.to(q.dtype))
     if inputs:
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
         if forces:

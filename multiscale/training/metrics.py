@@ -9,7 +9,7 @@ import torch
 
 from multiscale.models.io import model_from_state, model_state
 from multiscale.training.batch import Graph, collate, predict
-from multiscale.units import ANGSTROM_TO_NM, EV_TO_KJ_PER_MOL
+from multiscale.units import ANGSTROM_TO_NM, DEBYE_TO_E_NM, EV_TO_KJ_PER_MOL
 
 #: kJ/mol → meV
 KJ_PER_MOL_TO_MEV = 1000.0 / EV_TO_KJ_PER_MOL
@@ -28,6 +28,7 @@ def evaluate(model, graphs: Sequence[Graph], *, batch_size: int = 16, device="cp
     if model.dtype != torch_dtype:
         model = model_from_state(model_state(model)).to(device=device, dtype=torch_dtype)
     e_ref, e_pred, f_ref, f_pred, w_ref, w_pred = [], [], [], [], [], []
+    q_ref, q_pred, d_ref, d_pred = [], [], [], []
     for start in range(0, len(graphs), batch_size):
         batch = collate(graphs[start : start + batch_size], device, torch_dtype)
         want_virial = bool(batch.has_virial.any())
@@ -39,12 +40,19 @@ def evaluate(model, graphs: Sequence[Graph], *, batch_size: int = 16, device="cp
         fmask = batch.has_forces
         f_ref.append(batch.forces[fmask].detach().cpu().numpy().ravel())
         f_pred.append(out["forces"][fmask].detach().cpu().numpy().ravel())
+        if "charges" in out and bool(batch.has_charges.any()):
+            q_ref.append(batch.charges[batch.has_charges].detach().cpu().numpy())
+            q_pred.append(out["charges"][batch.has_charges].detach().cpu().numpy())
+        if "dipole" in out and bool(batch.has_dipole.any()):
+            d_ref.append(batch.dipole[batch.has_dipole].detach().cpu().numpy().ravel())
+            d_pred.append(out["dipole"][batch.has_dipole].detach().cpu().numpy().ravel())
         if want_virial:
             vmask = batch.has_virial
             w_ref.append((batch.virial[vmask] / n[vmask].view(-1, 1, 1)).detach().cpu().numpy().ravel())
             w_pred.append((out["virial"][vmask] / n[vmask].view(-1, 1, 1)).detach().cpu().numpy().ravel())
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
     e_ref, e_pred, f_ref, f_pred, w_ref, w_pred = map(cat, (e_ref, e_pred, f_ref, f_pred, w_ref, w_pred))
+    q_ref, q_pred, d_ref, d_pred = map(cat, (q_ref, q_pred, d_ref, d_pred))
     metrics: Dict[str, float] = {"num_configurations": len(graphs)}
     if e_ref.size:
         err = e_pred - e_ref
@@ -62,6 +70,12 @@ def evaluate(model, graphs: Sequence[Graph], *, batch_size: int = 16, device="cp
     if w_ref.size:
         err = w_pred - w_ref
         metrics["virial_rmse_kj_mol_per_atom"] = float(np.sqrt((err**2).mean()))
+    if q_ref.size:
+        metrics["charge_rmse_e"] = float(np.sqrt(((q_pred - q_ref) ** 2).mean()))
+        metrics["charge_rms_reference_e"] = float(np.sqrt((q_ref**2).mean()))
+    if d_ref.size:
+        metrics["dipole_rmse_e_nm"] = float(np.sqrt(((d_pred - d_ref) ** 2).mean()))
+        metrics["dipole_rmse_debye"] = metrics["dipole_rmse_e_nm"] / DEBYE_TO_E_NM
     return {"metrics": metrics, "energy_per_atom": (e_ref, e_pred), "forces": (f_ref, f_pred)}
 
 

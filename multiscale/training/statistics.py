@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence
 
+import numpy as np
 import torch
 
 from multiscale.data.configuration import Configuration
@@ -23,14 +24,19 @@ def reference_energies(configs: Sequence[Configuration], types: Sequence[str]) -
 
 
 def loss_scales(configs: Sequence[Configuration], types: Sequence[str], e0: Dict[str, float]) -> LossScales:
-    """σ_E: std of the centred per-atom energy; σ_F: RMS force component; σ_W: RMS per-atom virial
-    (1.0 for a label the data lacks, or with a single energy)."""
+    """σ_E: std of the centred per-atom energy; σ_F: RMS force component; σ_W: RMS per-atom virial;
+    σ_q: RMS reference charge; σ_μ: RMS reference dipole component (1.0 for a label the data lacks,
+    or with a single energy)."""
     stats = dataset_statistics(configs, types, e0)
     energy_std = stats["energy_per_atom_std"] if (stats["num_energies"] or 0) > 1 else None
+    charges = [c.charges for c in configs if c.charges is not None]
+    dipoles = [c.dipole for c in configs if c.dipole is not None]
     return LossScales(
         energy_per_particle=energy_std or 1.0,
         force=stats["force_rms"] or 1.0,
         virial_per_particle=stats["virial_per_atom_rms"] or 1.0,
+        charge=float(np.sqrt(np.mean(np.concatenate(charges) ** 2))) if charges else 1.0,
+        dipole=float(np.sqrt(np.mean(np.stack(dipoles) ** 2))) if dipoles else 1.0,
     )
 
 

@@ -269,8 +269,7 @@ class Trainer:
         return {"loss": float(total.detach()), **{k: float(v) for k, v in terms.items()}}
 
     def _active_terms(self):
-        cfg = self.loss.config
-        return {k for k, on in (("energy", not cfg.force_only and cfg.energy_weight > 0), ("forces", cfg.force_weight > 0), ("virial", cfg.uses_virial)) if on}
+        return {k for k, on in self.loss.active_terms().items() if on}
 
     def validation_loss(self, graphs: Sequence[Graph]) -> Dict[str, float]:
         """Loss terms on ``graphs`` with the EMA weights (no parameter update)."""

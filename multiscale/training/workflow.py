@@ -51,18 +51,15 @@ class JobConfig(YamlConfig):
                 f"family {self.family!r} cannot be trained by the batched trainer yet; choose one of {trainable} "
                 "(a fixed-charge hybrid: Δ-learning on E_ref - E_Coulomb, see multiscale.openmm.electrostatics)"
             )
-        config_class, derived = entry.config_class, entry.derived
-        known = {f.name for f in dataclasses.fields(config_class)}
-        unknown = sorted(set(self.model) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; known options are {sorted(known)}")
-        bad = sorted(set(self.model) & set(derived))
-        if bad:
-            raise ValueError(f"model option(s) {bad} are derived from the training data; remove them from the config")
+        if (self.loss.charge_weight > 0 or self.loss.dipole_weight > 0) and not getattr(entry.model_class, "PREDICTS_CHARGES", False):
+            raise ValueError(
+                f"loss charge_weight/dipole_weight > 0 needs a model that predicts charges; family {self.family!r} "
+                "does not: use family: hybrid, or set them to 0"
+            )
         self.model.setdefault("cutoff", 0.5)
-        # check every model option now (types come from the data later; a placeholder stands in),
-        # so that "0.5nm" or channels: 2.7 fail before any data is read or any model is built
-        config_class.from_dict({**self.model, "types": ["placeholder"]})
+        # check every model option now, so that "0.5nm" or channels: 2.7 fail before any data is
+        # read or any model is built
+        entry.model_class.check_options(self.model, entry.derived)
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "JobConfig":
@@ -131,7 +128,7 @@ def build_model(
         graphs = build_graphs(train, types, cutoff)
     torch.manual_seed(seed)
     options.update(model_class.options_from_data(graphs))
-    model = model_class(list(types), cutoff, dtype=dtype, **options)
+    model = model_class.build(list(types), cutoff, dtype=dtype, **options)
     model.initialise_from_data(graphs)
     e0 = reference_energies(train, types) if not loss.force_only else {t: 0.0 for t in types}
     initialise_readout(model, e0, loss_scales(train, types, e0))
