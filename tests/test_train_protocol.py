@@ -111,3 +111,23 @@ def test_kill_dash_nine_then_resume(tmp_path, dataset):
     assert rows_after[1 : len(rows_before)] == rows_before[1:]  # history kept verbatim
     assert "resumed from checkpoint at epoch" in (out / "training.log").read_text()
     assert json.loads((out / "metrics.json").read_text())["resumed_from_epoch"] == [last_epoch]
+
+
+def test_hybrid_family_from_the_config_file(tmp_path, dataset):
+    """family: hybrid with a coulomb: section trains from the command line; the TIP3P-labelled
+    clusters carry no charges, so only energies and forces are fitted."""
+    path, configs = dataset
+    config = tmp_path / "hybrid.yaml"
+    config.write_text(SMALL.read_text().replace("model:\n", "family: hybrid\nmodel:\n  coulomb: {cutoff: 1.0, method: direct}\n", 1))
+    out = tmp_path / "run"
+    result = run(["--train", path, "--out", out, "--config", config, "--epochs", 3, "--no-progress"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["job"]["family"] == "hybrid" and metrics["model"]["coulomb"]["method"] == "direct"
+    model = load_model(out / "model.ckpt")
+    assert type(model).__name__ == "HybridPotential"
+    assert abs(float(model.compute(configs[0].positions, configs[0].types)["charges"].sum())) < 1e-9
+    # a hybrid config without its coulomb: section is one error line, before any training
+    config.write_text(SMALL.read_text().replace("model:\n", "family: hybrid\nmodel:\n", 1))
+    refused = run(["--train", path, "--out", tmp_path / "bad", "--config", config, "--no-progress"])
+    assert refused.returncode == 2 and "coulomb" in refused.stderr.strip().splitlines()[-1]

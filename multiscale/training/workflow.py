@@ -48,8 +48,7 @@ class JobConfig(YamlConfig):
         if not entry.trainable:
             trainable = sorted(name for name, f in FAMILIES.items() if f.trainable)
             raise ValueError(
-                f"family {self.family!r} cannot be trained by the batched trainer yet; choose one of {trainable} "
-                "(a fixed-charge hybrid: Δ-learning on E_ref - E_Coulomb, see multiscale.openmm.electrostatics)"
+                f"family {self.family!r} cannot be trained by the batched trainer; choose one of {trainable}"
             )
         if (self.loss.charge_weight > 0 or self.loss.dipole_weight > 0) and not getattr(entry.model_class, "PREDICTS_CHARGES", False):
             raise ValueError(
