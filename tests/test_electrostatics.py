@@ -216,3 +216,26 @@ def test_fixed_charge_system_matches_coulomb_and_makes_delta_labels_in_one_call(
     assert context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(direct, rel=1e-10)
     with pytest.raises(ValueError, match="elementary charge"):
         fixed_charge_system([96.0, -96.0], [1.0, 1.0])
+
+
+def test_bench_electrostatics_runs_and_reports_both_engines(tmp_path):
+    """The benchmark end to end on a tiny box: both engines reach the target, JSON holds the ratio
+    and the in-model profile; bad cutoffs are one error line."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "protocols" / "bench_electrostatics.py"
+    done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--sizes", "700", "--repeats", "1",
+                           "--cutoffs", "0.6", "--target", "3e-3"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (size,) = json.loads((tmp_path / "bench_electrostatics.json").read_text())["sizes"]
+    for engine in ("openmm_cpu_pme", "multiscale_pme"):
+        assert size[engine]["relative_rms_force_error"] <= 3e-3 and size[engine]["cutoff_nm"] == 0.6
+    assert size["ratio_multiscale_over_openmm"] == pytest.approx(
+        size["multiscale_pme"]["median_s"] / size["openmm_cpu_pme"]["median_s"])
+    assert size["multiscale_pme"]["pairs"] > 0 and size["multiscale_pme"]["mesh_s"] > 0
+    bad = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--cutoffs", "10"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "error:" in bad.stderr.strip().splitlines()[-1]
