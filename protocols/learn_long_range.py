@@ -17,6 +17,10 @@ data with the same time budget.
 4. Test errors: energy per configuration (kJ/mol) and force components (kJ/mol/nm), overall and
    by separation (inside the cutoff, cutoff-1 nm, beyond 1 nm); charges (e) and dipoles (debye)
    against GFN2-xTB's for the hybrid. Mean and spread (min, max) over the seeds.
+5. The first seed's hybrid in OpenMM (TorchForce, CPU platform): the Na⁺(H₂O)···Na⁺(H₂O)
+   binding-curve point nearest 0.8 nm (beyond the cutoff; curves are never trained on) (total charge +2 e), its OpenMM energy against the model's, then NVE
+   (velocity Verlet, 0.25 fs, 2 ps from 300 K): the drift of the total energy and how far the
+   two ions, which only the Coulomb term couples at first, move apart.
 
 Writes DIR/learn_long_range.json and DIR/learn_long_range.png; resumes (finished stages are
 kept, an interrupted training continues from its checkpoint) when re-run with the same settings.
@@ -142,6 +146,38 @@ def _bin_errors(e_err, f_err, mask) -> Dict[str, float]:
             "energy_mae_kj_mol": float(np.mean(np.abs(e_err[mask]))), "force_rmse_kj_mol_nm": float(np.sqrt(np.mean(forces**2)))}
 
 
+def openmm_run(model, config, steps: int = 8000, dt_ps: float = 0.00025) -> Dict[str, float]:
+    """The hybrid deployed in OpenMM on one configuration: energy agreement and a short NVE run."""
+    import openmm
+    from openmm import app, unit
+
+    from multiscale.openmm.assembly import MLTerm, assemble_system
+
+    model = model.to(torch.float64).set_total_charge(config.total_charge)
+    masses = [app.element.get_by_symbol(t).mass.value_in_unit(unit.dalton) for t in config.types]
+    system = assemble_system(masses, terms=[MLTerm(model, config.types, periodic=False)])
+    integrator = openmm.VerletIntegrator(dt_ps)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(config.positions)
+    context.setVelocitiesToTemperature(300.0, 1)
+    state = context.getState(getEnergy=True)
+    openmm_energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    model_energy = float(model.compute(config.positions, config.types, forces=False)["energy"])
+    na = [k for k, t in enumerate(config.types) if t == "Na"]
+    totals = []
+    for _ in range(steps // 100):
+        integrator.step(100)
+        state = context.getState(getEnergy=True)
+        totals.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole))
+    final = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return {"openmm_energy_kj_mol": openmm_energy, "model_energy_kj_mol": model_energy,
+            "relative_difference": abs(openmm_energy - model_energy) / abs(model_energy),
+            "steps": steps, "timestep_ps": dt_ps, "total_energy_drift_kj_mol": float(totals[-1] - totals[0]),
+            "total_energy_spread_kj_mol": float(np.ptp(totals)),
+            "na_na_start_nm": float(np.linalg.norm(config.positions[na[1]] - config.positions[na[0]])),
+            "na_na_end_nm": float(np.linalg.norm(final[na[1]] - final[na[0]]))}
+
+
 def spread(values: List[float]) -> Dict[str, float]:
     values = [v for v in values if v is not None]
     return {"mean": float(np.mean(values)), "min": float(np.min(values)), "max": float(np.max(values)), "runs": len(values)}
@@ -207,7 +243,8 @@ def main(argv=None) -> int:
     settings = {"per_kind": args.per_kind, "budget_s": args.budget, "epochs": args.epochs, "seeds": args.seeds,
                 "cutoff_nm": CUTOFF_NM}
     stages = [Stage("label", ("data.npz", "curves.npz"))] + [
-        Stage(f"{family}_seed{seed}", (f"{family}_seed{seed}/model.ckpt",)) for seed in args.seeds for family in FAMILIES]
+        Stage(f"{family}_seed{seed}", (f"{family}_seed{seed}/model.ckpt",)) for seed in args.seeds for family in FAMILIES
+    ] + [Stage("openmm")]
     job = ResumableJob(out, settings, stages, what="learn_long_range job").begin()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -253,6 +290,13 @@ def main(argv=None) -> int:
             print(f"seed {seed} {family:11s}: energy RMSE {o['energy_rmse_kj_mol']:.2f} kJ/mol, force RMSE "
                   f"{o['force_rmse_kj_mol_nm']:.1f} kJ/mol/nm ({info['epochs']} epochs)", flush=True)
 
+    # a binding-curve point (never trained on) beyond the cutoff
+    start = min(curves["Na+(H2O) Na+(H2O)"], key=lambda c: abs(c.info["separation_nm"] - 0.8))
+    deployed = job.run("openmm", lambda: openmm_run(load_model(out / f"hybrid_seed{args.seeds[0]}" / "model.ckpt"),
+                                                    start, steps=800 if args.quick else 8000))
+    print(f"hybrid in OpenMM: energy {deployed['openmm_energy_kj_mol']:.3f} vs model {deployed['model_energy_kj_mol']:.3f} kJ/mol; "
+          f"NVE {deployed['steps']} steps: total energy drift {deployed['total_energy_drift_kj_mol']:.3f} kJ/mol; "
+          f"Na-Na {deployed['na_na_start_nm']:.3f} -> {deployed['na_na_end_nm']:.3f} nm", flush=True)
     summary = summarise(runs)
     for name in summary["hybrid"]["by_separation"]:
         a, b = summary["short_range"]["by_separation"][name], summary["hybrid"]["by_separation"][name]
@@ -265,7 +309,7 @@ def main(argv=None) -> int:
     plot(runs, curves, curve_preds, out / "learn_long_range.png")
     atomic_write_json(out / "learn_long_range.json", {
         "settings": settings, "data": {"train": len(train), "valid": len(valid), "test": len(test), **labelled},
-        "bins_nm": [list(b) for b in BINS], "summary": summary,
+        "bins_nm": [list(b) for b in BINS], "summary": summary, "openmm": deployed,
         "runs": {f: [{k: v for k, v in r.items() if k != "per_configuration"} for r in reports] for f, reports in runs.items()},
         "units": {"energy": "kJ/mol per configuration", "forces": "kJ/mol/nm", "charges": "e", "dipole": "debye"},
     })

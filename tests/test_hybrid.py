@@ -161,7 +161,7 @@ def test_batched_training_outputs_equal_compute_per_configuration():
     out = {k: v.detach() for k, v in predict(model, collate(graphs, dtype=torch.float64), forces=True).items()}
     start = 0
     for b, config in enumerate(configs):
-        model.total_charge = config.total_charge  # compute uses the model's own total
+        model.set_total_charge(config.total_charge)  # compute uses the model's own total
         ref = model.compute(config.positions, config.types)
         n = config.num_particles
         assert float(out["energy"][b]) == pytest.approx(float(ref["energy"]), rel=1e-10, abs=1e-9)

@@ -61,6 +61,10 @@ def test_protocol_runs_end_to_end_and_resumes(tmp_path):
     assert {"charge_rmse_e", "dipole_rmse_debye"} <= set(hybrid)
     assert "charge_rmse_e" not in report["summary"]["short_range"]
     assert set(hybrid["by_separation"]) <= {"0-0.5 nm", "0.5-1 nm", "1-inf nm"}
+    # deployed in OpenMM: the same energy as the model, and NVE conserves the total energy
+    deployed = report["openmm"]
+    assert deployed["relative_difference"] < 1e-6
+    assert abs(deployed["total_energy_drift_kj_mol"]) < 1.0 and deployed["na_na_start_nm"] > 0.5
     # a re-run resumes: every stage is done, nothing is labelled or trained again, same figures
     again = run("--out", tmp_path / "run", *tiny)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -145,6 +145,18 @@ class HybridPotential(Potential):
             fixed_charges=config.fixed_charges, charge_hidden=config.charge_hidden,
         )
 
+    @torch.jit.unused
+    def set_total_charge(self, total_charge: float) -> "HybridPotential":
+        """Deploy on a system of another net charge (e): the charges of ``forward``/``compute`` and
+        OpenMM then sum to it (training uses each configuration's own total instead). Kept in the
+        config, so checkpoints saved afterwards carry it. Returns self."""
+        value = float(total_charge)
+        if not np.isfinite(value):
+            raise ValueError(f"total_charge must be a finite charge in e, got {total_charge!r}")
+        self.total_charge = value
+        self._config.total_charge = value
+        return self
+
     @property
     def dtype(self) -> torch.dtype:
         return self.short_range.dtype
