@@ -192,6 +192,21 @@ def test_soft_near_linear_angle_from_a_short_sample_is_bounded_at_pi():
         fit_harmonic(flat, "angle", TEMPERATURE, PriorConfig(), ("A", "B", "C"))
 
 
+def test_soft_angle_whose_short_sample_stops_short_of_pi_is_closed_at_pi():
+    """A soft near-linear angle (well closed below) whose sample stops 0.06 rad short of π with
+    plenty of samples at that edge (so the Jacobian alone does not explain it): the well counts as
+    bounded at π instead of being refused, as a host-dependent short CG run did in polymer_cg."""
+    from multiscale.cg.priors import expected_angles_beyond_max
+
+    k, theta0 = 12.0, 2.75
+    theta = rejection_sample(angle_density(k, theta0), 0.0, math.pi, 20000, seed=13)
+    theta = theta[theta < math.pi - 0.06]
+    assert expected_angles_beyond_max(theta) > 3.0  # the Jacobian rule alone would not close it
+    k_fit, theta0_fit = fit_harmonic(theta, "angle", TEMPERATURE, PriorConfig(), ("M", "M", "M"))
+    assert k_fit == pytest.approx(k, rel=0.25)
+    assert theta0_fit == pytest.approx(theta0, abs=0.1)
+
+
 # ---------------------------------------------------------------------------------------------
 # (3) dihedrals: Fourier series, no Jacobian
 # ---------------------------------------------------------------------------------------------

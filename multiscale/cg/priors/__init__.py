@@ -22,7 +22,8 @@ Fitting rules (one prior per canonical bead-type tuple; bonds of types (A, B) an
 Samples are histogrammed (``bins`` bins between the ``tail_quantile`` and 1 − ``tail_quantile``
 quantiles; for angles that reach within 0.05 rad of π the range is closed at π, and so it is for
 angles reaching within 0.2 rad of π when the few samples above their maximum are explained by the
-sin θ Jacobian alone, see ``expected_angles_beyond_max``). The free energy
+sin θ Jacobian alone, see ``expected_angles_beyond_max``), and so it is for an angle whose well is
+closed below but still open at an upper edge within 0.2 rad of π). The free energy
 of bin b is ``F_b = −kBT ln[n_b / (N w_b J̄_b)]`` with the bin-averaged Jacobian J̄_b of
 J(r) = r² (bonds) or J(θ) = sin θ (angles), so ``F`` is the Boltzmann inversion
 U(r) = −kBT ln[P(r)/r²] and U(θ) = −kBT ln[P(θ)/sin θ] (up to a constant). Starting at the lowest

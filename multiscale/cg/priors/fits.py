@@ -154,20 +154,27 @@ def fit_harmonic(
     if kind == "bond" and config.bond_fit == "moments":
         return fit_bond_moments(x, temperature_K, config, types)
     lo, hi, closed_at_pi = _harmonic_range(x, kind, config.tail_quantile)
-    inv = boltzmann_inversion(x, kind, temperature_K, config.bins, (lo, hi))
-    free, counts, centers, edges = inv.free_energy, inv.counts, inv.centers, inv.edges
-    occupied = counts > 0
-    reliable = counts >= 5
-    pick = reliable if reliable.any() else occupied
-    i0 = int(np.argmin(np.where(pick, free, np.inf)))
     window = config.fit_window_kT * _kT(temperature_K)
-    left = i0
-    while left > 0 and occupied[left - 1] and free[left - 1] - free[i0] <= window:
-        left -= 1
-    right = i0
-    last = len(counts) - 1
-    while right < last and occupied[right + 1] and free[right + 1] - free[i0] <= window:
-        right += 1
+    while True:
+        inv = boltzmann_inversion(x, kind, temperature_K, config.bins, (lo, hi))
+        free, counts, centers, edges = inv.free_energy, inv.counts, inv.centers, inv.edges
+        occupied = counts > 0
+        reliable = counts >= 5
+        pick = reliable if reliable.any() else occupied
+        i0 = int(np.argmin(np.where(pick, free, np.inf)))
+        left = i0
+        while left > 0 and occupied[left - 1] and free[left - 1] - free[i0] <= window:
+            left -= 1
+        right = i0
+        last = len(counts) - 1
+        while right < last and occupied[right + 1] and free[right + 1] - free[i0] <= window:
+            right += 1
+        if kind == "angle" and not closed_at_pi and right == last and left > 0 and hi >= math.pi - _PI_REACH:
+            # a well closed below but still open at its upper edge within _PI_REACH of π: a near-linear
+            # angle whose short sample stops short of π; close the range at the geometric bound
+            hi, closed_at_pi = math.pi, True
+            continue
+        break
     open_sides = []
     if left == 0:
         open_sides.append(f"lower edge {lo:.4g} {unit}")
