@@ -22,18 +22,16 @@ class Family:
     config_class: type
     checkpoint_format: str
     derived: Tuple[str, ...] = ("types",)
-    #: whether the batched trainer (``JobConfig``/``fit_potential``) can train it
-    trainable: bool = True
 
 
 FAMILIES: Dict[str, Family] = {}
 
 
 def register_family(
-    name: str, model_class: type, checkpoint_format: str, derived: Tuple[str, ...] = ("types",), trainable: bool = True
+    name: str, model_class: type, checkpoint_format: str, derived: Tuple[str, ...] = ("types",)
 ) -> Family:
     """Register ``model_class`` (whose ``CONFIG_CLASS`` is its configuration) under ``name``."""
-    family = Family(name, model_class, model_class.CONFIG_CLASS, checkpoint_format, tuple(derived), bool(trainable))
+    family = Family(name, model_class, model_class.CONFIG_CLASS, checkpoint_format, tuple(derived))
     FAMILIES[name] = family
     return family
 

@@ -45,11 +45,6 @@ class JobConfig(YamlConfig):
 
     def __post_init__(self):
         entry = registry.family(self.family)
-        if not entry.trainable:
-            trainable = sorted(name for name, f in FAMILIES.items() if f.trainable)
-            raise ValueError(
-                f"family {self.family!r} cannot be trained by the batched trainer; choose one of {trainable}"
-            )
         if (self.loss.charge_weight > 0 or self.loss.dipole_weight > 0) and not getattr(entry.model_class, "PREDICTS_CHARGES", False):
             raise ValueError(
                 f"loss charge_weight/dipole_weight > 0 needs a model that predicts charges; family {self.family!r} "
