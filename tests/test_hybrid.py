@@ -210,3 +210,15 @@ def test_training_config_checks_hybrid_options_and_charge_terms():
     job = JobConfig.from_dict({"family": "hybrid", "model": {"coulomb": {"cutoff": 1.0, "method": "direct"}},
                                "loss": {"charge_weight": 1.0}})
     assert job.model["coulomb"]["method"] == "direct"
+
+
+def test_coulomb_method_that_does_not_suit_the_data_is_refused_before_training(tmp_path):
+    from multiscale.training.workflow import JobConfig, fit_potential
+
+    clusters = labelled_clusters(4, 0)
+    job = JobConfig.from_dict({"family": "hybrid", "model": {"cutoff": 0.5, "channels": 4, "num_layers": 1,
+                                                               "coulomb": {"cutoff": 1.0, "method": "pme"}},
+                               "trainer": {"epochs": 1, "device": "cpu"}})
+    with pytest.raises(ValueError, match="needs periodic configurations.*method: direct"):
+        fit_potential(clusters[:3], clusters[3:], tmp_path / "m", job, progress=False)
+    assert not (tmp_path / "m" / "checkpoint.pt").exists()

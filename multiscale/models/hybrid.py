@@ -268,6 +268,20 @@ class HybridPotential(Potential):
 
     @torch.jit.unused
     def initialise_from_data(self, graphs) -> None:
+        """Check that the Coulomb method suits the data's boundaries (before any training), then
+        let the network derive its own constants."""
+        if not self.coulomb.screened:
+            periodic = sorted({bool(g.periodic) for g in graphs})
+            if self.coulomb.method in ("ewald", "pme") and False in periodic:
+                raise ValueError(
+                    f"coulomb method {self.coulomb.method!r} needs periodic configurations, but the training data hold "
+                    "clusters (no box); use coulomb: {method: direct} for clusters"
+                )
+            if self.coulomb.method == "direct" and True in periodic:
+                raise ValueError(
+                    "coulomb method 'direct' sums a cluster's pairs, but the training data hold periodic "
+                    "configurations; use coulomb: {method: pme} (or ewald) for periodic data"
+                )
         self.short_range.initialise_from_data(graphs)
 
     @property
