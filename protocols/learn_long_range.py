@@ -246,7 +246,6 @@ def main(argv=None) -> int:
         Stage(f"{family}_seed{seed}", (f"{family}_seed{seed}/model.ckpt",)) for seed in args.seeds for family in FAMILIES
     ] + [Stage("openmm")]
     job = ResumableJob(out, settings, stages, what="learn_long_range job").begin()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     def make_data():
         data, failed = label(pair_dataset(args.per_kind, MAX_SEPARATION_NM, seed=0), args, "pair configurations")

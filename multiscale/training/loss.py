@@ -105,12 +105,9 @@ class EnergyForceLoss:
             "dipole": not cfg.force_only and cfg.dipole_weight > 0,
         }
 
-    def _active(self, batch: Batch) -> Dict[str, bool]:
-        return self.active_terms()
-
     def denominators(self, batch: Batch) -> torch.Tensor:
         """Σ of the per-item weights of each term in this batch, as a tensor ordered as :attr:`TERMS`."""
-        active = self._active(batch)
+        active = self.active_terms()
         per_particle = batch.weights.index_select(0, batch.batch)
         values = [
             batch.weights[batch.has_energy].sum() if active["energy"] else batch.weights.new_zeros(()),
@@ -123,7 +120,7 @@ class EnergyForceLoss:
 
     def __call__(self, prediction: Dict[str, torch.Tensor], batch: Batch, denominators: Optional[torch.Tensor] = None):
         cfg = self.config
-        active = self._active(batch)
+        active = self.active_terms()
         dens = self.denominators(batch) if denominators is None else denominators
         terms: Dict[str, torch.Tensor] = {}
         n = batch.num_particles.to(prediction["energy"].dtype)
