@@ -1,38 +1,51 @@
 """ML/MM Systems: an ML region inside a force-field System, with no term counted twice.
 
-``create_mixed_system(topology, system, ml_atoms, model)`` copies the user's all-MM System and
+``create_mixed_system(topology, system, ml_atoms, model, embedding)`` copies the user's all-MM
+System and
 
 * removes every bonded term whose atoms all lie in the ML region (terms that cross the boundary
   stay; a covalent bond between the regions is refused, naming it: v1 takes whole molecules or
   residues that cut no bond);
 * removes Lennard-Jones and Coulomb between ML atoms: every ML–ML pair becomes an exception with
   zero charge product and zero ε (this also removes the pair's reciprocal-space part, for the same
-  image only);
-* under Ewald/PME, subtracts a second NonbondedForce that carries only the ML charges, with the
-  same cutoff, tolerance and PME parameters and the same ML–ML exceptions: that force is the
-  Coulomb energy of the ML region with its own periodic images (and its self energy), exactly what
-  the exceptions leave behind (openmm-ml issue #108). With it, E_mixed − E_ML equals the all-MM
-  energy minus the energy of the ML region alone in the same box, images included;
-* adds the ML force on the ML atoms (``particles=``; force group :data:`ML_FORCE_GROUP`).
+  image only). ML–MM Lennard-Jones stays in the force field.
 
-Mechanical embedding: the ML atoms keep their force-field charges for ML–MM electrostatics and
-ML–MM Lennard-Jones stays in the force field. Periodic convention: the model sees the ML atoms in
-the System's periodic cell (positions wrapped, minimum image within its cutoff), so the ML region
-interacts with its own images through the model alone, never through force-field charges.
+``embedding="mechanical"``: the ML atoms keep their force-field charges for ML–MM electrostatics.
+Under Ewald/PME a second NonbondedForce that carries only the ML charges, with the same cutoff,
+tolerance and PME parameters and the same ML–ML exceptions, is subtracted: that force is the
+Coulomb energy of the ML region with its own periodic images (and its self energy), exactly what
+the exceptions leave behind (openmm-ml issue #108). With it, E_mixed − E_ML equals the all-MM
+energy minus the energy of the ML region alone in the same box, images included. The ML force
+acts on the ML atoms only (``particles=``).
 
-Not changed: constraints and virtual sites, ML–MM terms, and the long-range dispersion correction
-of the NonbondedForce (a volume-dependent mean-field constant over all atom pairs; build the MM
-System with ``useDispersionCorrection=False`` to leave ML–ML Lennard-Jones wholly to the model).
-Units: OpenMM's.
+``embedding="electrostatic"`` (a :class:`~multiscale.models.HybridPotential`): the ML atoms'
+force-field charges are set to zero, so OpenMM's NonbondedForce holds MM–MM electrostatics only;
+the model's predicted charges meet the MM charges through E_cross = Σ_ML q_i V_MM(r_i) (PME/Ewald
+with the System's cutoff and tolerance, every image; forces with the dq/dr term), and the ML–ML
+electrostatics are the model's own (:mod:`multiscale.openmm.embedding`). That force acts on every
+particle, since the cross term moves the MM atoms too.
+
+Periodic convention of the model: a model with periodic (or no) electrostatics sees the ML atoms
+in the System's periodic cell (positions wrapped, minimum image within its cutoff), so the ML
+region interacts with its own images through the model alone, never through force-field charges;
+a HybridPotential whose Coulomb is a cluster's direct sum (trained on molecules in vacuum) sees the
+region made whole and without images.
+
+ML force group: :data:`multiscale.openmm.ML_FORCE_GROUP` (both embeddings).
+
+Not changed: constraints and virtual sites, ML–MM bonded terms, and the long-range dispersion
+correction of the NonbondedForce (a volume-dependent mean-field constant over all atom pairs; build
+the MM System with ``useDispersionCorrection=False`` to leave ML–ML Lennard-Jones wholly to the
+model). Units: OpenMM's.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import openmm
-from openmm import app
+from openmm import app, unit
 
 from multiscale.openmm.system import clone_system, topology_types
 
@@ -162,13 +175,16 @@ def create_mixed_system(
     """A copy of the all-MM ``system`` with the ``ml_atoms`` region described by ``model``
     (rules and periodic convention: module docstring). ``system`` is not modified."""
     from multiscale.openmm.bridge import torch_force
+    from multiscale.openmm.embedding import electrostatic_embedding_force
 
     if embedding not in EMBEDDINGS:
         raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
-    if embedding == "electrostatic":
-        raise NotImplementedError(
-            "embedding='electrostatic' (predicted ML charges polarised by the MM charges) is not available yet; "
-            "use embedding='mechanical'"
+    electrostatic = embedding == "electrostatic"
+    cluster_model = bool(getattr(model, "direct", False))  # a HybridPotential with a cluster's Coulomb
+    if electrostatic and not getattr(model, "PREDICTS_CHARGES", False):
+        raise ValueError(
+            f"embedding='electrostatic' needs a model with charges (a HybridPotential); {type(model).__name__} "
+            "predicts none. Use embedding='mechanical', or train family: hybrid"
         )
     if topology.getNumAtoms() != system.getNumParticles():
         raise ValueError(f"the Topology has {topology.getNumAtoms()} atoms but the System {system.getNumParticles()} particles")
@@ -184,6 +200,14 @@ def create_mixed_system(
             "molecules or residues (link atoms for cut bonds are not supported)"
         )
     periodic = system.usesPeriodicBoundaryConditions()
+    if not periodic and getattr(model, "PREDICTS_CHARGES", False) and not cluster_model:
+        raise ValueError(
+            f"the model's Coulomb method is periodic ({model.coulomb.method}) but the System has no periodic box; "
+            "use a periodic System (nonbondedMethod=app.PME) or a model with coulomb method 'direct'"
+        )
+    nonbonded = [system.getForce(k) for k in range(system.getNumForces()) if isinstance(system.getForce(k), openmm.NonbondedForce)]
+    if electrostatic:
+        mm_charges, coulomb = _embedding_charges(nonbonded, ml, model, system.getNumParticles())
     mixed = clone_system(system)
     unknown = []
     for index in range(mixed.getNumForces()):
@@ -198,6 +222,10 @@ def create_mixed_system(
                     "periodic images cannot be removed exactly; create it with nonbondedMethod=app.PME"
                 )
             _exclude_ml_pairs(force, ml)
+            if electrostatic:
+                for a in ml:
+                    charge, sigma, epsilon = force.getParticleParameters(a)
+                    force.setParticleParameters(a, 0.0, sigma, epsilon)
         elif isinstance(force, openmm.CustomNonbondedForce):
             excluded = {tuple(sorted(force.getExclusionParticles(k))) for k in range(force.getNumExclusions())}
             for pair in _ml_pairs(ml):
@@ -213,10 +241,74 @@ def create_mixed_system(
     periodic_coulomb = [mixed.getForce(k) for k in range(mixed.getNumForces())
                         if isinstance(mixed.getForce(k), openmm.NonbondedForce)
                         and mixed.getForce(k).getNonbondedMethod() in _PERIODIC_ELECTROSTATICS]
+    if electrostatic:
+        mixed.addForce(electrostatic_embedding_force(model, ml_types, ml, mm_charges, coulomb, backend=backend))
+        return mixed
     for force in periodic_coulomb:
         correction = openmm.CustomCVForce("-ml_images")
         correction.addCollectiveVariable("ml_images", _ml_image_coulomb(force, ml))
         correction.setName("multiscale ML-region image electrostatics (subtracted)")
         mixed.addForce(correction)
-    mixed.addForce(torch_force(model, ml_types, periodic, ml, backend=backend, system=mixed))
+    if periodic and cluster_model:
+        # the region made whole and seen without images: the embedding module with no MM charges
+        zero = [0.0] * system.getNumParticles()
+        mixed.addForce(electrostatic_embedding_force(model, ml_types, ml, zero, _coulomb_options(nonbonded), backend=backend))
+    else:
+        mixed.addForce(torch_force(model, ml_types, periodic, ml, backend=backend, system=mixed))
     return mixed
+
+
+_OPENMM_METHODS = {openmm.NonbondedForce.PME: "pme", openmm.NonbondedForce.Ewald: "ewald", openmm.NonbondedForce.LJPME: "pme"}
+
+
+def _coulomb_options(nonbonded: Sequence[openmm.NonbondedForce]) -> Optional[Dict]:
+    """Coulomb options of the System's (one) NonbondedForce: its cutoff (nm), method and
+    ewaldErrorTolerance; None for NoCutoff (no box)."""
+    if not nonbonded:
+        raise ValueError("the System has no NonbondedForce, so it has no force-field charges to embed the ML region in")
+    if len(nonbonded) > 1:
+        raise ValueError(f"the System has {len(nonbonded)} NonbondedForces; electrostatic embedding needs exactly one")
+    force = nonbonded[0]
+    method = force.getNonbondedMethod()
+    if method == openmm.NonbondedForce.NoCutoff:
+        return None
+    if method not in _OPENMM_METHODS:
+        raise ValueError(
+            "electrostatic embedding needs the NonbondedForce to use PME, Ewald or NoCutoff (a cutoff with reaction "
+            "field has no exact potential to embed in); create the System with nonbondedMethod=app.PME"
+        )
+    return dict(cutoff=force.getCutoffDistance().value_in_unit(unit.nanometer), method=_OPENMM_METHODS[method],
+                tolerance=force.getEwaldErrorTolerance(), dtype="float64")
+
+
+def _embedding_charges(nonbonded, ml: Sequence[int], model, num_particles: int):
+    """(MM charges with the ML entries zeroed, Coulomb options) for electrostatic embedding, after
+    refusing what it cannot represent: an ML–MM exception (its pair would need a modified cross
+    term), charge offsets, and an ML region whose force-field charge differs from the model's."""
+    coulomb = _coulomb_options(nonbonded)
+    force = nonbonded[0]
+    members = set(ml)
+    crossing = []
+    for k in range(force.getNumExceptions()):
+        i, j, *_ = force.getExceptionParameters(k)
+        if (i in members) != (j in members):
+            crossing.append((i, j))
+    if crossing:
+        raise ValueError(
+            f"the NonbondedForce has {len(crossing)} exception(s) between ML and MM atoms, e.g. {crossing[0]}; "
+            "electrostatic embedding needs the ML region to be whole molecules with no modified ML–MM pairs"
+        )
+    if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
+        raise ValueError("the NonbondedForce has parameter offsets (alchemical charges); electrostatic embedding "
+                         "cannot follow charges that change with global parameters")
+    charges = [force.getParticleParameters(k)[0].value_in_unit(unit.elementary_charge) for k in range(num_particles)]
+    region = sum(charges[a] for a in ml)
+    if abs(region - model.total_charge) > 1e-3:
+        raise ValueError(
+            f"the ML region's force-field charges sum to {region:+.4f} e but the model's charges sum to "
+            f"{model.total_charge:+.4f} e; call model.set_total_charge({round(region):+d}) (or choose the region "
+            "so that the two agree)"
+        )
+    for a in ml:
+        charges[a] = 0.0
+    return charges, coulomb
