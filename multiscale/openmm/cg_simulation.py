@@ -1,9 +1,9 @@
-"""Long, resumable Langevin runs of CG Systems.
+"""Long, resumable Langevin runs of CG Systems (and of any other System: ML/MM runs use it too).
 
 ``CGSimulation`` runs Langevin dynamics with atomic checkpoints, resumes after a crash (the DCD cut
 back to the frames of the last checkpoint), restarts from the last checkpoint with fresh
 velocities after a blow-up, and writes a DCD trajectory plus a PDB whose CONECT records carry the
-bead bonds.
+bead bonds, and optionally an energy log (CSV, cut back like the DCD).
 
 Units: nm, ps, kJ/mol, K.
 """
@@ -21,7 +21,43 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-from multiscale.atomic import atomic_write_bytes, atomic_write_json
+from multiscale.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+#: columns of the energy log (OpenMM units)
+ENERGY_COLUMNS = ("step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "temperature_K", "volume_nm3")
+
+
+class EnergyLog:
+    """An OpenMM reporter writing one CSV row (:data:`ENERGY_COLUMNS`) every ``interval`` steps;
+    the temperature from the kinetic energy and N_dof = 3N − N_constraints − 3 (with a
+    CMMotionRemover; 3N − N_constraints without), as OpenMM's StateDataReporter counts them."""
+
+    def __init__(self, path, interval: int, system: openmm.System, append: bool = False):
+        self.interval = int(interval)
+        removes_com = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
+        massive = sum(1 for k in range(system.getNumParticles()) if system.getParticleMass(k).value_in_unit(unit.dalton) > 0)
+        self.dof = 3 * massive - system.getNumConstraints() - (3 if removes_com else 0)
+        self.handle = open(path, "a" if append else "w")
+        if not append:
+            self.handle.write(",".join(ENERGY_COLUMNS) + "\n")
+
+    def describeNextReport(self, simulation):
+        steps = self.interval - simulation.currentStep % self.interval
+        return {"steps": steps, "periodic": None, "include": ["energy"]}
+
+    def report(self, simulation, state) -> None:
+        kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+        temperature = 2.0 * kinetic / (self.dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin))
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        row = (simulation.currentStep, state.getTime().value_in_unit(unit.picosecond),
+               state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), kinetic, temperature,
+               float(np.linalg.det(np.asarray(box))))
+        self.handle.write(f"{row[0]},{row[1]:.6f},{row[2]:.6f},{row[3]:.6f},{row[4]:.4f},{row[5]:.6f}\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
 
 
 class CGInstabilityError(RuntimeError):
@@ -53,6 +89,7 @@ class CGSimulation:
         checkpoint_interval: int = 2000,
         platform: str = "CPU",
         seed: int = 0,
+        log_energies: bool = False,
     ):
         for what, value in (("report_interval", report_interval), ("checkpoint_interval", checkpoint_interval)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -78,11 +115,20 @@ class CGSimulation:
         self.temperature_K = float(temperature_K)
         self.seed = int(seed)
         self.topology = topology
+        self.log_energies = bool(log_energies)
 
     @property
     def paths(self):
         d, n = self.out_dir, self.name
-        return {"pdb": d / f"{n}.pdb", "dcd": d / f"{n}.dcd", "chk": d / f"{n}.chk", "state": d / f"{n}_state.json"}
+        return {"pdb": d / f"{n}.pdb", "dcd": d / f"{n}.dcd", "chk": d / f"{n}.chk", "state": d / f"{n}_state.json",
+                "energies": d / f"{n}_energies.csv"}
+
+    def _truncate_energies(self, frames: int) -> None:
+        path = self.paths["energies"]
+        if path.exists():
+            lines = path.read_text().splitlines(keepends=True)
+            if len(lines) != frames + 1:
+                atomic_write_text(path, "".join(lines[: frames + 1]))
 
     def _save_checkpoint(self, steps: int, frames: int, wall_seconds: float) -> None:
         paths = self.paths
@@ -137,6 +183,7 @@ class CGSimulation:
             wall_before = float(state.get("wall_seconds", 0.0))
             self.simulation.context.loadCheckpoint(paths["chk"].read_bytes())
             self._truncate_dcd(frames)
+            self._truncate_energies(frames)
             if fresh_velocities_seed is not None:
                 self.simulation.context.setVelocitiesToTemperature(self.temperature_K * unit.kelvin, fresh_velocities_seed)
         else:
@@ -148,6 +195,9 @@ class CGSimulation:
                 app.PDBFile.writeFile(self.topology, positions, handle, keepIds=True)
         reporter = app.DCDReporter(str(paths["dcd"]), self.report_interval, append=resumed and paths["dcd"].exists())
         self.simulation.reporters = [reporter]
+        if self.log_energies:
+            self.simulation.reporters.append(EnergyLog(paths["energies"], self.report_interval, self.simulation.system,
+                                                       append=resumed and paths["energies"].exists()))
         self.simulation.currentStep = done
         start = time.perf_counter()
         total_wall = wall_before
@@ -162,6 +212,8 @@ class CGSimulation:
                 if isinstance(error, ValueError) and "NaN" not in str(error):
                     raise
                 bar.close()
+                for extra in self.simulation.reporters[1:]:
+                    extra.close()
                 self.simulation.reporters = []
                 del reporter  # closes the DCD, so a restart can cut it back
                 kept = (f"its last checkpoint ({paths['chk'].name}, step {saved}) and the frames before it are intact"
@@ -179,6 +231,8 @@ class CGSimulation:
                 self._save_checkpoint(done, frames, total_wall)
                 saved = done
         bar.close()
+        for extra in self.simulation.reporters[1:]:
+            extra.close()
         del reporter
         self.simulation.reporters = []
         elapsed = time.perf_counter() - start
