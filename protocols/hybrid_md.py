@@ -7,21 +7,27 @@
 1. **System**: ACE-ALA-NME (``systems.molecules``) solvated in TIP3P (amber14 for everything), PME
    (cutoff 1.0 nm), X–H bonds constrained, 2 fs steps, Langevin 300 K (1/ps), Monte Carlo
    barostat 1 bar. MM minimisation and NPT equilibration.
-2. **Model** (without ``--model``): the dipeptide is sampled in the gas phase with amber14 at 500 K
-   from each of the C7eq, C5, PII, αR and αL basins, labelled with GFN2-xTB (tblite), split
+2. **Model** (without ``--model``): the dipeptide is sampled in the gas phase with amber14 at 300 K
+   and 500 K in each of the C7eq, C5, PII, αR and αL basins (φ/ψ held within ±40° by flat-bottomed
+   torsion restraints), labelled with GFN2-xTB (tblite), split
    80/10/10 and trained with the project's trainer: ``family: equivariant`` for mechanical
    embedding, ``family: hybrid`` (direct Coulomb, charge and dipole terms) for electrostatic
    embedding. Labels (DIR/data.npz) and model (DIR/model/) are cached: a re-run resumes.
 3. **Runs**: the ML/MM System (``multiscale.openmm.create_mixed_system``; the dipeptide is the ML
    region) is equilibrated from the MM-equilibrated state, then production; the pure-MM reference
    runs the same length from the same MM-equilibrated state. Both resumable (checkpoints).
-4. **NVE**: a short velocity-Verlet segment (1 fs) of the ML/MM System from the end of production.
+4. **NVE**: a short velocity-Verlet segment (1 fs) of the ML/MM System from the end of its
+   production, and of the MM System from the end of its own (the control: same platform, same
+   precision, same constraints).
 5. **Report** (DIR/report.json): ns/day of ML/MM and MM measured here and their ratio; the NVE
    drift (kT/ns/dof); φ/ψ populations (C7eq, C5, αR, αL, other) of both runs; the model's test
    errors. DIR/ also holds hybrid.pdb, hybrid.dcd, mm.pdb, mm.dcd, ramachandran.png,
    energies.png and the energy logs (CSV).
 
-``--quick`` (≤ 15 min on 2 CPU cores): small data and training budget, 20 ps of production.
+``--quick`` (≤ 15 min on 2 CPU cores): small data and training budget, 20 ps of production (8 ps
+with electrostatic embedding, whose ML force is ~3× dearer on CPU): enough to show that the run is
+stable and how fast it is, not to converge the φ/ψ populations (barrier crossings take tens of
+ps to ns); those need the defaults.
 The defaults are the scientific run (2 ns of production each, meant for a GPU).
 """
 
@@ -30,7 +36,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict
 
@@ -49,6 +55,7 @@ from multiscale.data import load_dataset, save_dataset, split_dataset  # noqa: E
 from multiscale.jobs import ResumableJob, Stage  # noqa: E402
 from multiscale.openmm import create_mixed_system  # noqa: E402
 from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
+from multiscale.openmm.platforms import get_platform  # noqa: E402
 
 TEMPERATURE_K = 300.0
 PRESSURE_BAR = 1.0
@@ -88,7 +95,7 @@ class Settings:
     xtb_processes: int
 
 
-QUICK = Settings(padding_nm=1.25, samples_per_basin=80, sample_interval=100, train_seconds=200.0, epochs=300,
+QUICK = Settings(padding_nm=1.25, samples_per_basin=120, sample_interval=100, train_seconds=270.0, epochs=400,
                  mm_equilibration_ps=10.0, ml_equilibration_ps=2.0, production_ps=20.0, nve_ps=1.0,
                  report_interval=250, checkpoint_interval=2500, channels=16, xtb_processes=2)
 FULL = Settings(padding_nm=1.6, samples_per_basin=600, sample_interval=200, train_seconds=3600.0, epochs=3000,
@@ -105,13 +112,6 @@ def parse_args(argv=None):
     p.add_argument("--platform", choices=PLATFORMS, default="CPU", help="OpenMM platform of the MD runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
-
-
-def check_platform(name: str) -> None:
-    names = [openmm.Platform.getPlatform(k).getName() for k in range(openmm.Platform.getNumPlatforms())]
-    if name not in names:
-        raise ValueError(f"OpenMM platform {name!r} is not available here (available: {', '.join(names)}); "
-                         "use --platform CPU")
 
 
 def check_model(path: Path, embedding: str):
@@ -195,25 +195,51 @@ def read_state(path: Path):
 
 
 # ---------------------------------------------------------------------------------------- model
+def restrained_sampling_system(topology, phi_psi_deg) -> openmm.System:
+    """The gas-phase sampling System with φ and ψ held near a basin by flat-bottomed torsion
+    restraints (free within ±40°, then 200 kJ/mol/rad²): in vacuum αR and αL are not minima, so
+    free MD started there leaves them within picoseconds and the model would never see them."""
+    from systems.molecules import alanine_dipeptide_system
+
+    system = alanine_dipeptide_system(topology)
+    index = {(a.residue.index, a.name): a.index for a in topology.atoms()}
+    torsions = {"phi": [(0, "C"), (1, "N"), (1, "CA"), (1, "C")], "psi": [(1, "N"), (1, "CA"), (1, "C"), (2, "N")]}
+    restraint = openmm.CustomTorsionForce("0.5*k*max(0, abs(d)-width)^2; d = atan2(sin(theta-theta0), cos(theta-theta0))")
+    restraint.addGlobalParameter("k", 200.0)
+    restraint.addGlobalParameter("width", np.radians(40.0))
+    restraint.addPerTorsionParameter("theta0")
+    for name, target in zip(("phi", "psi"), phi_psi_deg):
+        restraint.addTorsion(*[index[key] for key in torsions[name]], [np.radians(target)])
+    system.addForce(restraint)
+    return system
+
+
 def sample_and_label(out: Path, s: Settings, progress: bool) -> Dict:
+    """Gas-phase configurations of the dipeptide from every basin (restrained, at 300 K and at
+    SAMPLING_TEMPERATURE_K), labelled by GFN2-xTB, written to DIR/data.npz."""
     from multiscale.data import sample_simulation
     from multiscale.labels import GFN2xTBLabeller
-    from systems.molecules import alanine_dipeptide, alanine_dipeptide_system
+    from systems.molecules import alanine_dipeptide
 
     configs = []
     for k, (basin, (phi, psi)) in enumerate(SAMPLING_STARTS.items()):
-        top, pos = alanine_dipeptide(phi, psi)
-        system = alanine_dipeptide_system(top)
-        integrator = openmm.LangevinMiddleIntegrator(SAMPLING_TEMPERATURE_K * unit.kelvin, 5.0 / unit.picosecond,
-                                                     0.0005 * unit.picosecond)
-        integrator.setRandomNumberSeed(11 + k)
-        simulation = app.Simulation(top, system, integrator, openmm.Platform.getPlatformByName("CPU"))
-        simulation.context.setPositions(pos)
-        simulation.minimizeEnergy(maxIterations=200)
-        simulation.context.setVelocitiesToTemperature(SAMPLING_TEMPERATURE_K * unit.kelvin, 11 + k)
-        for c in sample_simulation(simulation, s.samples_per_basin, s.sample_interval, progress=progress):
-            c.info["basin"] = basin
-            configs.append(c)
+        for temperature in (TEMPERATURE_K, SAMPLING_TEMPERATURE_K):
+            top, pos = alanine_dipeptide(phi, psi)
+            integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 5.0 / unit.picosecond,
+                                                         0.0005 * unit.picosecond)
+            seed = 11 + 2 * k + (temperature > TEMPERATURE_K)
+            integrator.setRandomNumberSeed(seed)
+            simulation = app.Simulation(top, restrained_sampling_system(top, (phi, psi)), integrator,
+                                        openmm.Platform.getPlatformByName("CPU"))
+            simulation.context.setPositions(pos)
+            simulation.minimizeEnergy(maxIterations=200)
+            simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
+            simulation.step(2000)  # 1 ps away from the built geometry
+            # labels come from GFN2-xTB below, not from this (restrained) System
+            for c in sample_simulation(simulation, s.samples_per_basin // 2, s.sample_interval, progress=progress):
+                c.info["basin"] = basin
+                c.info["temperature_K"] = temperature
+                configs.append(c)
     labelled = GFN2xTBLabeller(processes=s.xtb_processes).label(configs)
     if len(labelled.failures) > 0.05 * len(configs):
         raise RuntimeError(f"GFN2-xTB failed on {len(labelled.failures)} of {len(configs)} configurations: "
@@ -263,9 +289,9 @@ def production(name: str, system, topology, state_path: Path, out: Path, s: Sett
     return result
 
 
-def nve_segment(make_system, out: Path, s: Settings, platform: str, progress: bool) -> Dict:
-    """Velocity Verlet (1 fs) of the ML/MM System without barostat, from the end of production
-    (``make_system(barostat)`` builds the ML/MM System with or without it)."""
+def nve_segment(make_system, checkpoint: Path, s: Settings, platform: str, progress: bool, what: str) -> Dict:
+    """Velocity Verlet (1 fs) of a System without barostat from the end of its production run
+    (``make_system(barostat)`` builds it with or without the barostat; ``checkpoint`` that run's)."""
     from tqdm import tqdm
 
     system, nve = make_system(True), make_system(False)
@@ -273,7 +299,7 @@ def nve_segment(make_system, out: Path, s: Settings, platform: str, progress: bo
     integrator = openmm.VerletIntegrator(dt * unit.picosecond)
     context = openmm.Context(nve, integrator, openmm.Platform.getPlatformByName(platform))
     checkpoint_context = openmm.Context(system, openmm.VerletIntegrator(dt), openmm.Platform.getPlatformByName(platform))
-    checkpoint_context.loadCheckpoint((out / "hybrid.chk").read_bytes())
+    checkpoint_context.loadCheckpoint(checkpoint.read_bytes())
     state = checkpoint_context.getState(getPositions=True, getVelocities=True)
     del checkpoint_context
     context.setPeriodicBoxVectors(*state.getPeriodicBoxVectors())
@@ -284,7 +310,7 @@ def nve_segment(make_system, out: Path, s: Settings, platform: str, progress: bo
     steps = int(round(s.nve_ps / dt))
     every = 10
     times, totals = [], []
-    for _ in tqdm(range(steps // every), desc="ML/MM NVE", unit="x10 steps", disable=not progress):
+    for _ in tqdm(range(steps // every), desc=f"{what} NVE", unit="x10 steps", disable=not progress):
         integrator.step(every)
         st = context.getState(getEnergy=True)
         times.append(st.getTime().value_in_unit(unit.picosecond))
@@ -376,11 +402,14 @@ def plot_energies(out: Path, nve: Dict, path: Path) -> None:
     for ax in axes[:3]:
         ax.set_xlabel("time (ps)")
         ax.legend()
-    e = np.asarray(nve["total_energy_kj_mol"])
-    axes[3].plot(nve["times_ps"], e - e[0], color="tab:blue")
+    for name, color in (("hybrid", "tab:blue"), ("mm", "tab:gray")):
+        e = np.asarray(nve[name]["total_energy_kj_mol"])
+        axes[3].plot(nve[name]["times_ps"], e - e[0], color=color,
+                     label=f"{name}: drift {nve[name]['drift_kT_per_ns_per_dof']:.2g} kT/ns/dof")
     axes[3].set_xlabel("time (ps)")
     axes[3].set_ylabel("E_total − E_total(0) (kJ/mol)")
-    axes[3].set_title(f"ML/MM NVE, {nve['timestep_ps'] * 1000:g} fs: drift {nve['drift_kT_per_ns_per_dof']:.2g} kT/ns/dof")
+    axes[3].set_title(f"NVE, velocity Verlet {nve['hybrid']['timestep_ps'] * 1000:g} fs")
+    axes[3].legend()
     fig.tight_layout()
     _save(fig, path)
 
@@ -390,7 +419,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out: Path = args.out
     s = QUICK if args.quick else FULL
-    check_platform(args.platform)
+    if args.quick and args.embedding == "electrostatic":
+        # its ML force (the cross term's in-model PME over every MM charge) costs ~3x the mechanical
+        # one on CPU, so the quick run is shorter to stay within its 15 minutes
+        s = replace(s, ml_equilibration_ps=1.0, production_ps=8.0, nve_ps=0.5)
+    get_platform(args.platform)  # a missing platform is refused (with how to get it) before any work
     given = check_model(args.model, args.embedding) if args.model else None
     progress = not args.no_progress
     settings = {"quick": bool(args.quick), "embedding": args.embedding, "model": str(args.model) if args.model else None,
@@ -472,16 +505,20 @@ def main(argv=None) -> int:
     print(f"MM production: {s.production_ps:g} ps at {mm['ns_per_day']:.2f} ns/day", flush=True)
 
     def run_nve():
-        result = nve_segment(mixed, out, s, args.platform, progress)
+        def plain_mm(barostat: bool) -> openmm.System:
+            return with_barostat(mm_system(topology)) if barostat else mm_system(topology)
+
+        result = {"hybrid": nve_segment(mixed, out / "hybrid.chk", s, args.platform, progress, "ML/MM"),
+                  "mm": nve_segment(plain_mm, out / "mm.chk", s, args.platform, progress, "MM")}
         atomic_write_json(out / "nve.json", result)
-        return {k: v for k, v in result.items() if k not in ("times_ps", "total_energy_kj_mol")}
+        return {run: {k: v for k, v in r.items() if k not in ("times_ps", "total_energy_kj_mol")} for run, r in result.items()}
 
     nve_info = job.run("nve", run_nve)
     import json
 
     nve = json.loads((out / "nve.json").read_text())
-    print(f"ML/MM NVE ({nve['steps']} steps of {nve['timestep_ps'] * 1000:g} fs): drift "
-          f"{nve['drift_kT_per_ns_per_dof']:.2e} kT/ns/dof", flush=True)
+    print(f"NVE ({nve['hybrid']['steps']} steps of {nve['hybrid']['timestep_ps'] * 1000:g} fs, {args.platform}): drift ML/MM "
+          f"{nve['hybrid']['drift_kT_per_ns_per_dof']:.2e}, MM {nve['mm']['drift_kT_per_ns_per_dof']:.2e} kT/ns/dof", flush=True)
 
     # ---- analysis
     angles = {"ML/MM": backbone(out / "hybrid.dcd", out / "hybrid.pdb"), "MM": backbone(out / "mm.dcd", out / "mm.pdb")}

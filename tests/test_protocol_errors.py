@@ -162,3 +162,44 @@ def test_polymer_seed_and_out(tmp_path, flag, value):
                     reason="asserts the message for a machine without OpenMM's CUDA platform")
 def test_polymer_cuda_platform_says_how_to_install_it(tmp_path):
     assert_error_line(run(POLYMER, "--quick", "--out", tmp_path / "o", "--platform", "CUDA"), "pip install -e \".[cuda12]\"")
+
+
+# ------------------------------------------------------------------------------------ hybrid_md
+HYBRID = ROOT / "protocols" / "hybrid_md.py"
+
+
+def test_hybrid_md_refuses_a_model_that_is_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "model.ckpt"
+    bogus.write_text("not a checkpoint")
+    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--model", bogus), "--model", "not a multiscale checkpoint")
+    assert not (tmp_path / "run" / "solvated.pdb").exists()  # refused before any work
+
+
+def test_hybrid_md_refuses_a_model_without_the_dipeptide_types(tmp_path):
+    from conftest import make_model
+    from multiscale.models import save_model
+
+    save_model(make_model(types=["H", "O"]), tmp_path / "water.ckpt")
+    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--model", tmp_path / "water.ckpt"),
+                      "needs C, H, N, O", "missing ['C', 'N']")
+
+
+def test_hybrid_md_electrostatic_embedding_needs_charges(tmp_path):
+    from conftest import make_model
+    from multiscale.models import save_model
+
+    save_model(make_model(types=["C", "H", "N", "O"]), tmp_path / "short.ckpt")
+    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--model", tmp_path / "short.ckpt",
+                          "--embedding", "electrostatic"), "family hybrid", "--embedding mechanical")
+
+
+@pytest.mark.skipif("CUDA" in [openmm.Platform.getPlatform(k).getName() for k in range(openmm.Platform.getNumPlatforms())],
+                    reason="this machine has OpenMM's CUDA platform")
+def test_hybrid_md_cuda_platform_without_cuda(tmp_path):
+    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--platform", "CUDA"), "'CUDA' is not available",
+                      "pip install -e \".[cuda12]\"")
+
+
+@pytest.mark.parametrize("flag, value", [("--embedding", "polarisable"), ("--platform", "OpenCL")])
+def test_hybrid_md_unknown_choices(tmp_path, flag, value):
+    assert_error_line(run(HYBRID, "--out", tmp_path / "run", flag, value), "invalid choice")

@@ -99,12 +99,16 @@ class ElectrostaticEmbedding(torch.nn.Module):
         charged = (mm_charges != 0).nonzero().squeeze(1)
         self.register_buffer("mm", charged.to(torch.long))
         self.register_buffer("mm_charges", mm_charges.to(torch.float64))
+        # the mesh work in the Coulomb module's precision (float32 for a float32 model: half the
+        # cost, and PME's own error at OpenMM's tolerances is far above float32 rounding)
+        self.register_buffer("mesh_charges", mm_charges.to(coulomb.calculator.potential.prefactor.dtype
+                                                           if coulomb is not None else torch.float64).unsqueeze(1))
         self.periodic = coulomb is not None
         self.model_periodic = not bool(model.direct)
         self.allow_default_box = bool(allow_default_box)
         self.cutoff = float(coulomb.cutoff) if coulomb is not None else 0.0
         # a placeholder module keeps the attribute typed for TorchScript when there is no box
-        self.coulomb = coulomb.to(torch.float64) if coulomb is not None else Coulomb(1.0, "direct", dtype="float64")
+        self.coulomb = coulomb if coulomb is not None else Coulomb(1.0, "direct", dtype="float64")
         self.prefactor = float(ONE_4PI_EPS0)
 
     def forward(self, positions: torch.Tensor, boxVectors: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -159,11 +163,12 @@ class ElectrostaticEmbedding(torch.nn.Module):
         # torch-pme: the potential of the MM charges alone (ML entries zero), real space over the
         # ML–MM pairs only, reciprocal space and background over all MM charges; it returns half
         # the potential (its energy is Σ q φ over all particles, each pair counted from both ends)
+        work = self.mesh_charges.dtype
         potential = self.coulomb.calculator.forward(
-            charges=self.mm_charges.unsqueeze(1), cell=box, positions=pos,
-            neighbor_indices=torch.stack([i, j], dim=1), neighbor_distances=d,
+            charges=self.mesh_charges, cell=box.to(work), positions=pos.to(work),
+            neighbor_indices=torch.stack([i, j], dim=1), neighbor_distances=d.to(work),
         )
-        return 2.0 * (charges * potential.squeeze(1).index_select(0, self.ml)).sum()
+        return 2.0 * (charges * potential.squeeze(1).index_select(0, self.ml).to(charges.dtype)).sum()
 
 
 class EmbeddingComputation:

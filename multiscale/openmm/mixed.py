@@ -45,6 +45,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import openmm
+import torch
 from openmm import app, unit
 
 from multiscale.openmm.system import clone_system, topology_types
@@ -261,9 +262,9 @@ def create_mixed_system(
 _OPENMM_METHODS = {openmm.NonbondedForce.PME: "pme", openmm.NonbondedForce.Ewald: "ewald", openmm.NonbondedForce.LJPME: "pme"}
 
 
-def _coulomb_options(nonbonded: Sequence[openmm.NonbondedForce]) -> Optional[Dict]:
+def _coulomb_options(nonbonded: Sequence[openmm.NonbondedForce], dtype: str = "float64") -> Optional[Dict]:
     """Coulomb options of the System's (one) NonbondedForce: its cutoff (nm), method and
-    ewaldErrorTolerance; None for NoCutoff (no box)."""
+    ewaldErrorTolerance, in the ML model's precision ``dtype``; None for NoCutoff (no box)."""
     if not nonbonded:
         raise ValueError("the System has no NonbondedForce, so it has no force-field charges to embed the ML region in")
     if len(nonbonded) > 1:
@@ -278,14 +279,14 @@ def _coulomb_options(nonbonded: Sequence[openmm.NonbondedForce]) -> Optional[Dic
             "field has no exact potential to embed in); create the System with nonbondedMethod=app.PME"
         )
     return dict(cutoff=force.getCutoffDistance().value_in_unit(unit.nanometer), method=_OPENMM_METHODS[method],
-                tolerance=force.getEwaldErrorTolerance(), dtype="float64")
+                tolerance=force.getEwaldErrorTolerance(), dtype=dtype)
 
 
 def _embedding_charges(nonbonded, ml: Sequence[int], model, num_particles: int):
     """(MM charges with the ML entries zeroed, Coulomb options) for electrostatic embedding, after
     refusing what it cannot represent: an ML–MM exception (its pair would need a modified cross
     term), charge offsets, and an ML region whose force-field charge differs from the model's."""
-    coulomb = _coulomb_options(nonbonded)
+    coulomb = _coulomb_options(nonbonded, "float32" if model.dtype == torch.float32 else "float64")
     force = nonbonded[0]
     members = set(ml)
     crossing = []
