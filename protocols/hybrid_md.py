@@ -285,7 +285,12 @@ def production(name: str, system, topology, state_path: Path, out: Path, s: Sett
                        platform=platform, seed=seed, log_energies=True)
     steps = int(round(s.production_ps / TIMESTEP_PS))
     result = sim.run(steps, minimize=False, progress=progress)
-    result["ns_per_day"] = result["simulated_ps_per_wall_second"] * 86400.0 / 1000.0
+    per_day = 86400.0 / 1000.0
+    result["ns_per_day"] = result["simulated_ps_per_wall_second"] * per_day
+    segments = [v * per_day for v in result.get("segment_ps_per_wall_second", [])]
+    if segments:
+        result["segment_ns_per_day"] = {"min": min(segments), "median": float(np.median(segments)), "max": max(segments),
+                                        "segments": len(segments)}
     return result
 
 
@@ -531,7 +536,9 @@ def main(argv=None) -> int:
         "system": {**info, "ml_atoms": len(ml_atoms), "temperature_K": TEMPERATURE_K, "pressure_bar": PRESSURE_BAR,
                    "timestep_ps": TIMESTEP_PS, "cutoff_nm": CUTOFF_NM, "constraints": "HBonds", "electrostatics": "PME"},
         "speed": {"platform": args.platform, "hybrid_ns_per_day": hybrid["ns_per_day"], "mm_ns_per_day": mm["ns_per_day"],
-                  "hybrid_over_mm": ratio, "slowdown": 1.0 / ratio},
+                  "hybrid_over_mm": ratio, "slowdown": 1.0 / ratio,
+                  "hybrid_segments_ns_per_day": hybrid.get("segment_ns_per_day"),
+                  "mm_segments_ns_per_day": mm.get("segment_ns_per_day")},
         "nve": nve_info,
         "populations": pops,
         "basins_deg": BASINS,

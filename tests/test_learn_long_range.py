@@ -52,7 +52,8 @@ def run(*args):
 def test_protocol_runs_end_to_end_and_resumes(tmp_path):
     pytest.importorskip("tblite.interface")
     # the epochs cap, not the time budget, ends training: the same model on a slow or a busy host
-    tiny = ("--per-kind", 8, "--budget", 120, "--epochs", 2, "--seeds", 0, "--no-progress")
+    # (--quick for its short OpenMM run; the other quick presets are overridden)
+    tiny = ("--quick", "--per-kind", 8, "--budget", 120, "--epochs", 2, "--seeds", 0, "--no-progress")
     first = run("--out", tmp_path / "run", *tiny)
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "learn_long_range.json").read_text())

@@ -202,6 +202,8 @@ class CGSimulation:
         start = time.perf_counter()
         total_wall = wall_before
         saved = done if resumed else None
+        segments = []  # (steps, wall seconds) of each segment between checkpoints run here
+        segment_start, segment_steps = time.perf_counter(), 0
         bar = tqdm(total=steps, initial=done, desc=f"{self.name} MD", unit="step", disable=not progress)
         while done < steps:
             chunk = min(self.checkpoint_interval - done % self.checkpoint_interval, steps - done)
@@ -224,9 +226,12 @@ class CGSimulation:
                     "near-linear angles diverge) and the bead network"
                 ) from error
             done += chunk
+            segment_steps += chunk
             frames = done // self.report_interval
             bar.update(chunk)
             if done % self.checkpoint_interval == 0 or done == steps:
+                segments.append((segment_steps, time.perf_counter() - segment_start))
+                segment_start, segment_steps = time.perf_counter(), 0
                 total_wall = wall_before + time.perf_counter() - start
                 self._save_checkpoint(done, frames, total_wall)
                 saved = done
@@ -245,4 +250,6 @@ class CGSimulation:
             "wall_seconds": elapsed,
             "total_wall_seconds": total_wall,
             "simulated_ps_per_wall_second": (done * self.timestep_ps) / total_wall if total_wall > 0 else float("nan"),
+            # the speed of each checkpoint segment run in this call: its spread shows the machine's noise
+            "segment_ps_per_wall_second": [n * self.timestep_ps / t for n, t in segments if t > 0],
         }
