@@ -9,7 +9,8 @@
    barostat 1 bar. MM minimisation and NPT equilibration.
 2. **Model** (without ``--model``): the dipeptide is sampled in the gas phase with amber14 at 300 K
    and 500 K in each of the C7eq, C5, PII, αR and αL basins (φ/ψ held within ±40° by flat-bottomed
-   torsion restraints), labelled with GFN2-xTB (tblite), split
+   torsion restraints) and at 400 K over a 60° grid of the whole φ/ψ plane (±30°: the barriers),
+   labelled with GFN2-xTB (tblite), split
    80/10/10 and trained with the project's trainer: ``family: equivariant`` for mechanical
    embedding, ``family: hybrid`` (direct Coulomb, charge and dipole terms) for electrostatic
    embedding. Labels (DIR/data.npz) and model (DIR/model/) are cached: a re-run resumes.
@@ -82,6 +83,7 @@ PLATFORMS = ("CPU", "CUDA")
 class Settings:
     padding_nm: float
     samples_per_basin: int
+    samples_per_grid_point: int
     sample_interval: int
     train_seconds: float
     epochs: int
@@ -95,10 +97,10 @@ class Settings:
     xtb_processes: int
 
 
-QUICK = Settings(padding_nm=1.25, samples_per_basin=120, sample_interval=100, train_seconds=270.0, epochs=400,
+QUICK = Settings(padding_nm=1.25, samples_per_basin=100, samples_per_grid_point=8, sample_interval=100, train_seconds=270.0, epochs=400,
                  mm_equilibration_ps=10.0, ml_equilibration_ps=2.0, production_ps=20.0, nve_ps=1.0,
                  report_interval=250, checkpoint_interval=2500, channels=16, xtb_processes=2)
-FULL = Settings(padding_nm=1.6, samples_per_basin=600, sample_interval=200, train_seconds=3600.0, epochs=3000,
+FULL = Settings(padding_nm=1.6, samples_per_basin=600, samples_per_grid_point=60, sample_interval=200, train_seconds=3600.0, epochs=3000,
                 mm_equilibration_ps=200.0, ml_equilibration_ps=50.0, production_ps=2000.0, nve_ps=10.0,
                 report_interval=500, checkpoint_interval=25000, channels=32, xtb_processes=2)
 
@@ -195,10 +197,13 @@ def read_state(path: Path):
 
 
 # ---------------------------------------------------------------------------------------- model
-def restrained_sampling_system(topology, phi_psi_deg) -> openmm.System:
-    """The gas-phase sampling System with φ and ψ held near a basin by flat-bottomed torsion
-    restraints (free within ±40°, then 200 kJ/mol/rad²): in vacuum αR and αL are not minima, so
-    free MD started there leaves them within picoseconds and the model would never see them."""
+def restrained_sampling_system(topology, phi_psi_deg, width_deg: float = 40.0) -> openmm.System:
+    """The gas-phase sampling System with φ and ψ held near a centre by flat-bottomed torsion
+    restraints (free within ±``width_deg``, then 200 kJ/mol/rad²): in vacuum αR and αL are not
+    minima, so free MD started there leaves them within picoseconds and the model would never see
+    them; and nothing unrestrained at 300–500 K visits the barriers between basins, where a model
+    that never saw them invents wells (measured: a quick model without them had a 60 kJ/mol too
+    low region at φ −65°, ψ −120°, and ML/MM MD went there)."""
     from systems.molecules import alanine_dipeptide_system
 
     system = alanine_dipeptide_system(topology)
@@ -206,7 +211,7 @@ def restrained_sampling_system(topology, phi_psi_deg) -> openmm.System:
     torsions = {"phi": [(0, "C"), (1, "N"), (1, "CA"), (1, "C")], "psi": [(1, "N"), (1, "CA"), (1, "C"), (2, "N")]}
     restraint = openmm.CustomTorsionForce("0.5*k*max(0, abs(d)-width)^2; d = atan2(sin(theta-theta0), cos(theta-theta0))")
     restraint.addGlobalParameter("k", 200.0)
-    restraint.addGlobalParameter("width", np.radians(40.0))
+    restraint.addGlobalParameter("width", np.radians(width_deg))
     restraint.addPerTorsionParameter("theta0")
     for name, target in zip(("phi", "psi"), phi_psi_deg):
         restraint.addTorsion(*[index[key] for key in torsions[name]], [np.radians(target)])
@@ -214,32 +219,44 @@ def restrained_sampling_system(topology, phi_psi_deg) -> openmm.System:
     return system
 
 
-def sample_and_label(out: Path, s: Settings, progress: bool) -> Dict:
-    """Gas-phase configurations of the dipeptide from every basin (restrained, at 300 K and at
-    SAMPLING_TEMPERATURE_K), labelled by GFN2-xTB, written to DIR/data.npz."""
+def restrained_samples(phi: float, psi: float, width_deg: float, temperature: float, count: int, interval: int,
+                       seed: int, progress: bool):
+    """``count`` gas-phase configurations (amber14, Langevin at ``temperature``) with φ/ψ held
+    within ±``width_deg`` of (``phi``, ``psi``), after 1 ps away from the built geometry."""
     from multiscale.data import sample_simulation
-    from multiscale.labels import GFN2xTBLabeller
     from systems.molecules import alanine_dipeptide
+
+    top, pos = alanine_dipeptide(phi, psi)
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 5.0 / unit.picosecond, 0.0005 * unit.picosecond)
+    integrator.setRandomNumberSeed(seed)
+    simulation = app.Simulation(top, restrained_sampling_system(top, (phi, psi), width_deg), integrator,
+                                openmm.Platform.getPlatformByName("CPU"))
+    simulation.context.setPositions(pos)
+    simulation.minimizeEnergy(maxIterations=200)
+    simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
+    simulation.step(2000)
+    # labels come from GFN2-xTB, not from this (restrained) System
+    return sample_simulation(simulation, count, interval, progress=progress)
+
+
+def sample_and_label(out: Path, s: Settings, progress: bool) -> Dict:
+    """Gas-phase configurations of the dipeptide in every basin (±40°, at 300 K and at
+    SAMPLING_TEMPERATURE_K) and over the whole φ/ψ plane (a 60° grid of centres, ±30°, at 400 K:
+    the barriers between basins), labelled by GFN2-xTB, written to DIR/data.npz."""
+    from multiscale.labels import GFN2xTBLabeller
 
     configs = []
     for k, (basin, (phi, psi)) in enumerate(SAMPLING_STARTS.items()):
         for temperature in (TEMPERATURE_K, SAMPLING_TEMPERATURE_K):
-            top, pos = alanine_dipeptide(phi, psi)
-            integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 5.0 / unit.picosecond,
-                                                         0.0005 * unit.picosecond)
             seed = 11 + 2 * k + (temperature > TEMPERATURE_K)
-            integrator.setRandomNumberSeed(seed)
-            simulation = app.Simulation(top, restrained_sampling_system(top, (phi, psi)), integrator,
-                                        openmm.Platform.getPlatformByName("CPU"))
-            simulation.context.setPositions(pos)
-            simulation.minimizeEnergy(maxIterations=200)
-            simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
-            simulation.step(2000)  # 1 ps away from the built geometry
-            # labels come from GFN2-xTB below, not from this (restrained) System
-            for c in sample_simulation(simulation, s.samples_per_basin // 2, s.sample_interval, progress=progress):
-                c.info["basin"] = basin
-                c.info["temperature_K"] = temperature
+            for c in restrained_samples(phi, psi, 40.0, temperature, s.samples_per_basin // 2, s.sample_interval, seed, progress):
+                c.info.update(basin=basin, temperature_K=temperature)
                 configs.append(c)
+    grid = np.arange(-150.0, 180.0, 60.0)
+    for k, (phi, psi) in enumerate((a, b) for a in grid for b in grid):
+        for c in restrained_samples(phi, psi, 30.0, 400.0, s.samples_per_grid_point, s.sample_interval, 101 + k, False):
+            c.info.update(basin=f"grid {phi:g} {psi:g}", temperature_K=400.0)
+            configs.append(c)
     labelled = GFN2xTBLabeller(processes=s.xtb_processes).label(configs)
     if len(labelled.failures) > 0.05 * len(configs):
         raise RuntimeError(f"GFN2-xTB failed on {len(labelled.failures)} of {len(configs)} configurations: "
@@ -374,8 +391,8 @@ def plot_ramachandran(angles: Dict[str, tuple], pops: Dict[str, Dict[str, float]
         for name, region in BASINS.items():
             for lo, hi in region["psi"]:
                 ax.add_patch(matplotlib.patches.Rectangle((region["phi"][0], lo), region["phi"][1] - region["phi"][0],
-                                                          hi - lo, fill=False, ec="w", lw=0.8, ls="--"))
-            ax.text(region["phi"][0] + 3, region["psi"][0][0] + 4, f"{name} {pops[label][name]:.2f}", color="w", fontsize=8)
+                                                          hi - lo, fill=False, ec="0.3", lw=0.8, ls="--"))
+            ax.text(region["phi"][0] + 3, region["psi"][0][0] + 4, f"{name} {pops[label][name]:.2f}", color="k", fontsize=8)
         ax.set_xlim(-180, 180)
         ax.set_ylim(-180, 180)
         ax.set_xlabel("φ (degrees)")
