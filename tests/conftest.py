@@ -56,3 +56,25 @@ def cluster():
     pos = random_configuration(12, 0.7, seed=1)
     types = ["O", "H", "H"] * 4
     return pos, types
+
+
+def check_openmm_forces_by_finite_differences(system, positions, atoms_and_axes, h=1e-5, rel=1e-5, abs_tol=1e-3):
+    """OpenMM's forces on (atom, axis) components against 4th-order central differences of its
+    own total energy (Reference platform, double precision)."""
+    import openmm
+    import pytest
+    from openmm import unit
+
+    kj = unit.kilojoule_per_mole
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(kj / unit.nanometer)
+    for atom, axis in atoms_and_axes:
+        values = []
+        for step in (-2, -1, 1, 2):
+            moved = positions.copy()
+            moved[atom, axis] += step * h
+            context.setPositions(moved)
+            values.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(kj))
+        fd = -(values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * h)
+        assert forces[atom, axis] == pytest.approx(fd, rel=rel, abs=abs_tol)

@@ -15,7 +15,7 @@ from openmm import app, unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import make_model  # noqa: E402
+from conftest import check_openmm_forces_by_finite_differences, make_model  # noqa: E402
 from multiscale.electrostatics import Coulomb  # noqa: E402
 from multiscale.models import HybridPotential  # noqa: E402
 from multiscale.openmm import ML_FORCE_GROUP, create_mixed_system, topology_types  # noqa: E402
@@ -194,19 +194,7 @@ def test_forces_match_finite_differences_of_the_total_energy(solvated):
     mixed = create_mixed_system(solvated.topology, system, ML, hybrid("direct", seed=2), embedding="electrostatic",
                                 backend="pythonforce")
     positions = np.array(solvated.getPositions().value_in_unit(unit.nanometer))
-    context = openmm.Context(mixed, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(positions)
-    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ / unit.nanometer)
-    h = 1e-5
-    for atom, axis in [(1, 0), (8, 2), (24, 1)]:  # ML atoms and an MM water atom near them
-        values = []
-        for step in (-2, -1, 1, 2):
-            moved = positions.copy()
-            moved[atom, axis] += step * h
-            context.setPositions(moved)
-            values.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(KJ))
-        fd = -(values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * h)
-        assert forces[atom, axis] == pytest.approx(fd, rel=1e-5, abs=1e-3)
+    check_openmm_forces_by_finite_differences(mixed, positions, [(1, 0), (8, 2), (24, 1)])  # ML atoms and an MM water atom near them
 
 
 def _cluster():

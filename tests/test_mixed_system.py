@@ -12,7 +12,7 @@ from openmm import app, unit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import make_model  # noqa: E402
+from conftest import check_openmm_forces_by_finite_differences, make_model  # noqa: E402
 from multiscale.openmm import ML_FORCE_GROUP  # noqa: E402
 from multiscale.openmm.mixed import create_mixed_system  # noqa: E402
 from systems.molecules import alanine_dipeptide  # noqa: E402
@@ -99,19 +99,7 @@ def test_mechanical_embedding_removes_exactly_the_ml_region_alone(case):
 
 def test_mixed_forces_match_finite_differences(case):
     mixed, positions = case["mixed"], np.array(case["modeller"].getPositions().value_in_unit(unit.nanometer))
-    context = openmm.Context(mixed, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(positions)
-    forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(KJ / unit.nanometer)
-    h = 1e-5
-    for atom, axis in [(1, 0), (8, 2), (14, 1), (30, 0)]:  # ML atoms, and an MM water oxygen
-        values = []
-        for step in (-2, -1, 1, 2):
-            moved = positions.copy()
-            moved[atom, axis] += step * h
-            context.setPositions(moved)
-            values.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(KJ))
-        fd = -(values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * h)
-        assert forces[atom, axis] == pytest.approx(fd, rel=1e-5, abs=1e-3)
+    check_openmm_forces_by_finite_differences(mixed, positions, [(1, 0), (8, 2), (14, 1), (30, 0)])  # ML atoms, and an MM water oxygen
 
 
 def test_refusals_name_the_problem():
