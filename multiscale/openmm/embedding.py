@@ -45,6 +45,7 @@ import openmm
 
 from multiscale.electrostatics.coulomb import Coulomb
 from multiscale.models.io import model_from_state, model_state
+from multiscale.openmm.bridge import check_box_was_set
 from multiscale.neighbors import wrap_positions
 from multiscale.units import ONE_4PI_EPS0
 
@@ -121,13 +122,7 @@ class ElectrostaticEmbedding(torch.nn.Module):
         if self.periodic:
             if boxVectors is None:
                 raise ValueError("the mixed System is periodic but OpenMM passed no box vectors")
-            if not self.allow_default_box:
-                default = torch.eye(3, dtype=boxVectors.dtype, device=boxVectors.device) * 2.0
-                if bool(torch.equal(boxVectors, default)):
-                    raise ValueError(
-                        "the periodic box is OpenMM's default 2 nm cube, which means it was never set: call "
-                        "system.setDefaultPeriodicBoxVectors(a, b, c) with the real cell in nm"
-                    )
+            check_box_was_set(boxVectors, self.allow_default_box)
             box = boxVectors.to(torch.float64)
         region = positions.to(torch.float64).index_select(0, self.ml)
         model_box: Optional[torch.Tensor] = None
