@@ -12,7 +12,8 @@ job resumes, and the CG MD itself resumes from its last checkpoint):
    summed forces — bonds are flexible, so no constraint crosses a bead)
 4. fit priors by Boltzmann inversion                            DIR/priors.json, DIR/priors.png
 5. force-match the bead network on F_mapped − F_prior          DIR/model/ (model.ckpt, log.csv, ...)
-6. run the CG simulation                                        DIR/cg.pdb, DIR/cg.dcd
+6. run the CG simulation                                        DIR/cg.pdb, DIR/cg.dcd,
+   (the CG System without the network, for multiscale.validate)  DIR/cg_system.xml
 7. validate against the mapped reference                        DIR/reference_cg.pdb/.dcd,
                                                                 DIR/report.json, report.md, *.png
 
@@ -48,6 +49,7 @@ from multiscale.cg.priors import BOND_FITS, PriorConfig, collect_samples, fit_pr
 from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
 from multiscale.openmm.assembly import Barostat  # noqa: E402
 from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
+from multiscale.openmm.evaluation import write_system_xml  # noqa: E402
 from multiscale.openmm.pressure import PressureCorrection, fit_pressure_correction  # noqa: E402
 from multiscale.models import load_model  # noqa: E402
 from multiscale.models.io import with_dtype  # noqa: E402
@@ -336,6 +338,10 @@ def main(argv=None) -> int:
     volumes = np.abs(np.linalg.det(boxes))
     start = int(np.argmin(np.abs(volumes - volumes.mean())))
     cg_system_nvt, cg_top = cg_system()
+    # the CG System without its network (priors, corrections, box, masses), for
+    # `python -m multiscale.validate --model DIR/model --structure DIR/cg.pdb --system DIR/cg_system.xml`
+    write_system_xml(build_cg_system(mapping, priors, box=boxes[start], nonbonded_cutoff_nm=s.prior_cutoff_nm,
+                                     pressure_correction=correction)[0], out / "cg_system.xml")
     checkpoint_interval = s.cg_report_interval * 20
     sim = CGSimulation(cg_top, cg_system_nvt, cg_pos[start], out, name="cg", temperature_K=s.temperature_K,
                        timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,

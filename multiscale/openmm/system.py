@@ -124,3 +124,33 @@ def create_delta_system(
     # the box is the base System's, which its author set: an unchanged 2 nm default is refused
     term = MLTerm(model, list(particle_types), bool(periodic), particles, backend=backend, allow_default_box=False)
     return assemble_system(base=base_system, terms=[term])
+
+
+def replace_ml_forces(
+    system: openmm.System,
+    model,
+    particle_types: Sequence[str],
+    *,
+    periodic: Optional[bool] = None,
+    backend: str = "torchforce",
+) -> openmm.System:
+    """A copy of ``system`` whose ML forces (TorchForce, PythonForce) are replaced by one force of
+    ``model`` on all particles: e.g. the same System with a float64 copy of its float32 model.
+    ``periodic=None`` follows the System."""
+    if periodic is None:
+        periodic = system.usesPeriodicBoundaryConditions()
+    base = clone_system(system, keep=lambda force: not _is_ml_force(force))
+    # the box is the System's own, which the caller set
+    base.addForce(torch_force_for(model, particle_types, bool(periodic), backend, base))
+    return base
+
+
+def torch_force_for(model, particle_types: Sequence[str], periodic: bool, backend: str, system: openmm.System) -> openmm.Force:
+    """The ML force of ``model`` on every particle of ``system`` (an ensemble gets its mean force)."""
+    if type(model).__name__ == "EnsemblePotential":
+        from multiscale.openmm.ensemble import ensemble_force
+
+        return ensemble_force(model, list(particle_types), periodic, backend=backend, system=system, allow_default_box=True)
+    from multiscale.openmm.bridge import torch_force
+
+    return torch_force(model, list(particle_types), periodic, backend=backend, system=system, allow_default_box=True)
