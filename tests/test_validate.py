@@ -340,3 +340,54 @@ def test_cli_writes_the_report_and_gates_on_failures(tmp_path):
     assert "Traceback" not in missing.stderr
     wrong = _run_cli("--system", tmp_path / "diatomic.xml", "--structure", tmp_path / "nothing.pdb", cwd=tmp_path)
     assert wrong.returncode == 2 and "error:" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_trained_project_model_passes_and_its_recommended_step_runs_stably(tmp_path):
+    """A model trained here on flexible-TIP3P labels of a water molecule (OpenMM as the teacher)
+    passes every check through the command; its stiffest mode is the teacher's O–H stretch, and
+    NVE at the recommended step stays bounded."""
+    from multiscale.data import sample_simulation, write_extxyz
+    from multiscale.models import save_model
+    from multiscale.training.config import TrainerConfig
+    from multiscale.training.loss import LossConfig
+    from multiscale.training.workflow import JobConfig, fit_potential
+
+    topology, positions = water_cluster(1, seed=2)
+    teacher = flexible_water_system(topology)
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 5 / unit.picosecond, 0.0005 * unit.picosecond)
+    integrator.setRandomNumberSeed(4)
+    simulation = app.Simulation(topology, teacher, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(positions * unit.nanometer)
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 4)
+    simulation.step(200)
+    configs = sample_simulation(simulation, num_samples=100, interval=20, system=teacher, progress=False)
+    job = JobConfig(model={"cutoff": 0.5, "channels": 8, "num_layers": 2, "lmax": 1, "radial_hidden": 16, "num_basis": 6},
+                    trainer=TrainerConfig(epochs=60, batch_size=8, learning_rate=1e-2, device="cpu",
+                                          early_stopping_patience=0, seed=0),
+                    loss=LossConfig())
+    model, _, _ = fit_potential(configs[:85], configs[85:], tmp_path / "train", job, progress=False)
+    save_model(model, tmp_path / "water.ckpt")
+    write_extxyz(tmp_path / "water.xyz", configs[-1:])
+    done = _run_cli("--model", tmp_path / "water.ckpt", "--structure", tmp_path / "water.xyz", "--quick",
+                    "--out", tmp_path / "out", cwd=tmp_path)
+    data = json.loads((tmp_path / "out" / "validation.json").read_text())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert data["summary"]["passed"] is True
+    for name in ("translation", "rotation", "permutation", "inversion", "force_rotation", "gradient", "gradient_float64",
+                 "energy_continuity", "force_continuity", "timestep", "nve_drift"):
+        assert data[name]["passed"] is True, (name, data[name]["detail"])
+    step = data["stiffness"]["recommended_timestep_fs"]
+    teacher_report = validate(teacher, configs[-1].positions, platform="Reference", quick=True)
+    assert data["stiffness"]["lambda_max"] == pytest.approx(teacher_report.stiffness["lambda_max"], rel=0.15)
+    assert step == pytest.approx(teacher_report.recommended_timestep_fs, rel=0.1)
+    # the recommended step in a longer NVE run than the check's: the total energy stays bounded
+    from multiscale.models import load_model
+    from multiscale.openmm import create_system
+    from multiscale.openmm.evaluation import run_nve
+
+    trained = load_model(tmp_path / "water.ckpt")
+    system = create_system(topology, trained, periodic=False)
+    trace = run_nve(system, configs[-1].positions, None, timestep_ps=step / 1000, steps=2000, temperature_K=300.0,
+                    report_every=20, platform="CPU")
+    assert not trace.blew_up
+    assert np.ptp(trace.total) < 0.1 * np.ptp(trace.potential) + 1.0

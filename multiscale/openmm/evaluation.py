@@ -190,6 +190,14 @@ def run_nve(
     context.setVelocitiesToTemperature(float(temperature_K) * unit.kelvin, int(seed))
     times, potential, kinetic = [], [], []
     blew_up, message = False, ""
+    # the first step settles what the drawn velocities are not yet (the centre-of-mass motion a
+    # CMMotionRemover takes out, the constraint components, leapfrog's half-step kinetic energy):
+    # energies are recorded from there on
+    try:
+        integrator.step(1)
+    except Exception as err:  # noqa: BLE001
+        return EnergyTrace(np.zeros(0), np.zeros(0), np.zeros(0), degrees_of_freedom(system), True,
+                           f"OpenMM stopped at the first step: {err}")
     done = 0
     while True:
         state = context.getState(getEnergy=True)

@@ -1,6 +1,8 @@
 """What the ``validate`` command reads: a model (checkpoint or ensemble folder), a structure (PDB,
 or extxyz in ASE units) and optionally a serialised OpenMM System; and the System they make.
 
+Structures: PDB, extxyz (ASE units) or a multiscale dataset (.npz).
+
 * ``--model`` alone: a System of the model on every particle, masses from the elements.
 * ``--system`` alone: that System as it is (any force field, a CG System, a classical baseline).
 * both: the System (priors, force field) plus the model's force on every particle.
@@ -28,8 +30,8 @@ class Structure:
 
 
 def read_structure(path) -> Structure:
-    """A PDB file (nm via OpenMM's reader; CRYST1 → box) or an extxyz file (first frame, ASE units
-    converted to nm at the reader)."""
+    """A PDB file (nm via OpenMM's reader; CRYST1 → box), an extxyz file (first frame, ASE units
+    converted to nm at the reader) or a multiscale dataset ``.npz`` (first frame, nm)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no structure file at {path}")
@@ -42,11 +44,11 @@ def read_structure(path) -> Structure:
         except Exception as err:  # noqa: BLE001  (OpenMM's reader raises many kinds)
             raise ValueError(f"{path} could not be read as a PDB file ({err})") from None
         return Structure(positions, box, elements, names, masses, f"{path} (PDB)")
-    if suffix in (".xyz", ".extxyz"):
-        from multiscale.data.extxyz import read_extxyz
+    if suffix in (".xyz", ".extxyz", ".npz"):
+        from multiscale.data.store import read_configurations
         from multiscale.openmm.evaluation import element_masses
 
-        configs = read_extxyz(path)
+        configs = read_configurations(path)
         if not configs:
             raise ValueError(f"{path} holds no frames")
         config = configs[0]
@@ -56,8 +58,9 @@ def read_structure(path) -> Structure:
         except ValueError:
             masses = [None] * len(types)
         return Structure(np.asarray(config.positions, dtype=np.float64), None if config.box is None else np.asarray(config.box),
-                         types, types, masses, f"{path} (extxyz, first of {len(configs)} frames, Å → nm)")
-    raise ValueError(f"{path}: unknown structure format {suffix!r}; give a .pdb file, or an .xyz/.extxyz file in ASE units (Å)")
+                         types, types, masses, f"{path} (first of {len(configs)} frames" + (", Å → nm)" if suffix != ".npz" else ")"))
+    raise ValueError(f"{path}: unknown structure format {suffix!r}; give a .pdb file, an .xyz/.extxyz file in ASE units (Å), "
+                     "or a multiscale dataset (.npz, nm)")
 
 
 def load_any_model(path):

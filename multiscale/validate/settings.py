@@ -30,9 +30,9 @@ class ValidationSettings(YamlConfig):
     force_rtol_single: float = 1e-4
     #: particles sampled for the finite-difference check (the one with the largest force among them)
     gradient_particles: int = 8
-    #: central-difference steps (double uses Richardson extrapolation of h and h/2)
+    #: central-difference steps (Richardson extrapolation of h and h/2)
     gradient_step_double_nm: float = 1e-4
-    gradient_step_single_nm: float = 2e-3
+    gradient_step_single_nm: float = 1e-3
     #: RMS |F − F_fd| / RMS |F| allowed (single precision adds the energy noise floor)
     gradient_rtol_double: float = 1e-5
     gradient_rtol_single: float = 1e-2
