@@ -391,3 +391,38 @@ def test_a_trained_project_model_passes_and_its_recommended_step_runs_stably(tmp
                     report_every=20, platform="CPU")
     assert not trace.blew_up
     assert np.ptp(trace.total) < 0.1 * np.ptp(trace.potential) + 1.0
+
+
+def test_cli_refuses_bad_input_with_one_error_line(tmp_path, capsys):
+    from multiscale.cli import run_main
+    from multiscale.validate.__main__ import main
+
+    system = _diatomic()
+    (tmp_path / "diatomic.xml").write_text(openmm.XmlSerializer.serialize(system))
+    (tmp_path / "not_a_system.xml").write_text("<System>broken")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("hello")
+    topology = app.Topology()
+    residue = topology.addResidue("W", topology.addChain())
+    for name, element in (("O", app.element.oxygen), ("H1", app.element.hydrogen), ("H2", app.element.hydrogen)):
+        topology.addAtom(name, element, residue)
+    with open(tmp_path / "water.pdb", "w") as handle:
+        app.PDBFile.writeFile(topology, [openmm.Vec3(0, 0, 0), openmm.Vec3(0.096, 0, 0), openmm.Vec3(-0.024, 0.093, 0)]
+                              * unit.nanometer, handle)
+    cases = [
+        (["--system", tmp_path / "diatomic.xml", "--structure", tmp_path / "water.pdb"], "2 particles but the structure has 3"),
+        (["--system", tmp_path / "not_a_system.xml", "--structure", tmp_path / "water.pdb"], "not an OpenMM System XML"),
+        (["--model", tmp_path / "empty.ckpt", "--structure", tmp_path / "water.pdb"], "empty"),
+        (["--system", tmp_path / "diatomic.xml", "--structure", tmp_path / "notes.txt"], "unknown structure format"),
+        (["--system", tmp_path / "diatomic.xml", "--structure", tmp_path / "water.pdb", "--platform", "Nope"],
+         "not available"),
+        (["--system", tmp_path / "diatomic.xml", "--structure", tmp_path / "water.pdb", "--temperature", "-3"], "> 0"),
+    ]
+    for argv, expected in cases:
+        try:
+            code = run_main(lambda a: main(a, prog="multiscale validate"), [str(a) for a in argv], prog="multiscale validate")
+        except SystemExit as stop:  # argparse's own refusals
+            code = stop.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, (argv, err)
+        assert err[-1].startswith("multiscale validate: error:") and expected in err[-1], (expected, err[-1])

@@ -20,8 +20,8 @@ PROG = "python -m multiscale.validate"
 CHECK_FAILED = 1
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Check a model's physics and tell the largest safe time step.")
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Check a model's physics and tell the largest safe time step.")
     p.add_argument("--model", type=Path, help="model checkpoint (model.ckpt, or a training folder / ensemble folder)")
     p.add_argument("--structure", type=existing_file, required=True, help="PDB (nm), or extxyz in ASE units (Å)")
     p.add_argument("--system", type=existing_file, help="serialised OpenMM System (XmlSerializer); with --model, the model is added to it")
@@ -34,8 +34,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
+    args = parser(prog).parse_args(argv)
     if args.model is None and args.system is None:
         raise SystemExit("give a model (--model PATH), a System (--system SYSTEM.xml), or both")
     from multiscale.openmm.platforms import get_platform
