@@ -1,5 +1,5 @@
 """Analysis of simulations: plain functions over arrays or mdtraj Trajectories → numpy/floats."""
 
-from multiscale.analysis.energy import energy_drift
+from multiscale.analysis.energy import drift_resolution, energy_drift
 
-__all__ = ["energy_drift"]
+__all__ = ["energy_drift", "drift_resolution"]
