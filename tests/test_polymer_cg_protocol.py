@@ -100,3 +100,35 @@ def test_finished_job_reruns_its_report_and_refuses_other_settings(job):
     bad.write_text("polymer_cg:\n  chain_lenght: 20\n")
     refused = run("--quick", "--config", bad, "--out", out / "bad", "--no-progress")
     assert refused.returncode != 0 and "chain_lenght" in refused.stderr
+
+
+def test_multiscale_validate_runs_on_the_jobs_cg_model(job):
+    """cg_system.xml plus the bead network is the CG System the job ran (same energy at its first
+    frame), and `multiscale validate` checks it through the command, as a user would."""
+    import openmm
+    from openmm import unit
+
+    from multiscale.models import load_model
+    from multiscale.openmm.evaluation import SystemEvaluator, read_system_xml
+    from multiscale.validate.inputs import build_system, read_structure
+
+    run_dir = job[0] / "run"
+    structure = read_structure(run_dir / "cg.pdb")
+    system, types = build_system(structure, load_model(run_dir / "model"), read_system_xml(run_dir / "cg_system.xml"))
+    assert types == [a.name for a in app.PDBFile(str(run_dir / "cg.pdb")).topology.atoms()]
+    assert not any(isinstance(f, openmm.MonteCarloBarostat) for f in system.getForces())
+    energy, _ = SystemEvaluator(system, "Reference").energy_forces(structure.positions, structure.box)
+    assert np.isfinite(energy)
+    masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())]
+    mapping = json.loads((run_dir / "mapping.json").read_text())
+    assert masses == pytest.approx(mapping["bead_masses"])
+    done = subprocess.run([sys.executable, "-m", "multiscale.validate", "--model", run_dir / "model", "--structure",
+                           run_dir / "cg.pdb", "--system", run_dir / "cg_system.xml", "--quick", "--out", run_dir / "check"],
+                          capture_output=True, text=True, timeout=600)
+    data = json.loads((run_dir / "check" / "validation.json").read_text())
+    for name in ("translation", "rotation", "lattice_shift", "permutation", "gradient_float64", "energy_continuity"):
+        assert data[name]["passed"] is True, (name, data[name]["detail"])
+    # the structure's own stiffness is always there; the thermal snapshots and NVE depend on how
+    # well a 2-epoch network behaves, which is not this test's business
+    assert data["stiffness"]["configurations"][0]["stability_limit_fs"] > 0
+    assert done.returncode in (0, 1) and "recommended step" in done.stdout, done.stderr[-2000:]
