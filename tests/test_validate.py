@@ -426,3 +426,26 @@ def test_cli_refuses_bad_input_with_one_error_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, (argv, err)
         assert err[-1].startswith("multiscale validate: error:") and expected in err[-1], (expected, err[-1])
+
+
+def test_constraint_projection_by_clusters_equals_the_dense_projector():
+    """Clusters of constraints projected out one by one (no dense 3N × N_c matrix) give the
+    orthogonal projector onto the complement of all constraint gradients."""
+    from multiscale.validate.stiffness import MassWeightedHessian
+
+    rng = np.random.default_rng(1)
+    positions = rng.uniform(0, 1.5, size=(9, 3))
+    masses = np.array([12.0, 1.0, 1.0, 1.0, 16.0, 1.0, 1.0, 14.0, 0.0])  # a CH3, a water, a lone N, a virtual site
+    constraints = [(0, 1, 0.1), (0, 2, 0.1), (0, 3, 0.1), (4, 5, 0.1), (4, 6, 0.1), (5, 6, 0.15)]
+    hessian = MassWeightedHessian(None, positions, None, masses, 1e-4, constraints)
+    columns = []
+    for i, j, _ in constraints:
+        e = (positions[i] - positions[j]) / np.linalg.norm(positions[i] - positions[j])
+        c = np.zeros((9, 3))
+        c[i], c[j] = e / np.sqrt(masses[i]), -e / np.sqrt(masses[j])
+        columns.append(c[masses > 0].ravel())
+    q, _ = np.linalg.qr(np.array(columns).T)
+    dense = np.eye(q.shape[0]) - q @ q.T
+    for _ in range(3):
+        y = rng.normal(size=q.shape[0])
+        assert np.allclose(hessian.project(y), dense @ y, atol=1e-12)

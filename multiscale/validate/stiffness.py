@@ -93,29 +93,48 @@ class MassWeightedHessian:
         self.calls = 0
         self.basis = self._constraint_basis(constraints, masses)
 
-    def _constraint_basis(self, constraints, masses) -> Optional[np.ndarray]:
-        if not constraints:
-            return None
+    def _constraint_basis(self, constraints, masses) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """Per cluster of constraints that share particles (a CH3 group, a rigid water): the
+        coordinate slots it touches and an orthonormal basis of its bond-length gradients in
+        mass-weighted coordinates. Clusters are disjoint, so projecting each out in turn is the
+        projection on the whole constrained space; no dense (3N × N_constraints) matrix is built."""
         slot = {int(p): k for k, p in enumerate(self.massive)}
-        columns = []
-        for i, j, _ in constraints:
-            if i not in slot or j not in slot:
-                continue
-            e = self.positions[i] - self.positions[j]
-            e = e / np.linalg.norm(e)
-            c = np.zeros(self.n)
-            c[3 * slot[i]: 3 * slot[i] + 3] = e / math.sqrt(masses[i])
-            c[3 * slot[j]: 3 * slot[j] + 3] = -e / math.sqrt(masses[j])
-            columns.append(c)
-        if not columns:
-            return None
-        q, _ = np.linalg.qr(np.array(columns).T)
-        return q
+        parent = {}
+
+        def root(a):
+            while parent.setdefault(a, a) != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        kept = [(int(i), int(j)) for i, j, _ in constraints if int(i) in slot and int(j) in slot]
+        for i, j in kept:
+            parent[root(i)] = root(j)
+        clusters: Dict[int, List[Tuple[int, int]]] = {}
+        for i, j in kept:
+            clusters.setdefault(root(i), []).append((i, j))
+        blocks = []
+        for pairs in clusters.values():
+            atoms = sorted({a for pair in pairs for a in pair})
+            local = {a: k for k, a in enumerate(atoms)}
+            columns = np.zeros((3 * len(atoms), len(pairs)))
+            for c, (i, j) in enumerate(pairs):
+                e = self.positions[i] - self.positions[j]
+                e = e / np.linalg.norm(e)
+                columns[3 * local[i]: 3 * local[i] + 3, c] = e / math.sqrt(masses[i])
+                columns[3 * local[j]: 3 * local[j] + 3, c] = -e / math.sqrt(masses[j])
+            q, _ = np.linalg.qr(columns)
+            index = np.concatenate([np.arange(3 * slot[a], 3 * slot[a] + 3) for a in atoms])
+            blocks.append((index, q))
+        return blocks
 
     def project(self, y: np.ndarray) -> np.ndarray:
-        if self.basis is None:
+        if not self.basis:
             return y
-        return y - self.basis @ (self.basis.T @ y)
+        y = y.copy()
+        for index, q in self.basis:
+            y[index] -= q @ (q.T @ y[index])
+        return y
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         d = (self.inv_sqrt_mass * y).reshape(-1, 3)
