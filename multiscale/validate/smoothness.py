@@ -20,17 +20,10 @@ from multiscale.neighbors import pairs_within
 from multiscale.units import kT
 from multiscale.validate.report import Check
 from multiscale.validate.settings import ValidationSettings
-from multiscale.validate.target import Target
+from multiscale.validate.target import Target, minimum_image_of
 
 #: a smooth function's change shrinks with the segment; above this ratio per halving it is a jump
 JUMP_RATIO = 0.75
-
-
-def _minimum_image(vector: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
-    if box is None:
-        return vector
-    frac = vector @ np.linalg.inv(box)
-    return (frac - np.round(frac)) @ box
 
 
 def path_pair(target: Target, cutoff: float) -> Optional[Tuple[int, int, float]]:
@@ -60,7 +53,7 @@ class CutoffPath:
 
     def __init__(self, evaluator, target: Target, i: int, j: int, r0: float):
         self.evaluator, self.target, self.i, self.j, self.r0 = evaluator, target, i, j, r0
-        d = _minimum_image(target.positions[i] - target.positions[j], target.box)
+        d = minimum_image_of(target.positions[i] - target.positions[j], target.box)
         self.u = d / np.linalg.norm(d)
 
     def at(self, s: float) -> Tuple[float, float]:

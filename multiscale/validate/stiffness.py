@@ -22,7 +22,7 @@ import numpy as np
 from multiscale.openmm.evaluation import thermal_snapshots
 from multiscale.validate.report import Check
 from multiscale.validate.settings import ValidationSettings
-from multiscale.validate.target import Target
+from multiscale.validate.target import Target, minimum_image_of
 
 
 @dataclass
@@ -152,13 +152,6 @@ class MassWeightedHessian:
         return self.inv_sqrt_mass * hd
 
 
-def _minimum_image(vector: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
-    if box is None:
-        return vector
-    frac = vector @ np.linalg.inv(box)
-    return (frac - np.round(frac)) @ box
-
-
 def describe_mode(vector: np.ndarray, massive: np.ndarray, masses: np.ndarray, positions: np.ndarray,
                   box: Optional[np.ndarray], types: Optional[Sequence[str]]) -> Dict:
     """Which particles the stiffest mode moves (shares of its mass-weighted amplitude, largest
@@ -179,10 +172,10 @@ def describe_mode(vector: np.ndarray, massive: np.ndarray, masses: np.ndarray, p
     moving = [int(k) for k in np.flatnonzero(share >= 0.02 * share[a]) if k != a]
     if not moving:
         return out
-    b = min(moving, key=lambda k: np.linalg.norm(_minimum_image(positions[int(massive[k])] - positions[ia], box)))
+    b = min(moving, key=lambda k: np.linalg.norm(minimum_image_of(positions[int(massive[k])] - positions[ia], box)))
     ib = int(massive[b])
     d = y[a] / math.sqrt(masses[ia]) - y[b] / math.sqrt(masses[ib])  # relative Cartesian displacement
-    e = _minimum_image(positions[ia] - positions[ib], box)
+    e = minimum_image_of(positions[ia] - positions[ib], box)
     e = e / np.linalg.norm(e)
     along = float((d @ e) ** 2 / max(float(d @ d), 1e-300))
     out["mode_pair"] = [ia, ib]

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from multiscale.cg.geometry import minimum_image
 from multiscale.openmm.evaluation import DOUBLE_EPS, SystemEvaluator
 
 
@@ -89,3 +90,10 @@ def is_double(eps: float) -> bool:
 def relative_for(eps: float, double: float, single: float) -> float:
     """The tolerance ``double`` for double-precision arithmetic, else ``single``."""
     return double if is_double(eps) else single
+
+
+def minimum_image_of(vector: np.ndarray, box: Optional[np.ndarray]) -> np.ndarray:
+    """The minimum image (nm) of one displacement, exact in OpenMM's reduced cells."""
+    if box is None:
+        return np.asarray(vector, dtype=float)
+    return minimum_image(np.asarray(vector, dtype=float)[None, None], np.asarray(box, dtype=float)[None])[0, 0]
