@@ -32,7 +32,7 @@ TINY = """polymer_cg:
   channels: 4
   prior_cutoff_nm: 0.9
   prior_bond_fit: moments
-  cg_timestep_ps: 0.02
+  cg_timestep_ps: 0.01  # a 2-epoch network: the contract, not the step, is under test
   cg_steps: 400
   cg_report_interval: 20
   cg_npt_steps: 200
