@@ -449,3 +449,11 @@ def test_constraint_projection_by_clusters_equals_the_dense_projector():
     for _ in range(3):
         y = rng.normal(size=q.shape[0])
         assert np.allclose(hessian.project(y), dense @ y, atol=1e-12)
+
+
+def test_the_figure_is_written_when_the_nve_run_blew_up_at_once(tmp_path):
+    from multiscale.validate.plots import plot_validation
+
+    empty = {"time_ps": [], "potential": [], "kinetic": [], "total": [], "timestep_fs": 1.0, "degrees_of_freedom": 3}
+    path = plot_validation([], empty, tmp_path / "v.png")
+    assert path.stat().st_size > 1000

@@ -113,7 +113,14 @@ class OpenMMLabeller:
                 self.context.setPeriodicBoxVectors(*(openmm.Vec3(*map(float, row)) for row in config.box))
             except openmm.OpenMMException as error:
                 raise ValueError(f"configuration {index}: OpenMM refused the box {config.box.tolist()}: {error}") from None
-        self.context.setPositions(config.positions)
+        return self.energy_forces(config.positions)
+
+    def energy_forces(self, positions, box=None):
+        """(energy kJ/mol, forces (N, 3) kJ/mol/nm) at ``positions`` (N, 3) nm, with ``box`` (3, 3)
+        nm set first when given; no checks (:meth:`label` checks whole configurations)."""
+        if box is not None:
+            self.context.setPeriodicBoxVectors(*(openmm.Vec3(*map(float, row)) for row in np.asarray(box)))
+        self.context.setPositions(np.asarray(positions, dtype=np.float64))
         if self._virtual_sites:
             self.context.computeVirtualSites()
         state = self.context.getState(getEnergy=True, getForces=True)

@@ -99,20 +99,23 @@ def _vec3s(array: np.ndarray):
 class SystemEvaluator:
     """Energy and forces of ``system`` at any positions (and box), on one platform.
 
-    One Context, made once (barostats off); ``energy_forces(positions, box)`` sets them and reads
-    the State. ``eps`` is the unit roundoff of the platform's force arithmetic, from which the
-    checks derive their noise floors.
+    The Context is :class:`~multiscale.labels.openmm_teacher.OpenMMLabeller`'s (one, made once,
+    virtual sites recomputed), made with the barostats off; ``energy_forces(positions, box)``.
+    ``eps`` is the unit roundoff of the platform's force arithmetic, from which the checks derive
+    their noise floors.
     """
 
     def __init__(self, system: openmm.System, platform: str = "Reference", properties: Optional[dict] = None):
+        from multiscale.labels.openmm_teacher import OpenMMLabeller
+
         self.system = system
-        self.platform = str(platform)
+        self.platform = get_platform(str(platform)).getName()  # a missing platform is refused with install hints
         self.periodic = bool(system.usesPeriodicBoundaryConditions())
         self.eps = _platform_eps(self.platform, properties)
         self.masses = system_masses(system)
-        self.has_virtual_sites = any(system.isVirtualSite(i) for i in range(system.getNumParticles()))
         with barostats_off(system):
-            self.context = openmm.Context(system, openmm.VerletIntegrator(0.001), get_platform(self.platform), dict(properties or {}))
+            self._labeller = OpenMMLabeller(system, self.platform, properties)
+        self.context = self._labeller.context
         self.calls = 0
 
     def molecules(self) -> List[List[int]]:
@@ -125,18 +128,10 @@ class SystemEvaluator:
 
     def energy_forces(self, positions: np.ndarray, box: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
         """(potential energy kJ/mol, forces (N, 3) kJ/mol/nm) at ``positions`` (N, 3) nm."""
-        if self.periodic:
-            if box is None:
-                raise ValueError("the System is periodic: give the box (3, 3) nm")
-            self.context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box)])
-        self.context.setPositions(_vec3s(positions))
-        if self.has_virtual_sites:
-            self.context.computeVirtualSites()
-        state = self.context.getState(getEnergy=True, getForces=True)
+        if self.periodic and box is None:
+            raise ValueError("the System is periodic: give the box (3, 3) nm")
         self.calls += 1
-        energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        forces = np.asarray(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
-        return float(energy), forces
+        return self._labeller.energy_forces(positions, box if self.periodic else None)
 
 
 @dataclass

@@ -30,7 +30,7 @@ def plot_validation(paths: List[Dict], nve: Dict, path) -> Path:
     axes[1].set(xlabel="r_ij (nm)", ylabel="F_i · u (kJ/mol/nm)", title="force along the path")
     if paths:
         axes[0].legend(fontsize=7)
-    if nve:
+    if nve and len(nve.get("time_ps", [])):
         t = np.asarray(nve["time_ps"])
         total = np.asarray(nve["total"])
         axes[2].plot(t, total - total[0], label="total")
