@@ -1,0 +1,16 @@
+"""The fast native CG tier: tabulated pair, bond and angle potentials and combined bending–torsion
+terms, force-matched by linear least squares on a spline basis (MS-CG, as VOTCA does), with an
+optional virial (pressure) constraint. The OpenMM forces that run them natively are built by
+:mod:`multiscale.openmm.tabulated`.
+
+* :class:`TabulatedConfig` — options (YAML section ``tabulated``);
+* :func:`fit_tabulated` — the fit; returns a :class:`TabulatedModel` (JSON: ``save``/``load``);
+* :class:`Table` — one g(q) = −dU/dq table with its walls; :func:`dihedral_energy`.
+"""
+
+from multiscale.cg.tabulated.basis import HatBasis
+from multiscale.cg.tabulated.config import TabulatedConfig
+from multiscale.cg.tabulated.fit import fit_tabulated
+from multiscale.cg.tabulated.tables import Table, TabulatedModel, dihedral_energy
+
+__all__ = ["HatBasis", "Table", "TabulatedConfig", "TabulatedModel", "dihedral_energy", "fit_tabulated"]

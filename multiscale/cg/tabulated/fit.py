@@ -1,0 +1,345 @@
+"""Multiscale coarse-graining (MS-CG): force matching of tabulated potentials by linear least
+squares (Izvekov & Voth 2005; Noid et al. 2008), as VOTCA's csg_fmatch does.
+
+The CG force on every bead is linear in the unknowns: g(q) = Σ c_k B_k(q) for each pair, bond and
+angle type (linear B-splines, :class:`~multiscale.cg.tabulated.basis.HatBasis`) and the
+coefficients aₙ of the combined bending–torsion terms. Minimising Σ_frames ‖F_mapped − A c‖²
+needs only the normal equations AᵀA c = Aᵀ F, accumulated frame by frame (memory O(columns²), not
+O(frames × beads)). A second-difference penalty keeps each table smooth where samples are few.
+
+With ``pressure_bar`` set, the solution is constrained (Lagrange multiplier) so that the model's
+mean virial pressure over the reference configurations equals the target: the virial constraint of
+Das & Andersen (J. Chem. Phys. 132, 164106 (2010)). Force matching leaves the CG pressure free;
+with the constraint the model's density at that pressure follows.
+
+Written here rather than taken from VOTCA/OpenMSCG: those are C++ programs with their own file
+formats and no Python API on this stack; the whole method is the few linear-algebra steps below.
+
+Units: nm, rad, kJ/mol, K, bar; positions (T, n, 3) nm, forces (T, n, 3) kJ/mol/nm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from multiscale.cg.geometry import _as_index
+from multiscale.cg.priors.contacts import excluded_pairs
+from multiscale.cg.priors.records import TypeKey, canonical_key
+from multiscale.cg.tabulated import terms
+from multiscale.cg.tabulated.basis import HatBasis
+from multiscale.cg.tabulated.config import TabulatedConfig
+from multiscale.cg.tabulated.tables import TabulatedModel, Table
+from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
+
+
+@dataclass
+class _Block:
+    kind: str            # "pair", "bond", "angle", "dihedral"
+    key: TypeKey
+    offset: int          # first column
+    size: int            # columns
+    basis: Optional[HatBasis] = None
+
+
+class _Problem:
+    """Column layout and per-frame design of one CG system."""
+
+    def __init__(self, bead_types, bonds, angles, dihedrals, config: TabulatedConfig):
+        self.names = [str(t) for t in bead_types]
+        self.n = len(self.names)
+        self.config = config
+        self.bonds = _as_index(bonds, 2, "bonds", self.n)
+        self.angles = _as_index(angles, 3, "angles", self.n)
+        self.dihedrals = _as_index(dihedrals, 4, "dihedrals", self.n) if config.dihedral_order >= 0 else np.zeros((0, 4), int)
+        excluded = excluded_pairs(self.n, self.bonds, config.exclusion)
+        self.excluded_codes = np.sort(excluded[:, 0].astype(np.int64) * self.n + excluded[:, 1])
+        self.blocks: Dict[Tuple[str, TypeKey], _Block] = {}
+        self.columns = 0
+
+    def keys(self, index: np.ndarray) -> List[TypeKey]:
+        return [canonical_key([self.names[i] for i in row]) for row in index.tolist()]
+
+    def add_block(self, kind: str, key: TypeKey, size: int, basis: Optional[HatBasis] = None) -> None:
+        self.blocks[(kind, key)] = _Block(kind, key, self.columns, size, basis)
+        self.columns += size
+
+    # --- geometry -----------------------------------------------------------------------------
+    def pairs(self, x: np.ndarray, box: Optional[np.ndarray]):
+        """Non-excluded pairs i < j within the cutoff: (i, j, r, unit vector from i to j)."""
+        import torch
+
+        from multiscale.neighbors import NeighborList
+
+        xt = torch.as_tensor(x)
+        cell = None if box is None else torch.as_tensor(box)
+        i, j, shifts = (t.numpy() for t in NeighborList(self.config.cutoff_nm).pairs(xt, cell))
+        d = x[j] - x[i]
+        if box is not None:
+            d = d + shifts.astype(np.float64) @ box
+        r = np.linalg.norm(d, axis=1)
+        keep = (i < j) & (r < self.config.cutoff_nm)
+        codes = i * self.n + j
+        if self.excluded_codes.size:
+            pos = np.clip(np.searchsorted(self.excluded_codes, codes), 0, self.excluded_codes.size - 1)
+            keep &= self.excluded_codes[pos] != codes
+        i, j, r, d = i[keep], j[keep], r[keep], d[keep]
+        return i, j, r, d / r[:, None]
+
+    def pair_keys(self, i: np.ndarray, j: np.ndarray, codes: np.ndarray, unique: List[str]) -> np.ndarray:
+        a, b = np.minimum(codes[i], codes[j]), np.maximum(codes[i], codes[j])
+        return a * len(unique) + b
+
+
+def _type_codes(names: Sequence[str]) -> Tuple[List[str], np.ndarray]:
+    unique = sorted(set(names))
+    return unique, np.array([unique.index(t) for t in names], dtype=np.int64)
+
+
+def _check_data(positions, forces, boxes):
+    x = np.asarray(positions, dtype=np.float64)
+    f = np.asarray(forces, dtype=np.float64)
+    if x.ndim != 3 or x.shape[-1] != 3 or x.shape != f.shape:
+        raise ValueError(f"positions {x.shape} and forces {f.shape} must both be (frames, beads, 3)")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(f))):
+        raise ValueError("positions and forces must be finite")
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.shape != (x.shape[0], 3, 3):
+            raise ValueError(f"boxes must be (frames, 3, 3) nm, got {boxes.shape}")
+    return x, f, boxes
+
+
+def _ranges(problem: _Problem, x, boxes, config: TabulatedConfig, unique, codes):
+    """The sampled range of every bond and angle type and the closest contacts of every pair type."""
+    bond_q: Dict[TypeKey, List[float]] = {}
+    angle_q: Dict[TypeKey, List[float]] = {}
+    bond_keys, angle_keys = problem.keys(problem.bonds), problem.keys(problem.angles)
+    closest: Dict[int, np.ndarray] = {}
+    counts: Dict[int, int] = {}
+    m = config.min_pair_count
+    for t in range(x.shape[0]):
+        box = None if boxes is None else boxes[t]
+        if len(problem.bonds):
+            r, _ = terms.distances(terms.local_copies(x[t], problem.bonds, box))
+            for key, value in zip(bond_keys, r):
+                lo_hi = bond_q.setdefault(key, [np.inf, -np.inf])
+                lo_hi[0], lo_hi[1] = min(lo_hi[0], value), max(lo_hi[1], value)
+        if len(problem.angles):
+            th, _ = terms.angles(terms.local_copies(x[t], problem.angles, box))
+            for key, value in zip(angle_keys, th):
+                lo_hi = angle_q.setdefault(key, [np.inf, -np.inf])
+                lo_hi[0], lo_hi[1] = min(lo_hi[0], value), max(lo_hi[1], value)
+        i, j, r, _ = problem.pairs(x[t], box)
+        pk = problem.pair_keys(i, j, codes, unique)
+        for code in np.unique(pk):
+            values = np.sort(r[pk == code])
+            counts[int(code)] = counts.get(int(code), 0) + values.size
+            merged = np.sort(np.concatenate([closest.get(int(code), np.zeros(0)), values[:m]]))[:m]
+            closest[int(code)] = merged
+    return bond_q, angle_q, closest, counts
+
+
+def fit_tabulated(
+    positions,
+    forces,
+    bead_types: Sequence[str],
+    bonds: Any,
+    angles: Any = (),
+    dihedrals: Any = (),
+    *,
+    temperature_K: float,
+    boxes=None,
+    config: Optional[TabulatedConfig] = None,
+    held_out: Optional[Tuple[Any, Any, Any]] = None,
+    progress: bool = False,
+) -> TabulatedModel:
+    """Fit a :class:`~multiscale.cg.tabulated.tables.TabulatedModel` to mapped forces.
+
+    ``positions``/``forces``: (T, n, 3) mapped bead positions (nm) and forces (kJ/mol/nm);
+    ``boxes``: (T, 3, 3) nm cells (rows a, b, c) or None for open boundaries. ``bonds``,
+    ``angles``, ``dihedrals``: bead index tuples (``Mapping.bead_bonds`` ...). ``held_out``: an
+    optional (positions, forces, boxes) set on which the relative force residual is reported too.
+    ``temperature_K``: sets the walls (in kBT) and the kinetic pressure of the virial constraint.
+
+    ``model.fit`` holds: the relative force residual ‖F − Ac‖²/‖F‖² (train, held-out), the mean
+    virial pressure (bar) on the reference configurations before and after the constraint, and
+    the columns per kind.
+    """
+    from tqdm import tqdm
+
+    config = config or TabulatedConfig()
+    if not 50.0 <= float(temperature_K) <= 5000.0:
+        raise ValueError(f"temperature_K={temperature_K} is not a plausible temperature in kelvin")
+    x, f, boxes = _check_data(positions, forces, boxes)
+    problem = _Problem(bead_types, bonds, angles, dihedrals, config)
+    if x.shape[1] != problem.n:
+        raise ValueError(f"positions hold {x.shape[1]} beads but bead_types names {problem.n}")
+    if config.pressure_bar is not None and boxes is None:
+        raise ValueError("the pressure constraint needs periodic boxes (pressure_bar is set but boxes is None)")
+    unique, codes = _type_codes(problem.names)
+    beta_wall = kT(temperature_K) / config.wall_kT_nm ** 2
+
+    # --- 1. ranges and column layout --------------------------------------------------------
+    bond_q, angle_q, closest, pair_counts = _ranges(problem, x, boxes, config, unique, codes)
+    pair_key_of = {a * len(unique) + b: (unique[a], unique[b]) for a in range(len(unique)) for b in range(a, len(unique))}
+    for code in sorted(closest):
+        start = float(closest[code][-1])
+        basis = HatBasis.covering(start, config.cutoff_nm, config.pair_spacing_nm)
+        basis = HatBasis(basis.start, config.cutoff_nm, int(round((config.cutoff_nm - basis.start) / config.pair_spacing_nm)) + 1)
+        problem.add_block("pair", pair_key_of[code], basis.count - 1, basis)  # g(cutoff) = 0
+    for key, (lo, hi) in sorted(bond_q.items()):
+        basis = HatBasis.covering(lo, hi, config.bond_spacing_nm)
+        problem.add_block("bond", key, basis.count, basis)
+    for key, (lo, hi) in sorted(angle_q.items()):
+        basis = HatBasis.covering(lo, min(hi, np.pi), config.angle_spacing_rad)
+        if basis.stop > np.pi:
+            basis = HatBasis(basis.start, np.pi, max(int(round((np.pi - basis.start) / config.angle_spacing_rad)) + 1, 2))
+        problem.add_block("angle", key, basis.count, basis)
+    dihedral_keys = problem.keys(problem.dihedrals)
+    for key in sorted(set(dihedral_keys)):
+        problem.add_block("dihedral", key, config.dihedral_order + 1)
+    M = problem.columns
+    pair_block_of = {code: problem.blocks[("pair", pair_key_of[code])] for code in closest}
+    bond_blocks = [problem.blocks[("bond", k)] for k in problem.keys(problem.bonds)]
+    angle_blocks = [problem.blocks[("angle", k)] for k in problem.keys(problem.angles)]
+    dihedral_offsets = np.array([problem.blocks[("dihedral", k)].offset for k in dihedral_keys], dtype=np.int64)
+
+    def design(t: int, xs, fs, bxs):
+        """Sparse A (3n × M), the wall forces (3n,), the virial row w (M,) and its constant part."""
+        box = None if bxs is None else bxs[t]
+        rows: List[np.ndarray] = []
+        cols: List[np.ndarray] = []
+        vals: List[np.ndarray] = []
+        wall_force = np.zeros((problem.n, 3))
+        virial = np.zeros(M)
+        virial_const = 0.0
+
+        def add_hat(blocks_per_term, q, grads, beads, virial_too: bool):
+            # grads: (T, m, 3) ∂q/∂x of each term's beads; beads: (T, m)
+            nonlocal virial_const
+            offsets = np.array([blk.offset for blk in blocks_per_term], dtype=np.int64)
+            by_offset = {blk.offset: blk for blk in blocks_per_term}
+            for offset, blk in by_offset.items():
+                sel = offsets == offset
+                qs, gs, bs = q[sel], grads[sel], beads[sel]
+                basis = blk.basis
+                low = qs < basis.start
+                qc = np.clip(qs, basis.start, basis.stop)
+                left, wl, wr = basis.weights(qc)
+                if low.any():  # below the table: g = c_0 + wall (start − q)
+                    left[low], wl[low], wr[low] = 0, 1.0, 0.0
+                    extra = beta_wall * (basis.start - qs[low])
+                    np.add.at(wall_force, bs[low].ravel(), (extra[:, None, None] * gs[low]).reshape(-1, 3))
+                    if virial_too:
+                        virial_const += float((extra * qs[low]).sum())
+                for kk, w in ((left, wl), (left + 1, wr)):
+                    ok = (kk < blk.size) & (w != 0.0)
+                    col = blk.offset + kk[ok]
+                    contrib = w[ok][:, None, None] * gs[ok]  # (T', m, 3)
+                    m_ = gs.shape[1]
+                    rows.append((bs[ok][:, :, None] * 3 + np.arange(3)).ravel())
+                    cols.append(np.repeat(col, m_ * 3))
+                    vals.append(contrib.ravel())
+                    if virial_too:
+                        np.add.at(virial, col, w[ok] * qs[ok])
+
+        if len(closest):
+            i, j, r, u = problem.pairs(xs[t], box)
+            pk = problem.pair_keys(i, j, codes, unique)
+            grads = np.stack([-u, u], axis=1)
+            add_hat([pair_block_of[int(c)] for c in pk], r, grads, np.stack([i, j], 1), True)
+        if len(problem.bonds):
+            r, g = terms.distances(terms.local_copies(xs[t], problem.bonds, box))
+            add_hat(bond_blocks, r, g, problem.bonds, True)
+        if len(problem.angles):
+            th, g = terms.angles(terms.local_copies(xs[t], problem.angles, box))
+            add_hat(angle_blocks, th, g, problem.angles, False)
+        if len(problem.dihedrals):
+            _, _, g = terms.bending_torsion(terms.local_copies(xs[t], problem.dihedrals, box), config.dihedral_order)
+            # F = −Σ aₙ ∂eₙ/∂x; the angles and φ are scale-free, so no virial
+            order = config.dihedral_order + 1
+            rows.append(np.broadcast_to((problem.dihedrals[:, None, :, None] * 3 + np.arange(3)), g.shape).ravel())
+            cols.append(np.broadcast_to((dihedral_offsets[:, None] + np.arange(order))[:, :, None, None], g.shape).ravel())
+            vals.append(-g.ravel())
+        A = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
+                           (np.concatenate(rows) if rows else np.zeros(0, int), np.concatenate(cols) if cols else np.zeros(0, int))),
+                          shape=(3 * problem.n, M))
+        return A, wall_force.ravel(), virial, virial_const
+
+    def accumulate(xs, fs, bxs, what: str):
+        H = np.zeros((M, M))
+        b = np.zeros(M)
+        ff = 0.0
+        p_row = np.zeros(M)
+        p_const = 0.0
+        for t in tqdm(range(xs.shape[0]), desc=what, disable=not progress):
+            A, wall, virial, virial_const = design(t, xs, fs, bxs)
+            target = fs[t].ravel() - wall
+            H += (A.T @ A).toarray()
+            b += A.T @ target
+            ff += float(target @ target)
+            if bxs is not None:
+                volume = abs(np.linalg.det(bxs[t]))
+                p_row += virial / (3.0 * volume)
+                p_const += (problem.n * kT(temperature_K) + virial_const / 3.0) / volume
+        count = xs.shape[0]
+        return H, b, ff, p_row / count, p_const / count
+
+    H, b, ff, p_row, p_const = accumulate(x, f, boxes, "MS-CG design")
+
+    # --- 2. regularised solve, optionally under the virial constraint -------------------------
+    R = np.zeros((M, M))
+    for blk in problem.blocks.values():
+        if blk.basis is None or config.smoothness == 0 or blk.size < 3:
+            continue
+        D = blk.basis.second_differences()[:, : blk.size][: blk.size - 2]
+        s = slice(blk.offset, blk.offset + blk.size)
+        scale = np.trace(H[s, s]) / blk.size
+        R[s, s] += config.smoothness * scale * (D.T @ D)
+    R += 1e-10 * np.trace(H) / max(M, 1) * np.eye(M)
+    free = np.linalg.solve(H + R, b)
+    coefficients = free
+    fit_info: Dict[str, Any] = {"columns": M, "frames": int(x.shape[0]),
+                                "columns_per_kind": {k: sum(bl.size for bl in problem.blocks.values() if bl.kind == k)
+                                                     for k in ("pair", "bond", "angle", "dihedral")}}
+    if boxes is not None:
+        fit_info["pressure_unconstrained_bar"] = float((p_row @ free + p_const) * KJ_PER_MOL_NM3_TO_BAR)
+    if config.pressure_bar is not None:
+        target = config.pressure_bar / KJ_PER_MOL_NM3_TO_BAR - p_const
+        kkt = np.block([[H + R, p_row[:, None]], [p_row[None, :], np.zeros((1, 1))]])
+        solution = np.linalg.solve(kkt, np.concatenate([b, [target]]))
+        coefficients = solution[:M]
+        fit_info["pressure_target_bar"] = float(config.pressure_bar)
+    if boxes is not None:
+        fit_info["pressure_bar"] = float((p_row @ coefficients + p_const) * KJ_PER_MOL_NM3_TO_BAR)
+
+    def residual(Hm, bm, ffm, c):
+        return float((c @ Hm @ c - 2.0 * bm @ c + ffm) / ffm) if ffm > 0 else float("nan")
+
+    fit_info["relative_force_residual"] = residual(H, b, ff, coefficients)
+    if config.pressure_bar is not None:
+        fit_info["relative_force_residual_unconstrained"] = residual(H, b, ff, free)
+    if held_out is not None:
+        hx, hf, hb = _check_data(*held_out)
+        Hh, bh, ffh, _, _ = accumulate(hx, hf, hb, "MS-CG held-out")
+        fit_info["relative_force_residual_held_out"] = residual(Hh, bh, ffh, coefficients)
+
+    # --- 3. tables --------------------------------------------------------------------------
+    pairs, bonds_t, angles_t, dih = {}, {}, {}, {}
+    for blk in problem.blocks.values():
+        c = coefficients[blk.offset: blk.offset + blk.size]
+        if blk.kind == "pair":
+            code = [k for k, v in pair_key_of.items() if v == blk.key][0]
+            pairs[blk.key] = Table("pair", blk.basis.knots, np.concatenate([c, [0.0]]), beta_wall,
+                                   samples=pair_counts.get(code, 0))
+        elif blk.kind == "bond":
+            bonds_t[blk.key] = Table("bond", blk.basis.knots, c, beta_wall)
+        elif blk.kind == "angle":
+            angles_t[blk.key] = Table("angle", blk.basis.knots, c, beta_wall)
+        else:
+            dih[blk.key] = np.asarray(c, dtype=float)
+    return TabulatedModel(pairs, bonds_t, angles_t, dih, config.exclusion, config.cutoff_nm, float(temperature_K), fit_info)

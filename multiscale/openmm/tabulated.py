@@ -1,0 +1,170 @@
+"""The tabulated (MS-CG) CG model as native OpenMM forces, built from the plain data of
+:class:`~multiscale.cg.tabulated.TabulatedModel`.
+
+* pairs: one CustomNonbondedForce; each type pair's energy is a Continuous1DFunction of r (a
+  natural cubic spline through the exact energies, ``table_spacing_nm`` apart), picked per pair
+  through a Discrete2DFunction of the bead types; exclusions as in the fit; no long-range
+  correction (the tables end at the cutoff with U = 0 and g = 0);
+* bonds and angles: CustomCompoundBondForces with a Continuous1DFunction of the distance or
+  angle (OpenMM's CustomBondForce/CustomAngleForce take no tabulated functions);
+* combined bending–torsion terms: one CustomCompoundBondForce,
+  sin³θ₁ sin³θ₂ Σₙ aₙ cos nφ with per-term coefficients.
+
+Outside a table's knots the walls of :class:`~multiscale.cg.tabulated.Table` are written as
+analytic expressions (a Continuous1DFunction is 0 outside its range). Names:
+"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions".
+
+Units: nm, rad, kJ/mol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Sequence
+
+import numpy as np
+import openmm
+
+from multiscale.cg.geometry import _as_index
+from multiscale.cg.priors.contacts import excluded_pairs
+from multiscale.cg.priors.records import canonical_key
+from multiscale.cg.tabulated.tables import TabulatedModel, Table
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _table_function(table: Table, spacing: float) -> openmm.Continuous1DFunction:
+    lo, hi = float(table.knots[0]), float(table.knots[-1])
+    count = max(int(np.ceil((hi - lo) / spacing)) + 1, 4)
+    grid = np.linspace(lo, hi, count)
+    return openmm.Continuous1DFunction(table.energy_at(grid).tolist(), lo, hi)
+
+
+def _table_expression(name: str, table: Table, q: str) -> str:
+    """U(q): the tabulated function inside the knots, the analytic walls outside."""
+    lo, hi = float(table.knots[0]), float(table.knots[-1])
+    u_lo, u_hi = (float(v) for v in table.energy_at(np.array([lo, hi])))
+    half_wall = 0.5 * table.wall
+    below = f"{_num(u_lo)}+({_num(table.force[0])})*({_num(lo)}-{q})+{_num(half_wall)}*({_num(lo)}-{q})^2"
+    if table.kind == "pair":
+        above = "0"
+    else:
+        above = f"{_num(u_hi)}-({_num(table.force[-1])})*({q}-{_num(hi)})+{_num(half_wall)}*({q}-{_num(hi)})^2"
+    return f"select(step({_num(lo)}-{q}), {below}, select(step({q}-{_num(hi)}), {above}, {name}({q})))"
+
+
+def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: Any, angles: Any = (), dihedrals: Any = (),
+                     *, periodic: bool, table_spacing_nm: float = 0.0005, table_spacing_rad: float = 0.002) -> List[Any]:
+    """The OpenMM forces of ``model`` on beads of ``bead_types`` with the given bonded terms."""
+    names = [str(t) for t in bead_types]
+    n = len(names)
+    bond_idx = _as_index(bonds, 2, "bonds", n)
+    angle_idx = _as_index(angles, 3, "angles", n)
+    dihedral_idx = _as_index(dihedrals, 4, "dihedrals", n)
+    forces: List[Any] = []
+
+    def grouped(index, kind, tables):
+        groups = {}
+        for row in index.tolist():
+            key = canonical_key([names[i] for i in row])
+            if key not in tables:
+                raise ValueError(f"the tabulated model has no {kind} table for types {key} (it has {sorted(tables)}); "
+                                 "refit it on data containing this term")
+            groups.setdefault(key, []).append(row)
+        return groups
+
+    for kind, index, tables, q, spacing in (("bond", bond_idx, model.bonds, "distance(p1,p2)", table_spacing_nm),
+                                            ("angle", angle_idx, model.angles, "angle(p1,p2,p3)", table_spacing_rad)):
+        groups = grouped(index, kind, tables)
+        if not groups:
+            continue
+        parts, functions = [], []
+        width = index.shape[1]
+        # one force for all types: a per-term parameter picks the table
+        for k, key in enumerate(sorted(groups)):
+            fname = f"u{kind}{k}"
+            functions.append((fname, _table_function(tables[key], spacing)))
+            parts.append((k, _table_expression(fname, tables[key], "q")))
+        expression = parts[-1][1]
+        for k, text in reversed(parts[:-1]):
+            expression = f"select(delta(which-{k}), {text}, {expression})"
+        force = openmm.CustomCompoundBondForce(width, f"{expression}; q={q}")
+        force.setName(f"cg_tabulated_{kind}s")
+        for fname, fn in functions:
+            force.addTabulatedFunction(fname, fn)
+        force.addPerBondParameter("which")
+        for k, key in enumerate(sorted(groups)):
+            for row in groups[key]:
+                force.addBond([int(i) for i in row], [float(k)])
+        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        forces.append(force)
+
+    groups = grouped(dihedral_idx, "dihedral", model.dihedrals)
+    if groups:
+        order = len(next(iter(model.dihedrals.values())))
+        series = "+".join(f"a{m}*cos({m}*phi)" for m in range(order))
+        force = openmm.CustomCompoundBondForce(
+            4, f"sin(t1)^3*sin(t2)^3*({series}); t1=angle(p1,p2,p3); t2=angle(p2,p3,p4); phi=dihedral(p1,p2,p3,p4)")
+        force.setName("cg_tabulated_torsions")
+        for m in range(order):
+            force.addPerBondParameter(f"a{m}")
+        for key, rows in sorted(groups.items()):
+            for row in rows:
+                force.addBond([int(i) for i in row], [float(a) for a in model.dihedrals[key]])
+        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        forces.append(force)
+
+    if model.pairs:
+        unique = sorted(set(names))
+        codes = [unique.index(t) for t in names]
+        keys = sorted(model.pairs)
+        which = np.full((len(unique), len(unique)), -1.0)
+        for k, key in enumerate(keys):
+            if key[0] in unique and key[1] in unique:
+                a, b = unique.index(key[0]), unique.index(key[1])
+                which[a, b] = which[b, a] = k
+        if np.any(which < 0):
+            a, b = np.argwhere(which < 0)[0]
+            raise ValueError(f"the tabulated model has no pair table for bead types {(unique[a], unique[b])}; "
+                             "refit it on data where such pairs come within the cutoff")
+        parts = [_table_expression(f"upair{k}", model.pairs[key], "r") for k, key in enumerate(keys)]
+        expression = parts[-1]
+        for k in reversed(range(len(parts) - 1)):
+            expression = f"select(delta(which-{k}), {parts[k]}, {expression})"
+        force = openmm.CustomNonbondedForce(f"{expression}; which=pairtable(type1, type2)")
+        force.setName("cg_tabulated_pairs")
+        force.addTabulatedFunction("pairtable", openmm.Discrete2DFunction(len(unique), len(unique), which.T.ravel().tolist()))
+        for k, key in enumerate(keys):
+            force.addTabulatedFunction(f"upair{k}", _table_function(model.pairs[key], table_spacing_nm))
+        force.addPerParticleParameter("type")
+        for c in codes:
+            force.addParticle([float(c)])
+        for i, j in excluded_pairs(n, bond_idx, model.exclusion).tolist():
+            force.addExclusion(int(i), int(j))
+        force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic if periodic
+                                 else openmm.CustomNonbondedForce.CutoffNonPeriodic)
+        force.setCutoffDistance(float(model.cutoff_nm))
+        force.setUseLongRangeCorrection(False)
+        forces.append(force)
+    return forces
+
+
+@dataclass
+class TabulatedTerms:
+    """The tabulated CG model as a System term (:func:`multiscale.openmm.assembly.assemble_system`)."""
+
+    model: TabulatedModel
+    bead_types: Sequence[str]
+    bonds: Any
+    angles: Any = ()
+    dihedrals: Any = ()
+    periodic: bool = True
+
+    def add_to(self, system: openmm.System) -> int:
+        index = -1
+        for force in tabulated_forces(self.model, self.bead_types, self.bonds, self.angles, self.dihedrals,
+                                      periodic=self.periodic):
+            index = system.addForce(force)
+        return index
