@@ -47,8 +47,9 @@ def _bead_spring(n_chains=24, length=6, box=3.2, frames=60, every=200, seed=0):
         lj.addExclusion(i, j)
     lj.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
     lj.setCutoffDistance(1.0)
+    hb.setUsesPeriodicBoundaryConditions(True)
+    ha.setUsesPeriodicBoundaryConditions(True)
     for force in (hb, ha, lj):
-        force.setUsesPeriodicBoundaryConditions(True) if hasattr(force, "setUsesPeriodicBoundaryConditions") and not isinstance(force, openmm.CustomNonbondedForce) else None
         system.addForce(force)
     x = []
     for _ in range(n_chains):
@@ -69,7 +70,8 @@ def _bead_spring(n_chains=24, length=6, box=3.2, frames=60, every=200, seed=0):
         X.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         F.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
         B.append(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
-    return dict(types=types, bonds=bonds, angles=angles, dihedrals=dihedrals, X=np.array(X), F=np.array(F), B=np.array(B))
+    return dict(types=types, bonds=bonds, angles=angles, dihedrals=dihedrals, X=np.array(X), F=np.array(F), B=np.array(B),
+                system=system)
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,9 @@ class CGSimulation:
     written atomically) and ``{name}_state.json`` (steps done, frames written). ``run`` resumes
     from the checkpoint when one exists: the trajectory is cut back to the frames written at that
     checkpoint, so a crash never leaves duplicated or half-written frames in the DCD.
+
+    ``inner_steps`` > 1: multiple time stepping (:mod:`multiscale.openmm.mts`); ``timestep_ps`` is
+    the outer step, the bonded forces act on ``inner_steps`` sub-steps of it.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class CGSimulation:
         platform: str = "CPU",
         seed: int = 0,
         log_energies: bool = False,
+        inner_steps: int = 1,
     ):
         for what, value in (("report_interval", report_interval), ("checkpoint_interval", checkpoint_interval)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -108,7 +112,13 @@ class CGSimulation:
         self.report_interval = int(report_interval)
         self.checkpoint_interval = int(checkpoint_interval)
         self.timestep_ps = float(timestep_ps)
-        integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, friction_per_ps / unit.picosecond, timestep_ps * unit.picosecond)
+        if inner_steps == 1:
+            integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, friction_per_ps / unit.picosecond,
+                                                         timestep_ps * unit.picosecond)
+        else:  # multiple time stepping: bonded forces every timestep_ps / inner_steps
+            from multiscale.openmm.mts import mts_langevin
+
+            integrator = mts_langevin(system, temperature_K, friction_per_ps, timestep_ps, inner_steps)
         integrator.setRandomNumberSeed(seed + 1)
         self.simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName(platform))
         self.simulation.context.setPositions(np.asarray(positions_nm))
