@@ -337,7 +337,7 @@ def test_validation_report_identical_and_perturbed(tmp_path):
         assert len(block["ref"]["per_chain_mean"]) == 6 and block["ref"]["sem"] is not None
         assert block["ref"]["mean"] == pytest.approx(block["cg"]["mean"])
     assert report["density"]["relative_difference_percent"] == 0.0
-    assert report["density"]["ref"]["mean"] == pytest.approx(
+    assert report["density"]["reference"] == report["density"]["cg"] == pytest.approx(
         (12 * 15.035 + 36 * 14.027) / 27.0 * cga.AMU_PER_NM3_TO_G_PER_CM3)
     assert report["speedup"] == 12.5 and report["extra"] == {"model": "test", "steps": 100}
     markdown = (tmp_path / "same" / "report.md").read_text()

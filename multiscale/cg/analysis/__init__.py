@@ -30,7 +30,7 @@ Conventions
 * **Report keys.** In the JSON report, type tuples are joined with ``-`` (``"CH2-CH2-CH3"``).
 
 Modules: one observable per module (:mod:`~.bonded`, :mod:`~.rdf`, :mod:`~.radius_of_gyration`,
-:mod:`~.end_to_end`, :mod:`~.density`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
+:mod:`~.end_to_end`, :mod:`~.density`, :mod:`~.diffusion`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
 :mod:`~.divergence`, :mod:`~.statistics`), and the report (:mod:`~.observable`: the contract;
 :mod:`~.comparisons`: the standard observables; :mod:`~.report`: :func:`validation_report`;
 :mod:`~.plots`).
@@ -54,6 +54,7 @@ from multiscale.cg.analysis.comparisons import (
     polymer_observables,
 )
 from multiscale.cg.analysis.density import AMU_PER_NM3_TO_G_PER_CM3, AMU_TO_G, AVOGADRO_CONSTANT_PER_MOL, NM3_TO_CM3, density
+from multiscale.cg.analysis.diffusion import chain_center_of_mass_msd, chain_diffusion_coefficient
 from multiscale.cg.analysis.divergence import jensen_shannon
 from multiscale.cg.analysis.end_to_end import end_to_end_distance
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
@@ -90,6 +91,8 @@ __all__ = [
     "make_chains_whole",
     "radius_of_gyration_per_chain",
     "end_to_end_distance",
+    "chain_center_of_mass_msd",
+    "chain_diffusion_coefficient",
     "density",
     "block_sem",
     "polymer_observables",

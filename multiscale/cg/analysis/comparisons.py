@@ -128,7 +128,8 @@ class DensityComparison(Observable):
     """Mass density (g/cm³) of the reference and the CG run, with block SEMs. ``density_traj``:
     the CG trajectory the density is taken from, when it is not the structural one (same
     topology): a constant-volume run says nothing about the model's own density, so pass a
-    constant-pressure run of the same model. Report key ``density`` (None without a unit cell)."""
+    constant-pressure run of the same model. Report key ``density`` (None without a unit cell):
+    ``reference`` and ``cg`` means (g/cm³) with their block SEMs ``reference_sem``/``cg_sem``."""
 
     title = "density"
 
@@ -152,7 +153,8 @@ class DensityComparison(Observable):
         stats_cg = {"mean": float(d_cg.mean()), "sem": block_sem(d_cg, context.sem_blocks)}
         rel, rel_sem = _relative(stats_ref["mean"], stats_cg["mean"], stats_ref["sem"], stats_cg["sem"])
         return Comparison(entries={"density": {
-            "ref": stats_ref, "cg": stats_cg, "relative_difference_percent": rel,
+            "reference": stats_ref["mean"], "cg": stats_cg["mean"],
+            "reference_sem": stats_ref["sem"], "cg_sem": stats_cg["sem"], "relative_difference_percent": rel,
             "relative_difference_percent_sem": rel_sem,
             "cg_source": "cg" if self.density_traj is None else "density_traj",
             "cg_frames": int(source.n_frames)}})
@@ -162,7 +164,9 @@ class DensityComparison(Observable):
         if dens is None:
             return []
         source = " (CG from a separate NPT run)" if dens.get("cg_source") == "density_traj" else ""
-        return [f"| density (g/cm³){source} | {_pm(dens['ref'])} | {_pm(dens['cg'])} | {_relative_cell(dens)} |"]
+        ref = {"mean": dens["reference"], "sem": dens["reference_sem"]}
+        cg = {"mean": dens["cg"], "sem": dens["cg_sem"]}
+        return [f"| density (g/cm³){source} | {_pm(ref)} | {_pm(cg)} | {_relative_cell(dens)} |"]
 
 
 def polymer_observables(*, bonded_bins=None, rdf_range: Optional[Tuple[float, float]] = None, rdf_bins: int = 100,

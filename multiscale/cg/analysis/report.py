@@ -116,7 +116,7 @@ def validation_report(ref: md.Trajectory, cg: md.Trajectory, masses: Masses, *, 
       ``root_mean_square``, ``per_chain_mean``/``per_chain_sem``; ``relative_difference_percent``
       = 100 (cg − ref)/ref of the means with its ``..._sem`` (SEMs propagated as independent), and
       per chain;
-    * ``density`` (g/cm³): ``ref``/``cg`` mean ± sem and the relative difference (``None`` without
+    * ``density`` (g/cm³): ``reference``/``cg`` means, ``reference_sem``/``cg_sem`` and the relative difference (``None`` without
       a unit cell), with ``cg_source`` ("cg" or "density_traj") and ``cg_frames``;
 
     and last ``speedup``, ``extra``, ``settings`` and ``files``. NaN values (e.g. an SEM from one
