@@ -329,6 +329,7 @@ def trappe_system(
     cutoff_nm: float = CUTOFF_NM,
     bond_k: float = BOND_K_KJ_MOL_NM2,
     dispersion_correction: bool = True,
+    constrain_bonds: bool = False,
 ) -> openmm.System:
     """The TraPPE-UA System for a periodic ``topology`` of linear alkane chains (atoms named
     ``CH3``/``CH2``, e.g. from :func:`polyethylene_topology`).
@@ -344,6 +345,11 @@ def trappe_system(
     (CutoffPeriodic, truncated unshifted LJ, Lorentz–Berthelot, zero charges) with every pair
     up to three bonds apart (1-2, 1-3, 1-4) excluded. Masses from :data:`SITE_MASSES_AMU`. No
     constraints, so ``State.getForces()`` is the full force on every site. No CMMotionRemover.
+
+    ``constrain_bonds``: the published model, every bond a constraint at 0.154 nm and no bond
+    force (``bond_k`` unused): the fastest honest reference to time a CG model against, at its
+    largest stable step; its forces omit the constraint forces, so force matching uses the
+    flexible model.
     """
     if box is None:
         box = topology.getPeriodicBoxVectors()
@@ -366,7 +372,10 @@ def trappe_system(
 
     bond_force = openmm.HarmonicBondForce()
     for i, j in bonds:
-        bond_force.addBond(i, j, BOND_LENGTH_NM, float(bond_k))
+        if constrain_bonds:
+            system.addConstraint(i, j, BOND_LENGTH_NM)
+        else:
+            bond_force.addBond(i, j, BOND_LENGTH_NM, float(bond_k))
     angle_force = openmm.HarmonicAngleForce()
     for i, j, k in angles:
         angle_force.addAngle(i, j, k, THETA0_RAD, ANGLE_K_KJ_MOL_RAD2)

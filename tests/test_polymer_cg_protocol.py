@@ -37,7 +37,12 @@ TINY = """polymer_cg:
   cg_report_interval: 20
   cg_npt_steps: 200
   pressure_correction: true
+  reference_timing_steps: 300
 """
+
+TINY_TABULATED = TINY.replace("pressure_correction: true", "model_family: tabulated").replace(
+    "cg_timestep_ps: 0.01  # a 2-epoch network: the contract, not the step, is under test",
+    "cg_timestep_ps: 0.02\n  cg_inner_steps: 2")
 
 
 def run(*args):
@@ -132,3 +137,35 @@ def test_multiscale_validate_runs_on_the_jobs_cg_model(job):
     # well a 2-epoch network behaves, which is not this test's business
     assert data["stiffness"]["configurations"][0]["stability_limit_fs"] > 0
     assert done.returncode in (0, 1) and "recommended step" in done.stdout, done.stderr[-2000:]
+
+
+def test_tabulated_family_job(tmp_path):
+    """model_family tabulated: MS-CG tables instead of the network, run natively under MTS; the
+    report carries the density, diffusion and constrained-reference entries of the contract."""
+    import openmm
+
+    config = tmp_path / "tab.yaml"
+    config.write_text(TINY_TABULATED)
+    result = run("--quick", "--config", config, "--out", tmp_path / "run", "--no-progress")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    for name in ("tabulated.json", "tabulated.png", "cg.dcd", "cg_npt.dcd", "report.json", "cg_system.xml"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "model").exists()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["model_family"] == "tabulated"
+    assert report["density"]["reference"] > 0.3 and report["density"]["cg"] > 0.3
+    assert report["diffusion"]["reference"] > 0 and report["diffusion"]["cg"] > 0
+    speed = report["reference_speed"]
+    assert speed["timestep_ps"] == 0.005 and speed["ps_per_wall_second"] > 0 and speed["model"].startswith("TraPPE-UA")
+    assert report["speedup"] == pytest.approx(report["extra"]["cg"]["simulated_ps_per_wall_second"] / speed["ps_per_wall_second"])
+    fit = report["extra"]["tabulated_fit"]
+    assert fit["pressure_bar"] == pytest.approx(1.0, abs=1e-6) and fit["relative_force_residual_held_out"] < 1.0
+    assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == 2
+    from multiscale.openmm.evaluation import read_system_xml
+
+    system = read_system_xml(run_dir / "cg_system.xml")  # kept alive while its forces are read
+    names = {f.getName() for f in system.getForces()}
+    assert {"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions"} <= names
+    assert not any(isinstance(f, openmm.HarmonicBondForce) for f in system.getForces())
+    assert "Speed and dynamics" in (run_dir / "report.md").read_text()

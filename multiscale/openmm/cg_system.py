@@ -28,8 +28,9 @@ from multiscale.openmm.topology import cg_topology
 
 def build_cg_system(
     mapping: Mapping,
-    priors: Priors,
+    priors: Optional[Priors],
     *,
+    tabulated=None,
     model=None,
     box: Optional[np.ndarray] = None,
     nonbonded_cutoff_nm: float = 1.0,
@@ -48,6 +49,10 @@ def build_cg_system(
     ``box``: (3, 3) nm periodic cell (rows a, b, c), None for open boundaries.
     ``use_angles`` / ``use_dihedrals``: include angle / dihedral priors (default: whenever
     ``priors`` has any of that kind).
+
+    ``tabulated``: a :class:`~multiscale.cg.tabulated.TabulatedModel` (the MS-CG family) added
+    on the mapping's bonds, angles and dihedrals; ``priors`` may then be None (the tables alone,
+    or the tables under the network).
     """
     topology = cg_topology(mapping)
     periodic = box is not None
@@ -60,13 +65,24 @@ def build_cg_system(
             raise ValueError(
                 f"nonbonded_cutoff_nm={nonbonded_cutoff_nm} is not below half the box; use a smaller cutoff or a larger system"
             )
+    if priors is None and tabulated is None:
+        raise ValueError("a CG System needs priors, a tabulated model or both")
     if use_angles is None:
         use_angles = bool(getattr(priors, "angles", None))
     if use_dihedrals is None:
         use_dihedrals = bool(getattr(priors, "dihedrals", None))
-    terms: List[Any] = [PriorTerms(priors, mapping.bead_types, mapping.bead_bonds,
-                                   mapping.bead_angles if use_angles else [], mapping.bead_dihedrals if use_dihedrals else [],
-                                   nonbonded_cutoff_nm=nonbonded_cutoff_nm, periodic=periodic)]
+    terms: List[Any] = []
+    if priors is not None:
+        terms.append(PriorTerms(priors, mapping.bead_types, mapping.bead_bonds,
+                                mapping.bead_angles if use_angles else [], mapping.bead_dihedrals if use_dihedrals else [],
+                                nonbonded_cutoff_nm=nonbonded_cutoff_nm, periodic=periodic))
+    if tabulated is not None:
+        from multiscale.openmm.tabulated import TabulatedTerms
+
+        if periodic and tabulated.cutoff_nm >= 0.5 * min(np.linalg.norm(box, axis=1)):
+            raise ValueError(f"the tabulated pair cutoff {tabulated.cutoff_nm} nm is not below half the box")
+        terms.append(TabulatedTerms(tabulated, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles,
+                                    mapping.bead_dihedrals if tabulated.dihedrals else [], periodic=periodic))
     if model is not None:
         missing = sorted(set(mapping.bead_types) - set(model.type_names))
         if missing:

@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Cost of a CG step against bead count, for each CG model family with and without multiple time
+stepping, and of the fine (TraPPE-UA, constrained) reference against site count, in one run.
+
+    python protocols/bench_cg.py --jobs DIR [DIR ...] [--out bench_cg.json] [--max-beads 100000]
+
+Each DIR is a finished ``protocols/polymer_cg.py`` job; a job fitted with model_family "network"
+gives the network family (priors + bead network), one with "tabulated" the MS-CG family. Its
+last CG frame (and the fine model's last recorded frame) is tiled n×n×n times to reach 10²–10⁵
+beads. Each point is the median wall time per step over timed blocks after a warm-up; speeds are
+also given as ratios to the fine reference of the same melt (4 sites per bead in the quick
+preset), measured in this run. Writes the JSON and a PNG next to it (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import multiscale  # noqa: E402,F401  (torch before openmmtorch)
+import numpy as np  # noqa: E402
+import openmm  # noqa: E402
+from openmm import unit  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from multiscale.atomic import atomic_write_bytes, atomic_write_json  # noqa: E402
+from multiscale.cli import positive_int, run_main  # noqa: E402
+
+#: tiling factors n (n³ copies of the job's melt)
+TILES = (1, 2, 3, 4, 6, 8)
+
+
+def tile(positions, box, n, *index_lists):
+    """n³ copies of ``positions`` (N, 3) in an orthorhombic ``box`` (3, 3), and of each index list
+    (bonds, angles, ...) shifted per copy."""
+    lengths = np.diag(box)
+    if not np.allclose(box, np.diag(lengths)):
+        raise ValueError("tiling needs an orthorhombic box")
+    shifts = np.array([(i, j, k) for i in range(n) for j in range(n) for k in range(n)], dtype=float) * lengths
+    count = len(positions)
+    x = np.concatenate([positions + s for s in shifts])
+    tiled = [np.concatenate([np.asarray(ix, dtype=np.int64).reshape(-1, np.asarray(ix).shape[-1] if len(ix) else 1) + c * count
+                             for c in range(len(shifts))]) if len(ix) else np.zeros((0, 2), int) for ix in index_lists]
+    return x, np.diag(lengths * n), tiled
+
+
+def time_steps(system, positions, box, integrator, platform, budget_s=3.0, blocks=3):
+    """Median wall seconds per step (after warm-up), stepping blocks of ~budget_s / blocks."""
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
+    context.setPositions(positions)
+    if system.getNumConstraints():
+        context.applyConstraints(1e-6)
+    context.setVelocitiesToTemperature(450 * unit.kelvin, 1)
+    start = time.perf_counter()
+    integrator.step(2)
+    context.getState(getEnergy=True)
+    first = max((time.perf_counter() - start) / 2, 1e-6)
+    steps = max(int(budget_s / blocks / first), 1)
+    per_step = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        integrator.step(steps)
+        context.getState(getEnergy=True)
+        per_step.append((time.perf_counter() - start) / steps)
+    del context
+    return float(np.median(per_step)), per_step
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", nargs="+", required=True, type=Path, help="finished polymer_cg job folders")
+    p.add_argument("--out", type=Path, default=Path("bench_cg.json"))
+    p.add_argument("--max-beads", type=positive_int, default=100_000)
+    p.add_argument("--platform", default="CPU")
+    p.add_argument("--budget", type=float, default=3.0, help="seconds of timed stepping per point")
+    args = p.parse_args(argv)
+    from multiscale.cg.mapping import Mapping
+    from multiscale.cg.priors.records import Priors
+    from multiscale.cg.tabulated import TabulatedModel
+    from multiscale.openmm.assembly import MLTerm, PriorTerms, assemble_system
+    from multiscale.openmm.mts import mts_langevin
+    from multiscale.openmm.recording import load_recording
+    from multiscale.openmm.tabulated import TabulatedTerms
+    from systems.polyethylene import trappe_system
+    import mdtraj
+
+    families = {}
+    fine = None
+    for job in args.jobs:
+        settings_path = job / "settings.json"
+        if not (job / "report.json").is_file() or not (job / "mapping.json").is_file():
+            raise ValueError(f"{job} is not a finished polymer_cg job (no report.json/mapping.json); run protocols/polymer_cg.py first")
+        report = json.loads((job / "report.json").read_text())
+        family = report.get("model_family", "network")
+        settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+        settings = settings.get("settings", settings)
+        mapping = Mapping.load(job / "mapping.json")
+        cg = mdtraj.load_dcd(str(job / "cg.dcd"), top=str(job / "cg.pdb"))
+        families[family] = dict(job=job, mapping=mapping, x=cg.xyz[-1].astype(float), box=cg.unitcell_vectors[-1].astype(float),
+                                priors=Priors.from_dict(json.loads((job / "priors.json").read_text())),
+                                model_path=job / "model" / "model.ckpt", tabulated=job / "tabulated.json",
+                                dt=report["extra"]["timesteps_ps"]["cg"], settings=settings)
+        if fine is None:
+            rec = load_recording(job / "fine" / "recording")
+            fine = dict(x=rec["positions"][-1].astype(float), box=rec["boxes"][-1].astype(float),
+                        pdb=job / "fine" / "melt.pdb", cutoff=float(settings.get("fine_cutoff_nm", 1.0)),
+                        dt=report.get("reference_speed", {}).get("timestep_ps", 0.005))
+    from openmm import app
+
+    fine_top = app.PDBFile(str(fine["pdb"])).topology
+    fine_bonds = np.array([(b[0].index, b[1].index) for b in fine_top.bonds()])
+    results = {"platform": args.platform, "fine": [], "cg": []}
+    base_sites = len(fine["x"])
+    for n in tqdm(TILES, desc="fine reference"):
+        if base_sites * n ** 3 > 4 * args.max_beads:
+            break
+        x, box, _ = tile(fine["x"], fine["box"], n)
+        top = app.Topology()
+        for c in range(n ** 3):
+            for chain in fine_top.chains():
+                new_chain = top.addChain()
+                residue = top.addResidue("PE", new_chain)
+                for atom in chain.atoms():
+                    top.addAtom(atom.name, atom.element, residue)
+        atoms = list(top.atoms())
+        for c in range(n ** 3):
+            for i, j in fine_bonds:
+                top.addBond(atoms[i + c * base_sites], atoms[j + c * base_sites])
+        system = trappe_system(top, box, cutoff_nm=fine["cutoff"], constrain_bonds=True)
+        integrator = openmm.LangevinMiddleIntegrator(450, 1.0, fine["dt"])
+        per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
+        results["fine"].append({"sites": len(x), "seconds_per_step": per_step, "blocks": blocks, "timestep_ps": fine["dt"],
+                                "ps_per_wall_second": fine["dt"] / per_step})
+    for family, data in families.items():
+        mapping = data["mapping"]
+        model = None
+        if family == "network":
+            from multiscale.models import load_model
+
+            model = load_model(data["model_path"])
+        tabulated = TabulatedModel.load(data["tabulated"]) if family == "tabulated" else None
+        for n in tqdm(TILES, desc=f"{family} CG"):
+            beads = mapping.n_beads * n ** 3
+            if beads > args.max_beads:
+                break
+            x, box, (bonds, angles, dihedrals) = tile(data["x"], data["box"], n, mapping.bead_bonds, mapping.bead_angles,
+                                                      mapping.bead_dihedrals)
+            types = list(mapping.bead_types) * n ** 3
+            masses = np.tile(mapping.bead_masses, n ** 3)
+            if family == "network":
+                terms = [PriorTerms(data["priors"], types, bonds, angles, [],
+                                    nonbonded_cutoff_nm=float(data["settings"].get("prior_cutoff_nm", 1.0)), periodic=True),
+                         MLTerm(model, types, True)]
+            else:
+                terms = [TabulatedTerms(tabulated, types, bonds, angles, dihedrals if tabulated.dihedrals else [], periodic=True)]
+            for inner in (1, 4):
+                system = assemble_system(masses, box_nm=box, terms=terms)
+                dt = data["dt"] if inner == 1 else 2 * data["dt"]
+                integrator = (openmm.LangevinMiddleIntegrator(450, 1.0, dt) if inner == 1
+                              else mts_langevin(system, 450.0, 1.0, dt, inner))
+                try:
+                    per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
+                except (RuntimeError, MemoryError, openmm.OpenMMException) as error:
+                    results["cg"].append({"family": family, "beads": beads, "inner_steps": inner, "error": str(error)[:200]})
+                    continue
+                results["cg"].append({"family": family, "beads": beads, "inner_steps": inner, "timestep_ps": dt,
+                                      "seconds_per_step": per_step, "blocks": blocks, "ps_per_wall_second": dt / per_step})
+    # ratios to the fine reference of the same melt (same chains: sites = beads × monomers per bead)
+    fine_by_sites = {r["sites"]: r for r in results["fine"]}
+    for row in results["cg"]:
+        families_mapping = families[row["family"]]["mapping"]
+        sites = row["beads"] * families_mapping.n_atoms // families_mapping.n_beads
+        if "ps_per_wall_second" in row and sites in fine_by_sites:
+            row["speedup_vs_fine"] = row["ps_per_wall_second"] / fine_by_sites[sites]["ps_per_wall_second"]
+    for row in results["fine"]:
+        print(f"fine  {row['sites']:>7} sites  {row['seconds_per_step'] * 1e3:9.3f} ms/step  {row['ps_per_wall_second']:8.3f} ps/s")
+    for row in results["cg"]:
+        if "error" in row:
+            print(f"{row['family']:9} {row['beads']:>7} beads  MTS {row['inner_steps']}: failed ({row['error'][:60]})")
+            continue
+        ratio = f"  {row['speedup_vs_fine']:7.1f}x fine" if "speedup_vs_fine" in row else ""
+        print(f"{row['family']:9} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
+              f"{row['ps_per_wall_second']:8.2f} ps/s{ratio}")
+    atomic_write_json(args.out, results)
+    plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+def plot(results, path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fine = results["fine"]
+    ax.loglog([r["sites"] for r in fine], [r["seconds_per_step"] * 1e3 for r in fine], "k-o", label="fine TraPPE-UA (sites)")
+    for family in sorted({r["family"] for r in results["cg"]}):
+        for inner, style in ((1, "-s"), (4, "--^")):
+            rows = [r for r in results["cg"] if r["family"] == family and r["inner_steps"] == inner and "seconds_per_step" in r]
+            if rows:
+                ax.loglog([r["beads"] for r in rows], [r["seconds_per_step"] * 1e3 for r in rows], style,
+                          label=f"{family} (beads)" + (f", MTS ×{inner}" if inner > 1 else ""))
+    ax.set_xlabel("particles")
+    ax.set_ylabel("wall ms per step")
+    ax.legend(fontsize=8)
+    ax.set_title(f"cost per step ({results['platform']})")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
