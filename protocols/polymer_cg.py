@@ -126,6 +126,10 @@ class Settings(YamlConfig):
     # reference_timing_steps steps in this job (5 fs: stable, T and density as at 2 fs; README)
     reference_timestep_ps: float = 0.005
     reference_timing_steps: int = 2000
+    # tabulated family: short NPT runs (density_iteration_steps each) that set a pair ramp
+    # A (1 - r/r_c) so that the NPT density is the reference's (secant method); 0: off
+    density_iterations: int = 0
+    density_iteration_steps: int = 2000
 
     def __post_init__(self) -> None:
         # field types are checked by YamlConfig first ("20fs" for a float is refused there); the
@@ -139,7 +143,8 @@ class Settings(YamlConfig):
                 raise ValueError(f"polymer_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"polymer_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
-        for name in ("cg_inner_steps", "reference_timing_steps", "tabulated_pair_spacing_nm", "reference_timestep_ps"):
+        for name in ("cg_inner_steps", "reference_timing_steps", "tabulated_pair_spacing_nm", "reference_timestep_ps",
+                     "density_iteration_steps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"polymer_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         if self.model_family == "tabulated" and self.pressure_correction:
@@ -148,7 +153,9 @@ class Settings(YamlConfig):
         if self.reference_timestep_ps > 0.01:
             raise ValueError(f"reference_timestep_ps={self.reference_timestep_ps} ps is too long for the atomistic reference; "
                              "time steps are in ps (5 fs = 0.005)")
-        for name in ("equilibration_steps", "lmax", "cg_npt_steps", "cg_max_restarts"):
+        if self.density_iterations and self.model_family != "tabulated":
+            raise ValueError("density_iterations applies to model_family tabulated (the network family has pressure_correction)")
+        for name in ("equilibration_steps", "lmax", "cg_npt_steps", "cg_max_restarts", "density_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"polymer_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.prior_bond_fit not in BOND_FITS:
@@ -234,6 +241,7 @@ STAGES = (
     Stage("pressure_correction", outputs=(), marker="pressure_correction.json"),
     Stage("tabulated_fit", outputs=("tabulated.json",)),
     Stage("reference_timing", outputs=(), marker="reference_timing.json"),
+    Stage("density_matching", outputs=(), marker="density_matching.json"),
 )
 
 
@@ -418,6 +426,30 @@ def main(argv=None) -> int:
         say(f"tabulated model: held-out force residual {fit['relative_force_residual_held_out']:.3f} of |F|², "
             f"pressure on the reference frames {fit['pressure_bar']:.0f} bar (unconstrained {fit['pressure_unconstrained_bar']:.0f})")
     family_priors = priors if s.model_family == "network" else None
+    volumes = np.abs(np.linalg.det(boxes))
+    start = int(np.argmin(np.abs(volumes - volumes.mean())))
+    if tabulated is not None and s.density_iterations > 0:
+        # 5d. iterated pressure correction: the pair ramp whose short NPT runs give the reference
+        # density (the virial constraint fixes the pressure at one volume, not the compressibility)
+        from multiscale.cg.analysis.density import AMU_PER_NM3_TO_G_PER_CM3
+        from multiscale.openmm.density_matching import match_density
+
+        target = float(np.mean(np.sum(mapping.bead_masses) / volumes) * AMU_PER_NM3_TO_G_PER_CM3)
+
+        def densities() -> dict:
+            def system_for(A):
+                return build_cg_system(mapping, None, tabulated=tabulated.with_pair_ramp(A), box=boxes[start],
+                                       nonbonded_cutoff_nm=s.prior_cutoff_nm,
+                                       barostat=Barostat(s.pressure_bar, s.temperature_K, seed=args.seed + 17))[0]
+
+            return match_density(system_for, cg_pos[start], boxes[start], target_g_cm3=target, iterations=s.density_iterations,
+                                 log=say, temperature_K=s.temperature_K, steps=s.density_iteration_steps,
+                                 timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
+                                 seed=args.seed + 300)
+
+        matched = stages.run("density_matching", densities)
+        tabulated = tabulated.with_pair_ramp(matched["A_kj_mol"])
+        say(f"density matching: pair ramp A = {matched['A_kj_mol']:.3f} kJ/mol")
 
     def cg_system(barostat=None):
         system, topology = build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
@@ -426,9 +458,7 @@ def main(argv=None) -> int:
         return system, topology
 
     # 6. CG simulation (resumable), NVT at the reference's mean density: start from the recorded
-    # frame whose volume is closest to the mean, in that frame's box
-    volumes = np.abs(np.linalg.det(boxes))
-    start = int(np.argmin(np.abs(volumes - volumes.mean())))
+    # frame whose volume is closest to the mean (`start`), in that frame's box
     cg_system_nvt, cg_top = cg_system()
     # the CG System without its network (priors, corrections, box, masses), for
     # `python -m multiscale.validate --model DIR/model --structure DIR/cg.pdb --system DIR/cg_system.xml`
@@ -486,7 +516,8 @@ def main(argv=None) -> int:
                                                        "cg_inner_steps": s.cg_inner_steps},
                                       "force_map": force_map_info,
                                       "pressure_correction": None if correction is None else correction.to_dict(),
-                                      "tabulated_fit": None if tabulated is None else tabulated.fit})
+                                      "tabulated_fit": None if tabulated is None else tabulated.fit,
+                                      "density_matching": stages.result("density_matching") if stages.is_done("density_matching") else None})
     # the job's own entries: dynamics (apart from the speed-up) and the speed-up's baseline
     from multiscale.cg.analysis import chain_diffusion_coefficient
 

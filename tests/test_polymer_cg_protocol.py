@@ -42,7 +42,7 @@ TINY = """polymer_cg:
 
 TINY_TABULATED = TINY.replace("pressure_correction: true", "model_family: tabulated").replace(
     "cg_timestep_ps: 0.01  # a 2-epoch network: the contract, not the step, is under test",
-    "cg_timestep_ps: 0.02\n  cg_inner_steps: 2")
+    "cg_timestep_ps: 0.02\n  cg_inner_steps: 2\n  density_iterations: 2\n  density_iteration_steps: 300")
 
 
 def run(*args):
@@ -162,6 +162,9 @@ def test_tabulated_family_job(tmp_path):
     fit = report["extra"]["tabulated_fit"]
     assert fit["pressure_bar"] == pytest.approx(1.0, abs=1e-6) and fit["relative_force_residual_held_out"] < 1.0
     assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == 2
+    matched = report["extra"]["density_matching"]
+    assert len(matched["history"]) == 2 and matched["history"][0]["A_kj_mol"] == 0.0
+    assert matched["A_kj_mol"] == min(matched["history"], key=lambda h: abs(h["relative_error"]))["A_kj_mol"]
     from multiscale.openmm.evaluation import read_system_xml
 
     system = read_system_xml(run_dir / "cg_system.xml")  # kept alive while its forces are read
@@ -169,3 +172,14 @@ def test_tabulated_family_job(tmp_path):
     assert {"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions"} <= names
     assert not any(isinstance(f, openmm.HarmonicBondForce) for f in system.getForces())
     assert "Speed and dynamics" in (run_dir / "report.md").read_text()
+    # the benchmark runs on the finished job: CG family with and without MTS, the fine reference
+    bench = subprocess.run([sys.executable, str(REPO / "protocols" / "bench_cg.py"), "--jobs", run_dir, "--max-beads", "1000",
+                            "--budget", "0.3", "--out", tmp_path / "bench.json"], capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["sites"] for row in data["fine"]] == [384]
+    rows = [row for row in data["cg"] if "seconds_per_step" in row]
+    assert {(row["beads"], row["inner_steps"]) for row in rows} == {(96, 1), (96, 3), (768, 1), (768, 3)}
+    assert all(row["seconds_per_step"] > 0 for row in rows + data["fine"])
+    assert next(row for row in rows if row["beads"] == 96 and row["inner_steps"] == 1)["speedup_vs_fine"] > 0
+    assert (tmp_path / "bench.png").is_file()

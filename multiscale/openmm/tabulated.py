@@ -31,6 +31,11 @@ from multiscale.cg.priors.records import canonical_key
 from multiscale.cg.tabulated.tables import TabulatedModel, Table
 
 
+#: pair tables start at this fraction of the closest fitted knot (their wall is tens of kBT high
+#: there; closer pairs would see U = 0, but never get there)
+PAIR_TABLE_START = 0.3
+
+
 def _num(value: float) -> str:
     return repr(float(value))
 
@@ -103,16 +108,24 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
 
     groups = grouped(dihedral_idx, "dihedral", model.dihedrals)
     if groups:
+        # Σ aₙ cos nφ = Σ bₘ cᵐ with c = cos φ (Chebyshev to power basis), evaluated by Horner's
+        # rule: one cosine per term instead of one per order
+        from numpy.polynomial.chebyshev import cheb2poly
+
         order = len(next(iter(model.dihedrals.values())))
-        series = "+".join(f"a{m}*cos({m}*phi)" for m in range(order))
+        horner = f"b{order - 1}"
+        for m in range(order - 2, -1, -1):
+            horner = f"b{m}+c*({horner})"
         force = openmm.CustomCompoundBondForce(
-            4, f"sin(t1)^3*sin(t2)^3*({series}); t1=angle(p1,p2,p3); t2=angle(p2,p3,p4); phi=dihedral(p1,p2,p3,p4)")
+            4, f"sin(t1)^3*sin(t2)^3*({horner}); c=cos(dihedral(p1,p2,p3,p4)); t1=angle(p1,p2,p3); t2=angle(p2,p3,p4)")
         force.setName("cg_tabulated_torsions")
         for m in range(order):
-            force.addPerBondParameter(f"a{m}")
+            force.addPerBondParameter(f"b{m}")
         for key, rows in sorted(groups.items()):
+            power = cheb2poly(np.asarray(model.dihedrals[key], dtype=float))
+            power = np.concatenate([power, np.zeros(order - len(power))])
             for row in rows:
-                force.addBond([int(i) for i in row], [float(a) for a in model.dihedrals[key]])
+                force.addBond([int(i) for i in row], [float(b) for b in power])
         force.setUsesPeriodicBoundaryConditions(bool(periodic))
         forces.append(force)
 
@@ -129,15 +142,26 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
             a, b = np.argwhere(which < 0)[0]
             raise ValueError(f"the tabulated model has no pair table for bead types {(unique[a], unique[b])}; "
                              "refit it on data where such pairs come within the cutoff")
-        parts = [_table_expression(f"upair{k}", model.pairs[key], "r") for k, key in enumerate(keys)]
-        expression = parts[-1]
-        for k in reversed(range(len(parts) - 1)):
-            expression = f"select(delta(which-{k}), {parts[k]}, {expression})"
-        force = openmm.CustomNonbondedForce(f"{expression}; which=pairtable(type1, type2)")
+        # One lookup per pair, for speed (nested selects and analytic walls cost ~10x on the CPU
+        # platform): the energies of every type pair, walls included, on one r grid from
+        # PAIR_TABLE_START × the closest knot (where the wall is tens of kBT high) to the cutoff;
+        # a Continuous2DFunction over (r, table index) when there are several type pairs; at
+        # integer indices its bicubic spline is each row's natural cubic spline in r.
+        r_lo = PAIR_TABLE_START * min(float(model.pairs[key].knots[0]) for key in keys)
+        r_hi = float(model.cutoff_nm)
+        count = max(int(np.ceil((r_hi - r_lo) / table_spacing_nm)) + 1, 4)
+        grid = np.linspace(r_lo, r_hi, count)
+        rows = [model.pairs[key].energy_at(grid) for key in keys]
+        if len(keys) == 1:
+            force = openmm.CustomNonbondedForce("upair(r)")
+            force.addTabulatedFunction("upair", openmm.Continuous1DFunction(rows[0].tolist(), r_lo, r_hi))
+        else:
+            force = openmm.CustomNonbondedForce("upair(r, pairtable(type1, type2))")
+            values = np.stack(rows, axis=1).T.ravel()  # values[i + count*j] = U_j(r_i)
+            force.addTabulatedFunction("upair", openmm.Continuous2DFunction(count, len(keys), values.tolist(), r_lo, r_hi,
+                                                                            0.0, float(len(keys) - 1)))
+            force.addTabulatedFunction("pairtable", openmm.Discrete2DFunction(len(unique), len(unique), which.T.ravel().tolist()))
         force.setName("cg_tabulated_pairs")
-        force.addTabulatedFunction("pairtable", openmm.Discrete2DFunction(len(unique), len(unique), which.T.ravel().tolist()))
-        for k, key in enumerate(keys):
-            force.addTabulatedFunction(f"upair{k}", _table_function(model.pairs[key], table_spacing_nm))
         force.addPerParticleParameter("type")
         for c in codes:
             force.addParticle([float(c)])

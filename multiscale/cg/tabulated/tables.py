@@ -129,6 +129,17 @@ class TabulatedModel:
             raise KeyError(f"no pair table for bead types {key}; the model was fitted on pairs {sorted(self.pairs)}")
         return self.pairs[key]
 
+    def with_pair_ramp(self, A_kj_mol: float) -> "TabulatedModel":
+        """A copy whose pair tables carry U += A (1 − r/r_c), i.e. g += A/r_c inside the cutoff
+        (the last segment goes linearly to 0 at r_c): A < 0 attracts, a pressure correction."""
+        import copy
+
+        out = copy.deepcopy(self)
+        for table in out.pairs.values():
+            table.force[:-1] += float(A_kj_mol) / self.cutoff_nm
+        out.fit = {**out.fit, "pair_ramp_kj_mol": float(A_kj_mol)}
+        return out
+
     def to_dict(self) -> Dict:
         def tables(d):
             return [{"types": list(k), **t.to_dict()} for k, t in sorted(d.items())]
