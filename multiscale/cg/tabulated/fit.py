@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from multiscale.cg.geometry import _as_index
-from multiscale.cg.priors.contacts import excluded_pairs
+from multiscale.cg.priors.contacts import _type_codes, excluded_pairs
 from multiscale.cg.priors.records import TypeKey, canonical_key
 from multiscale.cg.tabulated import terms
 from multiscale.cg.tabulated.basis import HatBasis
@@ -92,11 +92,6 @@ class _Problem:
     def pair_keys(self, i: np.ndarray, j: np.ndarray, codes: np.ndarray, unique: List[str]) -> np.ndarray:
         a, b = np.minimum(codes[i], codes[j]), np.maximum(codes[i], codes[j])
         return a * len(unique) + b
-
-
-def _type_codes(names: Sequence[str]) -> Tuple[List[str], np.ndarray]:
-    unique = sorted(set(names))
-    return unique, np.array([unique.index(t) for t in names], dtype=np.int64)
 
 
 def _check_data(positions, forces, boxes):
@@ -180,7 +175,8 @@ def fit_tabulated(
         raise ValueError(f"positions hold {x.shape[1]} beads but bead_types names {problem.n}")
     if config.pressure_bar is not None and boxes is None:
         raise ValueError("the pressure constraint needs periodic boxes (pressure_bar is set but boxes is None)")
-    unique, codes = _type_codes(problem.names)
+    unique, codes = _type_codes(problem.names, problem.n)
+    codes = np.asarray(codes, dtype=np.int64)
     beta_wall = kT(temperature_K) / config.wall_kT_nm ** 2
 
     # --- 1. ranges and column layout --------------------------------------------------------
