@@ -163,7 +163,9 @@ def test_tabulated_family_job(tmp_path):
     assert fit["pressure_bar"] == pytest.approx(1.0, abs=1e-6) and fit["relative_force_residual_held_out"] < 1.0
     assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == 2
     matched = report["extra"]["density_matching"]
-    assert len(matched["history"]) == 2 and matched["history"][0]["A_kj_mol"] == 0.0
+    history = matched["history"]
+    assert 1 <= len(history) <= 2 and history[0]["A_kj_mol"] == 0.0
+    assert len(history) == 2 or abs(history[0]["relative_error"]) < 0.01  # stops once within 1 %
     assert matched["A_kj_mol"] == min(matched["history"], key=lambda h: abs(h["relative_error"]))["A_kj_mol"]
     from multiscale.openmm.evaluation import read_system_xml
 
