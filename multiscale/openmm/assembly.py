@@ -8,6 +8,7 @@ A term is any object with ``add_to(system)``; the ones here cover what multiscal
 * :class:`MLTerm` — the ML potential (TorchForce or PythonForce; tagged, in ``ML_FORCE_GROUP``);
 * :class:`EnsembleTerm` — the ensemble-mean ML force of active learning;
 * :class:`PriorTerms` — the CG priors (bonds, angles, dihedrals, repulsion);
+* :class:`~multiscale.openmm.tabulated.TabulatedTerms` — the tabulated (MS-CG) CG family;
 * :class:`PressureRamp` — the CG pressure correction on intermolecular bead pairs;
 * :class:`ForceTerm` — an OpenMM Force built elsewhere in this layer (a restraint);
 * :class:`Barostat` — a Monte Carlo barostat;
