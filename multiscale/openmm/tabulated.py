@@ -1,17 +1,18 @@
 """The tabulated (MS-CG) CG model as native OpenMM forces, built from the plain data of
 :class:`~multiscale.cg.tabulated.TabulatedModel`.
 
-* pairs: one CustomNonbondedForce; each type pair's energy is a Continuous1DFunction of r (a
-  natural cubic spline through the exact energies, ``table_spacing_nm`` apart), picked per pair
-  through a Discrete2DFunction of the bead types; exclusions as in the fit; no long-range
-  correction (the tables end at the cutoff with U = 0 and g = 0);
+* pairs: one CustomNonbondedForce with one table lookup per pair: the energies of every type
+  pair, walls included, on one r grid (``table_spacing_nm``) from :data:`PAIR_TABLE_START` × the
+  closest knot to the cutoff, as a Continuous1DFunction (one type pair) or a Continuous2DFunction
+  over (r, table index) picked through a Discrete2DFunction of the bead types; exclusions as in
+  the fit; no long-range correction (the tables end at the cutoff with U = 0 and g = 0);
 * bonds and angles: CustomCompoundBondForces with a Continuous1DFunction of the distance or
   angle (OpenMM's CustomBondForce/CustomAngleForce take no tabulated functions);
 * combined bending–torsion terms: one CustomCompoundBondForce,
   sin³θ₁ sin³θ₂ Σₙ aₙ cos nφ with per-term coefficients.
 
-Outside a table's knots the walls of :class:`~multiscale.cg.tabulated.Table` are written as
-analytic expressions (a Continuous1DFunction is 0 outside its range). Names:
+Outside a bond or angle table's knots its walls (:class:`~multiscale.cg.tabulated.Table`) are
+written as analytic expressions (a Continuous1DFunction is 0 outside its range). Names:
 "cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions".
 
 Units: nm, rad, kJ/mol.
@@ -48,15 +49,13 @@ def _table_function(table: Table, spacing: float) -> openmm.Continuous1DFunction
 
 
 def _table_expression(name: str, table: Table, q: str) -> str:
-    """U(q): the tabulated function inside the knots, the analytic walls outside."""
+    """U(q) of a bond or angle table: the tabulated function inside the knots, the analytic
+    walls outside."""
     lo, hi = float(table.knots[0]), float(table.knots[-1])
     u_lo, u_hi = (float(v) for v in table.energy_at(np.array([lo, hi])))
     half_wall = 0.5 * table.wall
     below = f"{_num(u_lo)}+({_num(table.force[0])})*({_num(lo)}-{q})+{_num(half_wall)}*({_num(lo)}-{q})^2"
-    if table.kind == "pair":
-        above = "0"
-    else:
-        above = f"{_num(u_hi)}-({_num(table.force[-1])})*({q}-{_num(hi)})+{_num(half_wall)}*({q}-{_num(hi)})^2"
+    above = f"{_num(u_hi)}-({_num(table.force[-1])})*({q}-{_num(hi)})+{_num(half_wall)}*({q}-{_num(hi)})^2"
     return f"select(step({_num(lo)}-{q}), {below}, select(step({q}-{_num(hi)}), {above}, {name}({q})))"
 
 
