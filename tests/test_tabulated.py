@@ -206,6 +206,39 @@ def test_virial_constraint_sets_the_pressure(melt):
     assert abs(measured_free - target) > 250.0
 
 
+def _lateral_pressure_bar(context, x, box, h=1e-5):
+    """(N kT + (W_xx + W_yy)/2)/V from OpenMM energies under a scaling of x and y (cell and beads):
+    W_xx + W_yy = −dU/dε."""
+    energies = []
+    for scale in (1 + h, 1 - h):
+        factors = np.array([scale, scale, 1.0])
+        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box * factors])
+        context.setPositions(x * factors)
+        energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    volume = abs(np.linalg.det(box))
+    du_de = (energies[0] - energies[1]) / (2 * h)
+    return (len(x) * kT(T) - 0.5 * du_de) / volume * KJ_PER_MOL_NM3_TO_BAR
+
+
+def test_lateral_virial_constraint_sets_the_lateral_pressure(melt):
+    """pressure_axes "xy" (a bilayer's zero-tension area): the lateral pressure OpenMM's energies
+    give under an xy scaling is the target; angles and bending–torsion terms count there."""
+    frames = slice(0, 20)
+    X, F, B = melt["X"][frames], melt["F"][frames], melt["B"][frames]
+    free = fit_tabulated(X, F, melt["types"], melt["bonds"], melt["angles"], melt["dihedrals"], temperature_K=T,
+                         boxes=B, config=TabulatedConfig(dihedral_order=2, pressure_bar=0.0, pressure_axes="xy"))
+    # the fit's own lateral pressure of the unconstrained solution, and the target 300 bar above it
+    target = free.fit["pressure_unconstrained_bar"] + 300.0
+    model = fit_tabulated(X, F, melt["types"], melt["bonds"], melt["angles"], melt["dihedrals"], temperature_K=T,
+                          boxes=B, config=TabulatedConfig(dihedral_order=2, pressure_bar=target, pressure_axes="xy"))
+    context = _context(model, melt, dihedrals=melt["dihedrals"])
+    measured = np.mean([_lateral_pressure_bar(context, X[t], B[t]) for t in range(X.shape[0])])
+    assert measured == pytest.approx(target, abs=3.0)
+    assert model.fit["pressure_axes"] == "xy"
+    with pytest.raises(ValueError, match="pressure_axes"):
+        TabulatedConfig(pressure_axes="z")
+
+
 def test_bad_input_is_refused(melt):
     with pytest.raises(ValueError, match="nm"):
         TabulatedConfig(cutoff_nm=10.0)

@@ -127,6 +127,33 @@ class Barostat:
 
 
 @dataclass
+class MembraneBarostat:
+    """OpenMM's ``MonteCarloMembraneBarostat`` for a bilayer in the xy plane: the area (x and y
+    scaled together) at ``tension_bar_nm`` (surface tension; 0 = tension-free, the force field's
+    own area) and the normal at ``pressure_bar``; ``z_mode`` "free" (a solvated bilayer) or
+    "fixed" (a solvent-free one, whose normal pressure is that of vacuum). Units: bar, bar·nm, K."""
+
+    pressure_bar: float
+    temperature_K: float
+    tension_bar_nm: float = 0.0
+    z_mode: str = "free"
+    seed: int = 0
+    frequency: int = 25
+
+    def __post_init__(self) -> None:
+        if self.z_mode not in ("free", "fixed"):
+            raise ValueError(f"z_mode must be 'free' (solvated bilayer) or 'fixed' (solvent-free), got {self.z_mode!r}")
+
+    def add_to(self, system: openmm.System) -> int:
+        cls = openmm.MonteCarloMembraneBarostat
+        z_mode = cls.ZFree if self.z_mode == "free" else cls.ZFixed
+        barostat = cls(self.pressure_bar * unit.bar, self.tension_bar_nm * unit.bar * unit.nanometer,
+                       self.temperature_K * unit.kelvin, cls.XYIsotropic, z_mode, self.frequency)
+        barostat.setRandomNumberSeed(int(self.seed))
+        return system.addForce(barostat)
+
+
+@dataclass
 class CenterOfMassMotionRemover:
     """Removes the centre-of-mass motion every ``frequency`` steps."""
 

@@ -44,7 +44,8 @@ def build_cg_system(
 
     ``pressure_correction``: a :class:`~multiscale.openmm.pressure.PressureCorrection`, added on
     the intermolecular pairs of the mapping's chains. ``barostat``: a
-    :class:`~multiscale.openmm.assembly.Barostat` for constant-pressure runs.
+    :class:`~multiscale.openmm.assembly.Barostat` for constant-pressure runs, or a
+    :class:`~multiscale.openmm.assembly.MembraneBarostat` for a bilayer's area at a surface tension.
 
     ``box``: (3, 3) nm periodic cell (rows a, b, c), None for open boundaries.
     ``use_angles`` / ``use_dihedrals``: include angle / dihedral priors (default: whenever

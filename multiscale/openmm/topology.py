@@ -24,8 +24,9 @@ def _pdb_residue_name(bead_type: str) -> str:
 
 
 def cg_topology(mapping) -> app.Topology:
-    """An OpenMM Topology of the beads: one chain per molecule (``chains``), one residue per
-    bead named after its type (first 3 characters, PDB's limit; PDB-standard names such as
+    """An OpenMM Topology of the beads: one chain per molecule (``chains``); one residue per
+    molecule named ``mapping.molecule_names[k]`` when the mapping has them (a lipid), else one
+    residue per bead named after its type (first 3 characters, PDB's limit; PDB-standard names such as
     'C', 'A' or 'HOH' get a '_' appended or substituted so CONECT records are written), one
     atom per bead named after the bead (first 4 characters), element None, bonds = bead bonds,
     periodic box of the atomistic topology. Atom k is bead k."""
@@ -38,8 +39,13 @@ def cg_topology(mapping) -> app.Topology:
             f"bead types {clashes} get the same residue name in the CG topology (first 3 characters); it cannot "
             "tell them apart (Mapping.bead_types still does). Use types of at most 3 characters", stacklevel=2,
         )
-    for chain_beads in mapping.chains:
+    names = getattr(mapping, "molecule_names", None)
+    for k, chain_beads in enumerate(mapping.chains):
         chain = top.addChain()
+        if names is not None:
+            residue = top.addResidue(names[k], chain, id=str(k + 1))
+            atoms += [top.addAtom(mapping.bead_names[bead][:4], None, residue) for bead in chain_beads]
+            continue
         for pos, bead in enumerate(chain_beads):
             residue = top.addResidue(short[mapping.bead_types[bead]], chain, id=str(pos + 1))
             atoms.append(top.addAtom(mapping.bead_names[bead][:4], None, residue))

@@ -22,7 +22,8 @@ Conventions
   angles and dihedrals are unchanged by reversing the order of their beads).
 * **Chains** are the topology chains; each chain must be connected by its bonds (one molecule)
   for :func:`make_chains_whole`, :func:`radius_of_gyration_per_chain` and
-  :func:`end_to_end_distance`.
+  :func:`end_to_end_distance`; in a bilayer each chain is one lipid.
+* **Bilayers** lie in the xy plane, normal along z (:mod:`~.bilayer`: mid-plane, heights, leaflets).
 * **Periodic boundaries.** Bonded geometry and pair distances use the minimum image
   (``periodic=True`` in mdtraj). Chain properties use chains made whole by unwrapping along the
   bonds (:func:`make_chains_whole`), so wrapped coordinates (DCD frames written with
@@ -30,13 +31,17 @@ Conventions
 * **Report keys.** In the JSON report, type tuples are joined with ``-`` (``"CH2-CH2-CH3"``).
 
 Modules: one observable per module (:mod:`~.bonded`, :mod:`~.rdf`, :mod:`~.radius_of_gyration`,
-:mod:`~.end_to_end`, :mod:`~.density`, :mod:`~.diffusion`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
+:mod:`~.end_to_end`, :mod:`~.density`, :mod:`~.diffusion`; for bilayers :mod:`~.area_per_lipid`,
+:mod:`~.thickness`, :mod:`~.density_profile`, :mod:`~.order_parameter`, :mod:`~.lateral_rdf`,
+:mod:`~.leaflet_exchange`, :mod:`~.lateral_diffusion`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
 :mod:`~.divergence`, :mod:`~.statistics`), and the report (:mod:`~.observable`: the contract;
-:mod:`~.comparisons`: the standard observables; :mod:`~.report`: :func:`validation_report`;
+:mod:`~.comparisons`: the standard observables; :mod:`~.membrane`: a bilayer's; :mod:`~.report`: :func:`validation_report`;
 :mod:`~.plots`).
 """
 
+from multiscale.cg.analysis.area_per_lipid import area_per_lipid
 from multiscale.cg.analysis.beads import bead_types, check_same_topology
+from multiscale.cg.analysis.bilayer import heights, leaflet_of, lipid_head_beads, midplane
 from multiscale.cg.analysis.bonded import (
     BONDED_KINDS,
     DEFAULT_BONDED_BINS,
@@ -54,14 +59,30 @@ from multiscale.cg.analysis.comparisons import (
     polymer_observables,
 )
 from multiscale.cg.analysis.density import AMU_PER_NM3_TO_G_PER_CM3, AMU_TO_G, AVOGADRO_CONSTANT_PER_MOL, NM3_TO_CM3, density
+from multiscale.cg.analysis.density_profile import density_profile
 from multiscale.cg.analysis.diffusion import chain_center_of_mass_msd, chain_diffusion_coefficient
 from multiscale.cg.analysis.divergence import jensen_shannon
 from multiscale.cg.analysis.end_to_end import end_to_end_distance
+from multiscale.cg.analysis.lateral_diffusion import lateral_diffusion_coefficient, lipid_lateral_msd
+from multiscale.cg.analysis.lateral_rdf import lateral_rdf
+from multiscale.cg.analysis.leaflet_exchange import lipids_leaving_leaflet
+from multiscale.cg.analysis.membrane import (
+    AreaPerLipidComparison,
+    DensityProfileComparison,
+    LateralDiffusionComparison,
+    LateralRDFComparison,
+    StabilityComparison,
+    TailOrderComparison,
+    ThicknessComparison,
+    membrane_observables,
+)
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
+from multiscale.cg.analysis.order_parameter import bond_order_parameter
 from multiscale.cg.analysis.radius_of_gyration import radius_of_gyration_per_chain
 from multiscale.cg.analysis.rdf import compare_rdfs, rdf, rdf_difference, rdf_pairs
 from multiscale.cg.analysis.report import validation_report
 from multiscale.cg.analysis.statistics import block_sem
+from multiscale.cg.analysis.thickness import bilayer_thickness
 
 __all__ = [
     "AVOGADRO_CONSTANT_PER_MOL",
@@ -97,4 +118,24 @@ __all__ = [
     "block_sem",
     "polymer_observables",
     "validation_report",
+    "midplane",
+    "heights",
+    "leaflet_of",
+    "lipid_head_beads",
+    "area_per_lipid",
+    "bilayer_thickness",
+    "density_profile",
+    "bond_order_parameter",
+    "lateral_rdf",
+    "lipids_leaving_leaflet",
+    "lipid_lateral_msd",
+    "lateral_diffusion_coefficient",
+    "AreaPerLipidComparison",
+    "ThicknessComparison",
+    "DensityProfileComparison",
+    "TailOrderComparison",
+    "LateralRDFComparison",
+    "StabilityComparison",
+    "LateralDiffusionComparison",
+    "membrane_observables",
 ]

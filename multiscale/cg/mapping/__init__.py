@@ -40,6 +40,9 @@ periodic image nearest the bead's reference atom (its first atom of its own). Th
 long as each bead's atoms lie within half the smallest box width of that atom, which holds for
 any sensible bead, and needs no bond-graph traversal.
 
+Lipids: :func:`lipid_mapping_definition` writes Martini-like templates (head, phosphate, glycerol
+and tail beads) for the glycerophospholipids of OpenMM's bilayer patches (:mod:`~.lipids`).
+
 Modules: :mod:`~.definition` (definitions as data), :mod:`~.bead_mapping` (the :class:`Mapping`),
 :mod:`~.build` (:func:`build_mapping`) and :mod:`~.system_data` (numbers read off OpenMM objects).
 """
@@ -55,6 +58,7 @@ from multiscale.cg.mapping.definition import (
     PolymerRule,
     ResidueTemplate,
 )
+from multiscale.cg.mapping.lipids import LIPID_BEAD_TYPES, lipid_mapping_definition, lipid_template
 from multiscale.cg.mapping.system_data import constraints_of, masses_of, plain
 
 __all__ = [
@@ -67,6 +71,9 @@ __all__ = [
     "ResidueTemplate",
     "WEIGHT_MODES",
     "build_mapping",
+    "LIPID_BEAD_TYPES",
+    "lipid_mapping_definition",
+    "lipid_template",
     "constraints_of",
     "masses_of",
     "plain",

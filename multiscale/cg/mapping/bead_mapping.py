@@ -59,6 +59,8 @@ class Mapping:
         maps. OpenMM's getForces() still reports a force on a virtual site after adding it to the
         parent atoms, so summing it would count it twice.
     box: (3, 3) nm periodic cell of the atomistic topology (rows a, b, c) or None.
+    molecule_names: None (the CG topology has one residue per bead, named after its type) or one
+        residue name per chain (one residue per molecule, e.g. a lipid; :meth:`with_molecule_names`).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Mapping:
         massless: Iterable[int] = (),
         box=None,
         force_map_kind: str = "custom",
+        molecule_names: Optional[Sequence[str]] = None,
     ) -> None:
         self.coordinate_map = sp.csr_matrix(coordinate_map, dtype=np.float64)
         n_beads, n_atoms = self.coordinate_map.shape
@@ -112,6 +115,7 @@ class Mapping:
         self.force_map = sp.csr_matrix(force_map, dtype=np.float64)
         self.force_map_kind = str(force_map_kind)
         self._check_force_map(self.force_map)
+        self.molecule_names = None if molecule_names is None else self._checked_molecule_names(molecule_names)
         # reference atom of each bead for periodic unwrapping: its first atom of its own
         counts = np.bincount(np.concatenate(self.atom_indices), minlength=n_atoms) if n_beads else np.zeros(n_atoms, int)
         self._reference = np.array([next((a for a in atoms if counts[a] == 1), atoms[0]) for atoms in self.atom_indices], dtype=np.int64)
@@ -241,6 +245,22 @@ class Mapping:
 
     # ---------------------------------------------------------------- force maps
 
+    def _checked_molecule_names(self, names) -> List[str]:
+        names = [str(n) for n in names]
+        if len(names) != len(self.chains):
+            raise MappingError(f"{len(names)} molecule names for {len(self.chains)} chains (molecules); give one per chain")
+        bad = sorted({n for n in names if not n or len(n) > 4})
+        if bad:
+            raise MappingError(f"molecule names {bad} must have 1 to 4 characters (PDB residue names)")
+        return names
+
+    def with_molecule_names(self, names: Sequence[str]) -> "Mapping":
+        """A copy whose CG topology has one residue per molecule (chain), named ``names[k]``
+        (e.g. "DMPC" for every lipid), instead of one residue per bead."""
+        out = copy.copy(self)
+        out.molecule_names = self._checked_molecule_names(names)
+        return out
+
     def with_force_map(self, force_map, kind: str = "custom") -> "Mapping":
         """A copy of this mapping using ``force_map`` (checked: M_f M_xᵀ = I and constraint equalities)."""
         force_map = sp.csr_matrix(force_map, dtype=np.float64)
@@ -334,6 +354,7 @@ class Mapping:
             "coordinate_map": triplets(self.coordinate_map),
             "force_map": triplets(self.force_map),
             "force_map_kind": self.force_map_kind,
+            "molecule_names": None if self.molecule_names is None else list(self.molecule_names),
         }
 
     @classmethod
@@ -353,6 +374,7 @@ class Mapping:
             atom_indices=data["atom_indices"], bead_bonds=[tuple(b) for b in data["bead_bonds"]], chains=data["chains"],
             atom_bonds=[tuple(b) for b in data["atom_bonds"]], constraints=[tuple(c) for c in data["constraints"]],
             massless=data.get("massless", []), box=data["box"], force_map_kind=data.get("force_map_kind", "custom"),
+            molecule_names=data.get("molecule_names"),
         )
 
     def save(self, path: Union[str, Path]) -> None:

@@ -31,6 +31,8 @@ class TabulatedConfig(YamlConfig):
         (stiffness kBT / wall_kT_nm²); bond and angle walls use it in nm and rad.
     pressure_bar: when set, the fit is constrained so that the model's mean virial pressure on
         the reference configurations equals this pressure (Das & Andersen 2010); None: free.
+    pressure_axes: "xyz" (the pressure, for a bulk phase) or "xy" (the lateral pressure
+        (P_xx + P_yy)/2, for a bilayer in the xy plane at zero surface tension).
     table_spacing_nm, table_spacing_rad: spacing of the energy tables handed to OpenMM.
     """
 
@@ -47,6 +49,7 @@ class TabulatedConfig(YamlConfig):
     min_pair_count: int = 20
     wall_kT_nm: float = 0.02
     pressure_bar: Optional[float] = None
+    pressure_axes: str = "xyz"
     table_spacing_nm: float = 0.0005
     table_spacing_rad: float = 0.002
 
@@ -68,5 +71,7 @@ class TabulatedConfig(YamlConfig):
             raise ValueError(f"dihedral_order must be 0..12 (or -1/0 for none), got {self.dihedral_order}")
         if self.smoothness < 0 or self.min_pair_count < 1:
             raise ValueError("smoothness must be >= 0 and min_pair_count >= 1")
+        if self.pressure_axes not in ("xyz", "xy"):
+            raise ValueError(f"pressure_axes must be 'xyz' (bulk) or 'xy' (lateral, a bilayer), got {self.pressure_axes!r}")
         if self.pressure_bar is not None and not (math.isfinite(self.pressure_bar) and abs(self.pressure_bar) < 1e5):
             raise ValueError(f"pressure_bar={self.pressure_bar} is not a plausible pressure in bar")

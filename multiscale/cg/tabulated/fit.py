@@ -10,7 +10,12 @@ O(frames × beads)). A second-difference penalty keeps each table smooth where s
 With ``pressure_bar`` set, the solution is constrained (Lagrange multiplier) so that the model's
 mean virial pressure over the reference configurations equals the target: the virial constraint of
 Das & Andersen (J. Chem. Phys. 132, 164106 (2010)). Force matching leaves the CG pressure free;
-with the constraint the model's density at that pressure follows.
+with the constraint the model's density at that pressure follows. ``pressure_axes: xy`` constrains
+the lateral pressure (P_xx + P_yy)/2 instead, for a bilayer in the xy plane: a solvent-free
+bilayer at zero surface tension with its box height fixed takes the area at which its lateral
+pressure is the target. Virial components come from each term's local coordinates
+(Σ_m x_m,a ∂q/∂x_m,a), so angles and dihedrals, scale-free under an isotropic change, count
+under a lateral one.
 
 Written here rather than taken from VOTCA/OpenMSCG: those are C++ programs with their own file
 formats and no Python API on this stack; the whole method is the few linear-algebra steps below.
@@ -178,6 +183,8 @@ def fit_tabulated(
     unique, codes = _type_codes(problem.names, problem.n)
     codes = np.asarray(codes, dtype=np.int64)
     beta_wall = kT(temperature_K) / config.wall_kT_nm ** 2
+    axes = [0, 1, 2] if config.pressure_axes == "xyz" else [0, 1]
+    isotropic = len(axes) == 3
 
     # --- 1. ranges and column layout --------------------------------------------------------
     bond_q, angle_q, closest, pair_counts = _ranges(problem, x, boxes, config, unique, codes)
@@ -214,9 +221,11 @@ def fit_tabulated(
         virial = np.zeros(M)
         virial_const = 0.0
 
-        def add_hat(blocks_per_term, q, grads, beads, virial_too: bool):
-            # grads: (T, m, 3) ∂q/∂x of each term's beads; beads: (T, m)
+        def add_hat(blocks_per_term, q, grads, beads, proj):
+            # grads: (T, m, 3) ∂q/∂x of each term's beads; beads: (T, m); proj: (T,) virial of a
+            # unit generalised force on each term along the pressure's axes (None: 0)
             nonlocal virial_const
+            virial_too = proj is not None
             offsets = np.array([blk.offset for blk in blocks_per_term], dtype=np.int64)
             by_offset = {blk.offset: blk for blk in blocks_per_term}
             for offset, blk in by_offset.items():
@@ -231,7 +240,7 @@ def fit_tabulated(
                     extra = beta_wall * (basis.start - qs[low])
                     np.add.at(wall_force, bs[low].ravel(), (extra[:, None, None] * gs[low]).reshape(-1, 3))
                     if virial_too:
-                        virial_const += float((extra * qs[low]).sum())
+                        virial_const += float((extra * proj[sel][low]).sum())
                 for kk, w in ((left, wl), (left + 1, wr)):
                     ok = (kk < blk.size) & (w != 0.0)
                     col = blk.offset + kk[ok]
@@ -241,23 +250,34 @@ def fit_tabulated(
                     cols.append(np.repeat(col, m_ * 3))
                     vals.append(contrib.ravel())
                     if virial_too:
-                        np.add.at(virial, col, w[ok] * qs[ok])
+                        np.add.at(virial, col, w[ok] * proj[sel][ok])
+
+        def projected(local, g):
+            # Σ over the term's beads and the pressure's axes of x_m,a ∂q/∂x_m,a
+            return np.einsum("tma,tma->t", local[..., axes], g[..., axes])
 
         if len(closest):
             i, j, r, u = problem.pairs(xs[t], box)
             pk = problem.pair_keys(i, j, codes, unique)
             grads = np.stack([-u, u], axis=1)
-            add_hat([pair_block_of[int(c)] for c in pk], r, grads, np.stack([i, j], 1), True)
+            add_hat([pair_block_of[int(c)] for c in pk], r, grads, np.stack([i, j], 1), r * (u[:, axes] ** 2).sum(1))
         if len(problem.bonds):
-            r, g = terms.distances(terms.local_copies(xs[t], problem.bonds, box))
-            add_hat(bond_blocks, r, g, problem.bonds, True)
+            local = terms.local_copies(xs[t], problem.bonds, box)
+            r, g = terms.distances(local)
+            add_hat(bond_blocks, r, g, problem.bonds, projected(local, g))
         if len(problem.angles):
-            th, g = terms.angles(terms.local_copies(xs[t], problem.angles, box))
-            add_hat(angle_blocks, th, g, problem.angles, False)
+            local = terms.local_copies(xs[t], problem.angles, box)
+            th, g = terms.angles(local)
+            # scale-free: no isotropic virial; a lateral one
+            add_hat(angle_blocks, th, g, problem.angles, None if isotropic else projected(local, g))
         if len(problem.dihedrals):
-            _, _, g = terms.bending_torsion(terms.local_copies(xs[t], problem.dihedrals, box), config.dihedral_order)
-            # F = −Σ aₙ ∂eₙ/∂x; the angles and φ are scale-free, so no virial
+            local = terms.local_copies(xs[t], problem.dihedrals, box)
+            _, _, g = terms.bending_torsion(local, config.dihedral_order)
+            # F = −Σ aₙ ∂eₙ/∂x; the angles and φ are scale-free, so no isotropic virial
             order = config.dihedral_order + 1
+            if not isotropic:
+                np.add.at(virial, dihedral_offsets[:, None] + np.arange(order),
+                          -np.einsum("tma,tnma->tn", local[..., axes], g[..., axes]))
             rows.append(np.broadcast_to((problem.dihedrals[:, None, :, None] * 3 + np.arange(3)), g.shape).ravel())
             cols.append(np.broadcast_to((dihedral_offsets[:, None] + np.arange(order))[:, :, None, None], g.shape).ravel())
             vals.append(-g.ravel())
@@ -280,8 +300,8 @@ def fit_tabulated(
             ff += float(target @ target)
             if bxs is not None:
                 volume = abs(np.linalg.det(bxs[t]))
-                p_row += virial / (3.0 * volume)
-                p_const += (problem.n * kT(temperature_K) + virial_const / 3.0) / volume
+                p_row += virial / (len(axes) * volume)
+                p_const += (problem.n * kT(temperature_K) + virial_const / len(axes)) / volume
         count = xs.shape[0]
         return H, b, ff, p_row / count, p_const / count
 
@@ -310,6 +330,7 @@ def fit_tabulated(
         solution = np.linalg.solve(kkt, np.concatenate([b, [target]]))
         coefficients = solution[:M]
         fit_info["pressure_target_bar"] = float(config.pressure_bar)
+    fit_info["pressure_axes"] = config.pressure_axes
     if boxes is not None:
         fit_info["pressure_bar"] = float((p_row @ coefficients + p_const) * KJ_PER_MOL_NM3_TO_BAR)
 
