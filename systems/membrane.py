@@ -268,8 +268,9 @@ def membrane_system(topology: app.Topology, box: np.ndarray, *, cutoff_nm: float
 
 
 def minimise(system: openmm.System, bilayer: Bilayer, *, platform: str = "CPU", tolerance: float = 10.0,
-             max_iterations: int = 2000) -> np.ndarray:
-    """Energy-minimised positions (nm) of ``bilayer`` in ``system`` (constraints applied)."""
+             max_iterations: int = 500) -> np.ndarray:
+    """Energy-minimised positions (nm) of ``bilayer`` in ``system`` (constraints applied): enough
+    iterations to relax the clashes at the new faces (the rest relaxes in the NPT equilibration)."""
     integrator = openmm.VerletIntegrator(0.001)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in bilayer.box])

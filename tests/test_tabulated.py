@@ -112,6 +112,29 @@ def test_force_matching_recovers_the_potentials_openmm_integrated(melt):
     np.testing.assert_allclose(angle.force_at(q), -KA * (q - TH0), atol=0.05 * KA * np.ptp(q))
 
 
+def test_boltzmann_inverted_bonded_tables_with_force_matched_pairs(melt):
+    """bonded "boltzmann": the bond table is −d/dr of −kBT ln[P(r)/r²] of the sampled bonds, which
+    for this harmonic bond is the bond's own force near its well; the pairs, fitted on what the
+    bonded tables leave, still recover the LJ attraction."""
+    model = fit_tabulated(melt["X"], melt["F"], melt["types"], melt["bonds"], melt["angles"], temperature_K=T,
+                          boxes=melt["B"], config=TabulatedConfig(dihedral_order=-1, bonded="boltzmann"))
+    assert model.fit["bonded"] == "boltzmann"
+    assert model.fit["columns_per_kind"]["bond"] == 0 and model.fit["columns_per_kind"]["angle"] == 0
+    bond = model.bonds[("M", "M")]
+    width = np.sqrt(kT(T) / KB)
+    q = np.linspace(R0 - 1.2 * width, R0 + 1.2 * width, 15)
+    slope, intercept = np.polyfit(q, bond.force_at(q), 1)
+    assert slope == pytest.approx(-KB, rel=0.15)
+    assert -intercept / slope == pytest.approx(R0, abs=0.01)
+    pair = model.pair("M", "M")
+    r = np.linspace(pair.knots[0] + 0.03, 0.9, 30)
+    lj = 24 * EPS * (2 * (SIGMA / r) ** 12 - (SIGMA / r) ** 6) / r
+    well = np.argmin(lj)
+    assert pair.force_at(r[well]) == pytest.approx(lj[well], rel=0.2)
+    with pytest.raises(ValueError, match="bonded"):
+        TabulatedConfig(bonded="iterative")
+
+
 def test_openmm_forces_are_the_tables(melt, tmp_path):
     model = fit_tabulated(melt["X"][:20], melt["F"][:20], melt["types"], melt["bonds"], melt["angles"], melt["dihedrals"],
                           temperature_K=T, boxes=melt["B"][:20])

@@ -29,7 +29,9 @@ class PriorConfig(YamlConfig):
     fit_window_kT: the harmonic fit uses the well up to this many kBT above its minimum.
     bond_fit: "well" (parabola fitted to the free-energy well) or "moments" (r0 and kBT/k are the
         mean and variance of the Jacobian-corrected bond-length distribution; robust for broad,
-        skewed bonds of short runs, where the well fit is ill-conditioned). Angles always use "well".
+        skewed bonds of short runs, where the well fit is ill-conditioned).
+    angle_fit: the same choice for angles ("moments": θ0 and kBT/k from the 1/sin θ-weighted
+        mean and variance; for broad angles such as a lipid's glycerol).
     tail_quantile: bond/angle histograms span the [q, 1 − q] quantiles of the samples.
     min_samples: fewest samples per type tuple for a bonded fit.
     min_well_bins: fewest histogram bins inside the fitted well.
@@ -54,6 +56,7 @@ class PriorConfig(YamlConfig):
     dihedral_bins: int = 72
     fit_window_kT: float = 3.0
     bond_fit: str = "well"
+    angle_fit: str = "well"
     tail_quantile: float = 1e-4
     min_samples: int = 500
     min_well_bins: int = 5
@@ -79,6 +82,8 @@ class PriorConfig(YamlConfig):
             raise ValueError(f"fit_window_kT must be > 0 (in kBT), got {self.fit_window_kT!r}")
         if self.bond_fit not in BOND_FITS:
             raise ValueError(f"bond_fit must be one of {BOND_FITS}, got {self.bond_fit!r}")
+        if self.angle_fit not in BOND_FITS:
+            raise ValueError(f"angle_fit must be one of {BOND_FITS}, got {self.angle_fit!r}")
         if not 0.0 <= self.tail_quantile < 0.25:
             raise ValueError(f"tail_quantile must lie in [0, 0.25), got {self.tail_quantile!r}")
         if not 0.0 <= self.repulsive_quantile < 1.0:

@@ -153,6 +153,8 @@ def fit_harmonic(
     x = _check_samples(samples, label, config.min_samples, unit)
     if kind == "bond" and config.bond_fit == "moments":
         return fit_bond_moments(x, temperature_K, config, types)
+    if kind == "angle" and config.angle_fit == "moments":
+        return fit_angle_moments(x, temperature_K, config, types)
     lo, hi, closed_at_pi = _harmonic_range(x, kind, config.tail_quantile)
     window = config.fit_window_kT * _kT(temperature_K)
     while True:
@@ -270,6 +272,41 @@ def fit_bond_moments(
             "broad for a bond; check the mapping and the bond list, or lower PriorConfig.min_bond_k"
         )
     return float(k), r0
+
+
+#: the smallest sin θ of the 1/sin θ Jacobian weights of :func:`fit_angle_moments` (θ within
+#: 0.1 rad of 0 or π would otherwise dominate the moments)
+_MIN_SIN = math.sin(0.1)
+
+
+def fit_angle_moments(
+    samples: np.ndarray,
+    temperature_K: float,
+    config: Optional[PriorConfig] = None,
+    types: Sequence[str] = ("?", "?", "?"),
+) -> Tuple[float, float]:
+    """Harmonic angle prior from the moments of the Jacobian-corrected angle distribution;
+    returns (k kJ mol⁻¹ rad⁻², θ0 rad).
+
+    For U = ½k(θ − θ0)², P(θ)/sin θ is a Gaussian of mean θ0 and variance kBT/k; weighting each
+    sample by 1/sin θ (floored at sin 0.1 rad) gives θ0 = ⟨θ⟩_w and k = kBT / ⟨(θ − θ0)²⟩_w. For
+    broad or skewed angles (a lipid's glycerol) it is the harmonic prior with the same mean and
+    width, where the well fit finds no parabola. The ``min_angle_k`` floor still applies.
+    """
+    config = config or PriorConfig()
+    label = _label("angle", types)
+    theta = _check_samples(samples, label, config.min_samples, "rad")
+    w = 1.0 / np.maximum(np.sin(theta), _MIN_SIN)
+    theta0 = float(np.sum(w * theta) / np.sum(w))
+    variance = float(np.sum(w * (theta - theta0) ** 2) / np.sum(w))
+    k = _kT(temperature_K) / variance
+    if k < config.min_angle_k:
+        raise ValueError(
+            f"{label}: moment-fitted force constant k = {k:.4g} kJ mol⁻¹ rad⁻² is below the floor "
+            f"{config.min_angle_k:g} (width {math.sqrt(variance):.3g} rad): the angle is unrestrained; check the "
+            "mapping and the angle list, or lower PriorConfig.min_angle_k"
+        )
+    return float(k), min(theta0, math.pi)
 
 
 def fit_torsion(

@@ -31,6 +31,10 @@ class TabulatedConfig(YamlConfig):
         (stiffness kBT / wall_kT_nm²); bond and angle walls use it in nm and rad.
     pressure_bar: when set, the fit is constrained so that the model's mean virial pressure on
         the reference configurations equals this pressure (Das & Andersen 2010); None: free.
+    bonded: "force_matching" (bond and angle tables fitted with the pairs) or "boltzmann" (bond
+        and angle tables by Boltzmann inversion of the mapped distributions, U = −kBT ln[P/J],
+        their forces subtracted before the pairs and bending–torsion terms are fitted: the hybrid
+        scheme for noisy data, where the fitted bonded tables would carry the noise).
     pressure_axes: "xyz" (the pressure, for a bulk phase) or "xy" (the lateral pressure
         (P_xx + P_yy)/2, for a bilayer in the xy plane at zero surface tension).
     table_spacing_nm, table_spacing_rad: spacing of the energy tables handed to OpenMM.
@@ -50,6 +54,7 @@ class TabulatedConfig(YamlConfig):
     wall_kT_nm: float = 0.02
     pressure_bar: Optional[float] = None
     pressure_axes: str = "xyz"
+    bonded: str = "force_matching"
     table_spacing_nm: float = 0.0005
     table_spacing_rad: float = 0.002
 
@@ -71,6 +76,8 @@ class TabulatedConfig(YamlConfig):
             raise ValueError(f"dihedral_order must be 0..12 (or -1/0 for none), got {self.dihedral_order}")
         if self.smoothness < 0 or self.min_pair_count < 1:
             raise ValueError("smoothness must be >= 0 and min_pair_count >= 1")
+        if self.bonded not in ("force_matching", "boltzmann"):
+            raise ValueError(f"bonded must be 'force_matching' or 'boltzmann', got {self.bonded!r}")
         if self.pressure_axes not in ("xyz", "xy"):
             raise ValueError(f"pressure_axes must be 'xyz' (bulk) or 'xy' (lateral, a bilayer), got {self.pressure_axes!r}")
         if self.pressure_bar is not None and not (math.isfinite(self.pressure_bar) and abs(self.pressure_bar) < 1e5):

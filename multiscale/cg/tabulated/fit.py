@@ -114,9 +114,11 @@ def _check_data(positions, forces, boxes):
 
 
 def _ranges(problem: _Problem, x, boxes, config: TabulatedConfig, unique, codes):
-    """The sampled range of every bond and angle type and the closest contacts of every pair type."""
+    """The sampled range of every bond and angle type, their samples, and the closest contacts of
+    every pair type."""
     bond_q: Dict[TypeKey, List[float]] = {}
     angle_q: Dict[TypeKey, List[float]] = {}
+    sampled: Dict[Tuple[str, TypeKey], List[float]] = {}
     bond_keys, angle_keys = problem.keys(problem.bonds), problem.keys(problem.angles)
     closest: Dict[int, np.ndarray] = {}
     counts: Dict[int, int] = {}
@@ -126,11 +128,13 @@ def _ranges(problem: _Problem, x, boxes, config: TabulatedConfig, unique, codes)
         if len(problem.bonds):
             r, _ = terms.distances(terms.local_copies(x[t], problem.bonds, box))
             for key, value in zip(bond_keys, r):
+                sampled.setdefault(("bond", key), []).append(value)
                 lo_hi = bond_q.setdefault(key, [np.inf, -np.inf])
                 lo_hi[0], lo_hi[1] = min(lo_hi[0], value), max(lo_hi[1], value)
         if len(problem.angles):
             th, _ = terms.angles(terms.local_copies(x[t], problem.angles, box))
             for key, value in zip(angle_keys, th):
+                sampled.setdefault(("angle", key), []).append(value)
                 lo_hi = angle_q.setdefault(key, [np.inf, -np.inf])
                 lo_hi[0], lo_hi[1] = min(lo_hi[0], value), max(lo_hi[1], value)
         i, j, r, _ = problem.pairs(x[t], box)
@@ -140,7 +144,34 @@ def _ranges(problem: _Problem, x, boxes, config: TabulatedConfig, unique, codes)
             counts[int(code)] = counts.get(int(code), 0) + values.size
             merged = np.sort(np.concatenate([closest.get(int(code), np.zeros(0)), values[:m]]))[:m]
             closest[int(code)] = merged
-    return bond_q, angle_q, closest, counts
+    return bond_q, angle_q, closest, counts, {k: np.asarray(v) for k, v in sampled.items()}
+
+
+#: Boltzmann-inverted bonded tables: kernel width in knot spacings, and the density (relative to
+#: the peak) below which the table stops and the walls take over
+_BI_BANDWIDTH_KNOTS = 1.5
+_BI_MIN_DENSITY = 2e-3
+
+
+def _boltzmann_table(kind: str, samples: np.ndarray, spacing: float, temperature_K: float, wall: float) -> Table:
+    """g(q) = −dU/dq of U(q) = −kBT ln[P(q)/J(q)] (J = q² for bonds, sin q for angles), P a
+    Gaussian kernel density estimate on knots every ``spacing``, kept where P is above
+    :data:`_BI_MIN_DENSITY` of its peak (walls beyond)."""
+    lo, hi = float(samples.min()), float(samples.max())
+    if kind == "angle":
+        hi = min(hi, np.pi)
+    basis = HatBasis.covering(lo, hi, spacing)
+    q = basis.knots
+    h = _BI_BANDWIDTH_KNOTS * spacing
+    density = np.exp(-0.5 * ((q[:, None] - samples[None, :]) / h) ** 2).sum(1)
+    keep = density >= _BI_MIN_DENSITY * density.max()
+    first, last = np.flatnonzero(keep)[[0, -1]]
+    if last - first < 2:
+        first, last = max(first - 1, 0), min(last + 1, len(q) - 1)
+    q, density = q[first:last + 1], density[first:last + 1]
+    jacobian = q ** 2 if kind == "bond" else np.maximum(np.sin(q), np.sin(0.05))
+    u = -kT(temperature_K) * np.log(np.maximum(density, 1e-300) / jacobian)
+    return Table(kind, q, -np.gradient(u, q), wall, samples=int(samples.size))
 
 
 def fit_tabulated(
@@ -187,7 +218,13 @@ def fit_tabulated(
     isotropic = len(axes) == 3
 
     # --- 1. ranges and column layout --------------------------------------------------------
-    bond_q, angle_q, closest, pair_counts = _ranges(problem, x, boxes, config, unique, codes)
+    bond_q, angle_q, closest, pair_counts, samples = _ranges(problem, x, boxes, config, unique, codes)
+    # bonded tables by Boltzmann inversion (config.bonded "boltzmann"): fixed, not fitted
+    fixed: Dict[Tuple[str, TypeKey], Table] = {}
+    if config.bonded == "boltzmann":
+        for (kind, key), values in samples.items():
+            spacing = config.bond_spacing_nm if kind == "bond" else config.angle_spacing_rad
+            fixed[(kind, key)] = _boltzmann_table(kind, values, spacing, temperature_K, beta_wall)
     pair_key_of = {a * len(unique) + b: (unique[a], unique[b]) for a in range(len(unique)) for b in range(a, len(unique))}
     for code in sorted(closest):
         start = float(closest[code][-1])
@@ -195,9 +232,13 @@ def fit_tabulated(
         basis = HatBasis(basis.start, config.cutoff_nm, int(round((config.cutoff_nm - basis.start) / config.pair_spacing_nm)) + 1)
         problem.add_block("pair", pair_key_of[code], basis.count - 1, basis)  # g(cutoff) = 0
     for key, (lo, hi) in sorted(bond_q.items()):
+        if fixed:
+            continue
         basis = HatBasis.covering(lo, hi, config.bond_spacing_nm)
         problem.add_block("bond", key, basis.count, basis)
     for key, (lo, hi) in sorted(angle_q.items()):
+        if fixed:
+            continue
         basis = HatBasis.covering(lo, min(hi, np.pi), config.angle_spacing_rad)
         if basis.stop > np.pi:
             basis = HatBasis(basis.start, np.pi, max(int(round((np.pi - basis.start) / config.angle_spacing_rad)) + 1, 2))
@@ -207,8 +248,10 @@ def fit_tabulated(
         problem.add_block("dihedral", key, config.dihedral_order + 1)
     M = problem.columns
     pair_block_of = {code: problem.blocks[("pair", pair_key_of[code])] for code in closest}
-    bond_blocks = [problem.blocks[("bond", k)] for k in problem.keys(problem.bonds)]
-    angle_blocks = [problem.blocks[("angle", k)] for k in problem.keys(problem.angles)]
+    bond_blocks = [problem.blocks[("bond", k)] for k in problem.keys(problem.bonds)] if not fixed else []
+    angle_blocks = [problem.blocks[("angle", k)] for k in problem.keys(problem.angles)] if not fixed else []
+    bond_tables = [fixed[("bond", k)] for k in problem.keys(problem.bonds)] if fixed else []
+    angle_tables = [fixed[("angle", k)] for k in problem.keys(problem.angles)] if fixed else []
     dihedral_offsets = np.array([problem.blocks[("dihedral", k)].offset for k in dihedral_keys], dtype=np.int64)
 
     def design(t: int, xs, fs, bxs):
@@ -252,6 +295,17 @@ def fit_tabulated(
                     if virial_too:
                         np.add.at(virial, col, w[ok] * proj[sel][ok])
 
+        def add_fixed(tables_per_term, q, grads, beads, proj):
+            # forces of fixed (Boltzmann-inverted) tables: subtracted from the target like the walls
+            nonlocal virial_const
+            g = np.empty(len(q))
+            for table in {id(tb): tb for tb in tables_per_term}.values():
+                sel = np.array([tb is table for tb in tables_per_term])
+                g[sel] = table.force_at(q[sel])
+            np.add.at(wall_force, beads.ravel(), (g[:, None, None] * grads).reshape(-1, 3))
+            if proj is not None:
+                virial_const += float((g * proj).sum())
+
         def projected(local, g):
             # Σ over the term's beads and the pressure's axes of x_m,a ∂q/∂x_m,a
             return np.einsum("tma,tma->t", local[..., axes], g[..., axes])
@@ -264,12 +318,18 @@ def fit_tabulated(
         if len(problem.bonds):
             local = terms.local_copies(xs[t], problem.bonds, box)
             r, g = terms.distances(local)
-            add_hat(bond_blocks, r, g, problem.bonds, projected(local, g))
+            if fixed:
+                add_fixed(bond_tables, r, g, problem.bonds, projected(local, g))
+            else:
+                add_hat(bond_blocks, r, g, problem.bonds, projected(local, g))
         if len(problem.angles):
             local = terms.local_copies(xs[t], problem.angles, box)
             th, g = terms.angles(local)
             # scale-free: no isotropic virial; a lateral one
-            add_hat(angle_blocks, th, g, problem.angles, None if isotropic else projected(local, g))
+            if fixed:
+                add_fixed(angle_tables, th, g, problem.angles, None if isotropic else projected(local, g))
+            else:
+                add_hat(angle_blocks, th, g, problem.angles, None if isotropic else projected(local, g))
         if len(problem.dihedrals):
             local = terms.local_copies(xs[t], problem.dihedrals, box)
             _, _, g = terms.bending_torsion(local, config.dihedral_order)
@@ -347,6 +407,9 @@ def fit_tabulated(
 
     # --- 3. tables --------------------------------------------------------------------------
     pairs, bonds_t, angles_t, dih = {}, {}, {}, {}
+    for (kind, key), table in fixed.items():
+        (bonds_t if kind == "bond" else angles_t)[key] = table
+    fit_info["bonded"] = config.bonded
     for blk in problem.blocks.values():
         c = coefficients[blk.offset: blk.offset + blk.size]
         if blk.kind == "pair":

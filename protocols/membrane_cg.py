@@ -1,0 +1,414 @@
+#!/usr/bin/env python
+"""Coarse-grain a lipid bilayer without solvent by force matching, then run it in OpenMM.
+
+    python protocols/membrane_cg.py [--quick] --out DIR [--lipid POPC|DPPC|DMPC|DLPC] [--platform CPU|CUDA] [--config FILE]
+
+Steps (each resumable: a re-run skips the finished ones; the CG runs resume from checkpoints):
+
+1. build: a patch cut from OpenMM's pre-equilibrated bilayer of --lipid     DIR/fine/bilayer.pdb
+   (amber14 + lipid17, TIP3P), re-hydrated and minimised (systems/membrane.py)
+2. reference NPT: PME, HBonds, hydrogen-mass repartitioning, 4 fs,          DIR/fine/recording/
+   MonteCarloMembraneBarostat at zero tension and 1 bar; the all-atom
+   speed is timed (no reporters) before the forces are recorded
+3. map: Martini-like beads (head NC, phosphate PO, glycerol GL, tail C),    DIR/mapping.json
+   water removed (solvent-free); hydrogens stay in their heavy atom's bead, so
+   no HBonds constraint crosses a bead (the constraint-aware force map checks it)
+4. priors: bonds and angles by Boltzmann inversion, a repulsive pair prior DIR/priors.json, priors.png
+5. force matching, model_family "tabulated" (default): MS-CG pair, bond,    DIR/tabulated.json, tabulated.png
+   angle (and bending–torsion) tables with the lateral virial constraint
+   (zero-tension area); "network": the bead network on F_mapped − F_prior   DIR/model/
+6. CG runs: NVT at the reference's area (structure), then NPT at zero       DIR/cg.pdb, cg.dcd,
+   tension (MonteCarloMembraneBarostat, box height fixed: no solvent)        DIR/cg_npt.pdb, cg_npt.dcd
+7. validate: area per lipid, thickness, density profiles, bonded JSD, tail  DIR/reference_cg.pdb/.dcd,
+   order, in-plane head RDF, lipids lost, lateral diffusion, speed-up       DIR/report.json, report.md, *.png
+
+The speed-up is CG simulated time per wall second (NVT run) over the all-atom reference's, water
+included, at its 4 fs step, both measured in this job. ``--quick`` finishes within ~15 minutes on
+2 CPU cores; the defaults are the scientific run (128 lipids, ns of reference), meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import multiscale  # noqa: E402,F401  (torch before openmmtorch)
+from multiscale.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from multiscale.cli import existing_file, nonnegative_int, output_dir, run_main  # noqa: E402
+from multiscale.config import YamlConfig  # noqa: E402
+from multiscale.jobs import ResumableJob, Stage  # noqa: E402
+from multiscale.openmm.platforms import get_platform  # noqa: E402
+import numpy as np  # noqa: E402
+import openmm  # noqa: E402
+import torch  # noqa: E402
+from openmm import app, unit  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from multiscale.cg.mapping import build_mapping, constraints_of, lipid_mapping_definition  # noqa: E402
+from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors_from_samples, plot_priors  # noqa: E402
+from multiscale.cg.tabulated import TabulatedConfig, TabulatedModel, fit_tabulated, plot_tables  # noqa: E402
+from multiscale.openmm.assembly import MembraneBarostat  # noqa: E402
+from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
+from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
+from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
+from systems.membrane import (LIPID_TEMPERATURES_K, LIPIDS, REFERENCE_TIMESTEP_PS, check_lipid, cut_patch,  # noqa: E402
+                              lipid_residues, membrane_system, minimise)
+
+#: the CG model families (see Settings.model_family)
+MODEL_FAMILIES = ("tabulated", "network")
+
+
+@dataclass
+class Settings(YamlConfig):
+    """Every knob of the job (quick and full presets below; ``--config FILE`` overrides fields
+    from YAML, bare or under a ``membrane_cg:`` section). Units: K, nm, ps, s, bar."""
+
+    SECTION = "membrane_cg"
+    DESCRIPTION = "membrane_cg setting"
+
+    lipids_per_leaflet: int
+    waters_per_lipid: int
+    equilibration_steps: int
+    sample_frames: int
+    sample_interval: int
+    reference_timing_steps: int
+    cg_steps: int
+    cg_npt_steps: int
+    cg_report_interval: int
+    fine_cutoff_nm: float = 1.0
+    fine_timestep_ps: float = REFERENCE_TIMESTEP_PS
+    # 0: the lipid's own (systems.membrane.LIPID_TEMPERATURES_K, above its phase transition)
+    temperature_K: float = 0.0
+    pressure_bar: float = 1.0
+    model_family: str = "tabulated"
+    cg_cutoff_nm: float = 1.2
+    cg_timestep_ps: float = 0.02
+    cg_inner_steps: int = 1
+    cg_max_restarts: int = 3
+    tail_carbons_per_bead: int = 4
+    tabulated_pair_spacing_nm: float = 0.02
+    # the combined bending–torsion terms of the tails (0: off)
+    tabulated_dihedral_order: int = 0
+    # bond and angle tables: "boltzmann" (inverted from the mapped distributions; the pairs are
+    # then force-matched on what is left) or "force_matching" (fitted with the pairs). The mapped
+    # forces of a solvated lipid are ~97 % noise (the water's kicks), which fitted bonded tables
+    # carry into the bonded distributions
+    tabulated_bonded: str = "boltzmann"
+    # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
+    # pressure_bar, so that its zero-tension area is the reference's
+    area_matching: bool = True
+    # network family
+    train_max_time_s: float = 300.0
+    train_epochs: int = 300
+    model_cutoff_nm: float = 0.8
+    channels: int = 8
+    num_layers: int = 2
+    lmax: int = 1
+
+    def __post_init__(self) -> None:
+        positive = ("lipids_per_leaflet", "waters_per_lipid", "sample_frames", "sample_interval", "reference_timing_steps",
+                    "cg_steps", "cg_report_interval", "fine_cutoff_nm", "fine_timestep_ps", "pressure_bar", "cg_cutoff_nm",
+                    "cg_timestep_ps", "cg_inner_steps", "tail_carbons_per_bead", "tabulated_pair_spacing_nm",
+                    "train_max_time_s", "train_epochs", "model_cutoff_nm", "channels", "num_layers")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.tabulated_bonded not in ("boltzmann", "force_matching"):
+            raise ValueError(f"membrane_cg setting tabulated_bonded must be 'boltzmann' or 'force_matching', got {self.tabulated_bonded!r}")
+        if self.model_family not in MODEL_FAMILIES:
+            raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
+        if self.fine_timestep_ps > 0.005:
+            raise ValueError(f"fine_timestep_ps={self.fine_timestep_ps} ps is too long for the all-atom bilayer (4 fs = 0.004 "
+                             "with hydrogen-mass repartitioning); time steps are in ps")
+        if self.cg_timestep_ps > 0.1:
+            raise ValueError(f"cg_timestep_ps={self.cg_timestep_ps} ps (= {self.cg_timestep_ps * 1000:g} fs) is implausibly long; "
+                             "time steps are in ps (20 fs = 0.02)")
+        if self.temperature_K and not 250.0 <= self.temperature_K <= 400.0:
+            raise ValueError(f"temperature_K={self.temperature_K} is outside 250-400 K; temperatures are in kelvin "
+                             "(0: the lipid's own, above its phase transition)")
+        for name in ("fine_cutoff_nm", "cg_cutoff_nm", "model_cutoff_nm"):
+            if getattr(self, name) > 3.0:
+                raise ValueError(f"{name}={getattr(self, name)} is implausibly large; distances are in nm (1 nm = 10 Å)")
+        for name in ("cg_steps", "cg_npt_steps"):
+            if getattr(self, name) % self.cg_report_interval:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of cg_report_interval ({self.cg_report_interval})")
+        if self.cg_steps // self.cg_report_interval < 8:
+            raise ValueError("cg_steps must give at least 8 frames (cg_steps / cg_report_interval >= 8)")
+        if self.sample_frames < 20:
+            raise ValueError(f"sample_frames={self.sample_frames}: force matching and block errors need at least 20 frames")
+
+
+QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2500, sample_frames=250,
+                 sample_interval=50, reference_timing_steps=300, cg_steps=10_000, cg_npt_steps=10_000,
+                 cg_report_interval=50)
+FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
+                sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
+                cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
+                model_cutoff_nm=1.0, channels=32, num_layers=3, lmax=2)
+
+#: settings that may change between a run and its resumption (they only lengthen the CG runs)
+EXTENDABLE = ("cg_steps", "cg_npt_steps")
+
+STAGES = (
+    Stage("build", outputs=("fine/bilayer.pdb",)),
+    Stage("reference", outputs=("fine/recording/manifest.json",), marker="fine/recording/DONE"),
+    Stage("force_matching", outputs=("model/model.ckpt",), marker="model/DONE"),
+    Stage("tabulated_fit", outputs=("tabulated.json",)),
+)
+
+
+def say(message: str) -> None:
+    print(f"[membrane_cg {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=output_dir)
+    p.add_argument("--quick", action="store_true", help="32 lipids, tens of ps of reference: ~15 min on 2 CPU cores")
+    p.add_argument("--lipid", default="DMPC", type=str.upper, choices=LIPIDS,
+                   help="the bilayer patch OpenMM ships (default DMPC)")
+    p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, OpenCL, Reference")
+    p.add_argument("--config", type=existing_file, help="YAML file overriding settings of the preset (see Settings)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def settings_for(args) -> Settings:
+    preset = QUICK if args.quick else FULL
+    return Settings.from_yaml(args.config, base=preset) if args.config is not None else preset
+
+
+def build_stage(args, s: Settings, out: Path, temperature: float, stages: ResumableJob):
+    """Step 1: the cut, re-hydrated, minimised patch. Returns (topology, positions, box, system)."""
+    fine = out / "fine"
+    fine.mkdir(parents=True, exist_ok=True)
+    barostat = MembraneBarostat(s.pressure_bar, temperature, seed=args.seed + 13)
+    if stages.is_done("build"):
+        pdb = app.PDBFile(str(fine / "bilayer.pdb"))
+        box = np.array(pdb.topology.getPeriodicBoxVectors().value_in_unit(unit.nanometer))
+        system = membrane_system(pdb.topology, box, cutoff_nm=s.fine_cutoff_nm, barostat=barostat)
+        return pdb.topology, np.array(pdb.positions.value_in_unit(unit.nanometer)), box, system
+    bilayer = cut_patch(args.lipid, s.lipids_per_leaflet, s.waters_per_lipid)
+    system = membrane_system(bilayer.topology, bilayer.box, cutoff_nm=s.fine_cutoff_nm, barostat=barostat)
+    say(f"{bilayer.n_lipids} {bilayer.lipid} lipids and {bilayer.n_waters} waters ({bilayer.topology.getNumAtoms()} atoms), "
+        f"box {bilayer.box[0, 0]:.2f} × {bilayer.box[1, 1]:.2f} × {bilayer.box[2, 2]:.2f} nm; minimising")
+    bilayer.positions = minimise(system, bilayer, platform=args.platform)
+    bilayer.write_pdb(fine / "bilayer.pdb")
+    stages.complete("build", {"n_lipids": bilayer.n_lipids, "n_waters": bilayer.n_waters,
+                              "n_atoms": bilayer.topology.getNumAtoms()})
+    return bilayer.topology, bilayer.positions, bilayer.box, system
+
+
+def reference_stage(args, s: Settings, out: Path, temperature: float, topology, positions, box, system,
+                    lipid_atoms, stages: ResumableJob) -> dict:
+    """Step 2: NPT equilibration, the reference's speed (no reporters), then the recorded sampling
+    of the lipid atoms' positions and forces. Returns the stage result."""
+    def work():
+        integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond,
+                                                     s.fine_timestep_ps * unit.picosecond)
+        integrator.setRandomNumberSeed(args.seed + 11)
+        sim = app.Simulation(topology, system, integrator, get_platform(args.platform))
+        sim.context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
+        sim.context.setPositions(positions)
+        sim.context.setVelocitiesToTemperature(temperature * unit.kelvin, args.seed + 12)
+        chunk = max(s.equilibration_steps // 20, 1)
+        for _ in tqdm(range(0, s.equilibration_steps, chunk), desc="equilibrate (all-atom NPT)", disable=args.no_progress):
+            sim.step(chunk)
+        # the speed-up's baseline: the all-atom reference at its 4 fs step, no reporters, 3 blocks
+        speeds = []
+        block = max(s.reference_timing_steps // 3, 1)
+        for _ in tqdm(range(3), desc="time the all-atom reference", disable=args.no_progress):
+            start = time.perf_counter()
+            sim.step(block)
+            sim.context.getState(getEnergy=True)
+            speeds.append(block * s.fine_timestep_ps / (time.perf_counter() - start))
+        recording = out / "fine" / "recording"
+        if recording.exists():  # an interrupted sampling restarted from the patch: discard it
+            import shutil
+
+            shutil.rmtree(recording)
+        recorder = ForceRecorder(recording, s.sample_interval, chunk_size=50, particles=lipid_atoms)
+        sim.reporters.append(recorder)
+        sim.currentStep = 0
+        for _ in tqdm(range(s.sample_frames), desc="sample all-atom (forces)", disable=args.no_progress):
+            sim.step(s.sample_interval)
+        recorder.close()
+        return {"ps_per_wall_second": float(np.median(speeds)), "blocks": speeds, "timestep_ps": s.fine_timestep_ps,
+                "n_atoms": topology.getNumAtoms(), "model": "amber14 + lipid17 + TIP3P, PME, HBonds, HMR, NPT zero tension"}
+
+    return stages.run("reference", work)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.lipid = check_lipid(args.lipid)
+    s = settings_for(args)
+    get_platform(args.platform)  # a missing CUDA platform says how to install it, before any work
+    temperature = s.temperature_K or LIPID_TEMPERATURES_K[args.lipid]
+    out = args.out
+    torch.manual_seed(args.seed)
+    recorded = {"quick": args.quick, "lipid": args.lipid, "platform": args.platform, "seed": args.seed, **asdict(s)}
+    stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, what="membrane_cg job").begin()
+    t0 = time.perf_counter()
+
+    # 1–2. all-atom bilayer and its NPT reference
+    topology, positions, box, fine_system = build_stage(args, s, out, temperature, stages)
+    lipid_atoms = [a.index for r in topology.residues() if r.index in set(lipid_residues(topology)) for a in r.atoms()]
+    if lipid_atoms != list(range(len(lipid_atoms))):
+        raise ValueError("the lipids must come before the water in the bilayer topology")
+    reference_speed = reference_stage(args, s, out, temperature, topology, positions, box, fine_system, lipid_atoms, stages)
+    rec = load_recording(out / "fine" / "recording")
+    say(f"reference: {rec['positions'].shape[0]} frames; all-atom speed {reference_speed['ps_per_wall_second']:.3f} ps/s "
+        f"at {s.fine_timestep_ps * 1000:g} fs")
+
+    # 3. mapping of the lipids (water removed): the lipid-only topology keeps the atom order
+    modeller = app.Modeller(topology, positions * unit.nanometer)
+    modeller.delete([r for r in topology.residues() if r.index not in set(lipid_residues(topology))])
+    lipid_top = modeller.topology
+    constraints = [(i, j) for i, j in constraints_of(fine_system) if i < len(lipid_atoms) and j < len(lipid_atoms)]
+    mapping = build_mapping(lipid_top, lipid_mapping_definition(lipid_top, s.tail_carbons_per_bead), constraints=constraints)
+    mapping = mapping.with_molecule_names([args.lipid] * len(mapping.chains))
+    mapping.save(out / "mapping.json")
+    boxes = rec["boxes"].astype(np.float64)
+    cg_pos = mapping.map_positions(rec["positions"].astype(np.float64))
+    cg_forces = mapping.map_forces(rec["forces"].astype(np.float64))
+    split = int(0.9 * len(boxes))
+    say(f"mapped {mapping.n_atoms} lipid atoms onto {mapping.n_beads} beads ({mapping.n_beads // len(mapping.chains)} per lipid; "
+        f"{mapping.force_map_kind} force map: no constraint crosses a bead)")
+
+    # 4. priors (bonds, angles by Boltzmann inversion; a repulsive pair prior)
+    # (moments, not wells: the angles at the glycerol are broad and skewed, and may be nearly flat)
+    prior_config = PriorConfig(nonbonded_cutoff_nm=s.cg_cutoff_nm, min_samples=100, use_dihedrals=False, bond_fit="moments",
+                               angle_fit="moments", min_angle_k=0.05)
+    samples = collect_samples(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [], boxes=boxes,
+                              config=prior_config)
+    priors = fit_priors_from_samples(samples, temperature, prior_config)
+    atomic_write_json(out / "priors.json", priors.to_dict())
+    plot_priors(priors, samples, out / "priors.png", config=prior_config)
+
+    # 5. force matching
+    model = tabulated = None
+    if s.model_family == "tabulated":
+        def fit_tables() -> dict:
+            config = TabulatedConfig(cutoff_nm=s.cg_cutoff_nm, pair_spacing_nm=s.tabulated_pair_spacing_nm,
+                                     dihedral_order=s.tabulated_dihedral_order, exclusion=prior_config.exclusion,
+                                     pressure_bar=s.pressure_bar if s.area_matching else None, pressure_axes="xy",
+                                     bonded=s.tabulated_bonded)
+            dihedrals = mapping.bead_dihedrals if s.tabulated_dihedral_order > 0 else []
+            fitted = fit_tabulated(cg_pos[:split], cg_forces[:split], mapping.bead_types, mapping.bead_bonds,
+                                   mapping.bead_angles, dihedrals, temperature_K=temperature, boxes=boxes[:split],
+                                   config=config, progress=not args.no_progress,
+                                   held_out=(cg_pos[split:], cg_forces[split:], boxes[split:]))
+            fitted.save(out / "tabulated.json")
+            plot_tables(fitted, out / "tabulated.png")
+            return fitted.fit
+
+        fit = stages.run("tabulated_fit", fit_tables)
+        tabulated = TabulatedModel.load(out / "tabulated.json")
+        say(f"tabulated model: held-out force residual {fit['relative_force_residual_held_out']:.3f} of |F|²; lateral "
+            f"pressure on the reference frames {fit['pressure_bar']:.0f} bar (unconstrained {fit['pressure_unconstrained_bar']:.0f})")
+    else:
+        from multiscale.models import load_model
+        from multiscale.training.config import TrainerConfig
+        from multiscale.training.loss import LossConfig
+        from multiscale.training.workflow import JobConfig, fit_potential
+
+        prior_system, _ = build_cg_system(mapping, priors, box=boxes[0], nonbonded_cutoff_nm=s.cg_cutoff_nm)
+        configs = force_matching_set(cg_pos, cg_forces, mapping.bead_types, prior_system, boxes=boxes)
+        model_dir = out / "model"
+        job = JobConfig(
+            model={"cutoff": s.model_cutoff_nm, "channels": s.channels, "num_layers": s.num_layers, "lmax": s.lmax},
+            trainer=TrainerConfig(epochs=s.train_epochs, batch_size=8, learning_rate=5e-3, max_time=s.train_max_time_s,
+                                  device="auto", seed=args.seed, early_stopping_patience=60),
+            loss=LossConfig(force_only=True))
+
+        def force_match() -> str:
+            _, result, _ = fit_potential(configs[:split], configs[split:], model_dir, job, types=sorted(set(mapping.bead_types)),
+                                         resume=(model_dir / "checkpoint.pt").exists(), progress=not args.no_progress, log=say)
+            return result.stop_reason
+
+        stages.run("force_matching", force_match)
+        model = load_model(model_dir / "model.ckpt")
+    family_priors = priors if s.model_family == "network" else None
+
+    # 6. CG runs from the recorded frame whose area is closest to the mean: NVT in that frame's
+    # box, then NPT at zero tension with the box height fixed (no solvent: the normal is vacuum)
+    areas = boxes[:, 0, 0] * boxes[:, 1, 1]
+    start = int(np.argmin(np.abs(areas - areas.mean())))
+
+    def cg_system(barostat=None):
+        return build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
+                               nonbonded_cutoff_nm=s.cg_cutoff_nm, barostat=barostat)
+
+    checkpoint_interval = s.cg_report_interval * 20
+    runs = {}
+    for name, barostat, steps, seed in (("cg", None, s.cg_steps, args.seed),
+                                        ("cg_npt", MembraneBarostat(s.pressure_bar, temperature, z_mode="fixed",
+                                                                    seed=args.seed + 14), s.cg_npt_steps, args.seed + 100)):
+        if steps == 0:
+            continue
+        system, cg_top = cg_system(barostat)
+        sim = CGSimulation(cg_top, system, cg_pos[start], out, name=name, temperature_K=temperature,
+                           timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
+                           checkpoint_interval=checkpoint_interval, platform=args.platform, seed=seed,
+                           inner_steps=s.cg_inner_steps)
+        runs[name] = sim.run(steps, progress=not args.no_progress, max_restarts=s.cg_max_restarts)
+        say(f"CG {name}: {runs[name]['steps']} steps, {runs[name]['simulated_ps_per_wall_second']:.2f} ps/s, "
+            f"{runs[name]['restarts']} restarts")
+
+    # 7. validation against the mapped reference (same bead order)
+    import mdtraj
+
+    from multiscale.cg.analysis import membrane_observables, validation_report
+
+    ref = mapping.mapped_trajectory(rec["positions"], boxes)
+    ref[0].save_pdb(str(out / "reference_cg.pdb"))
+    ref.save_dcd(str(out / "reference_cg.dcd"))
+    cg = mdtraj.load_dcd(str(out / "cg.dcd"), top=str(out / "cg.pdb"))
+    npt = None
+    if "cg_npt" in runs:
+        npt_all = mdtraj.load_dcd(str(out / "cg_npt.dcd"), top=str(out / "cg_npt.pdb"))
+        npt = npt_all[npt_all.n_frames // 3:]  # the first third relaxes the area
+    speedup = runs["cg"]["simulated_ps_per_wall_second"] / reference_speed["ps_per_wall_second"]
+    observables = membrane_observables(npt_traj=npt, reference_frame_ps=s.sample_interval * s.fine_timestep_ps,
+                                       cg_frame_ps=s.cg_report_interval * s.cg_timestep_ps,
+                                       profile_half_width_nm=0.5 * float(boxes[:, 2, 2].min()))
+    report = validation_report(ref, cg, mapping.bead_masses, out_dir=out, speedup=speedup, types=mapping.bead_types,
+                               observables=observables,
+                               extra={"cg": runs.get("cg"), "cg_npt": runs.get("cg_npt"), "temperature_K": temperature,
+                                      "lipid": args.lipid, "wall_seconds": time.perf_counter() - t0,
+                                      "ensembles": {"reference": f"NPT {s.pressure_bar} bar, zero tension (membrane barostat)",
+                                                    "cg": "NVT at the reference's area", "cg_npt": "zero tension, box height fixed"},
+                                      "timesteps_ps": {"reference": s.fine_timestep_ps, "cg": s.cg_timestep_ps,
+                                                       "cg_inner_steps": s.cg_inner_steps},
+                                      "tabulated_fit": None if tabulated is None else tabulated.fit})
+    report["reference_speed"] = reference_speed
+    report["model_family"] = s.model_family
+    report["restarts"] = {name: run.get("restarts", 0) for name, run in runs.items()}
+    report["lipid"] = args.lipid
+    atomic_write_json(out / "report.json", report)
+    apl, thick = report["area_per_lipid"], report["thickness"]
+    lines = ["", "## Speed", "",
+             f"- model family: {s.model_family}; CG step {s.cg_timestep_ps * 1000:g} fs",
+             f"- speed-up: {speedup:.1f}× (CG {runs['cg']['simulated_ps_per_wall_second']:.2f} ps/s against the all-atom "
+             f"reference's {reference_speed['ps_per_wall_second']:.3f} ps/s at {s.fine_timestep_ps * 1000:g} fs, water included)",
+             f"- CG restarts: {report['restarts']}", ""]
+    atomic_write_text(out / "report.md", (out / "report.md").read_text() + "\n".join(lines))
+    say(f"done: speed-up {speedup:.0f}×; area per lipid {apl['reference']:.3f} → {apl['cg']:.3f} nm² "
+        f"({apl['relative_difference_percent']:+.1f} %), thickness {thick['reference']:.2f} → {thick['cg']:.2f} nm "
+        f"({thick['relative_difference_percent']:+.1f} %), lipids lost {report['stability']['cg']['lost']} (NVT), "
+        f"{(report['stability'].get('cg_npt') or {}).get('lost')} (NPT); report in {out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

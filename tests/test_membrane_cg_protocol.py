@@ -1,0 +1,115 @@
+"""protocols/membrane_cg.py, the membrane main job: its file contract on a tiny patch (12 DMPC
+lipids; --config overrides the preset), resumption of a finished job, refusal of a DIR written with
+other settings, and bad input ending with an ``error:`` line and exit 2 before any work.
+
+The scientific check (area per lipid, thickness, JSD, speed-up) is the --quick run itself (README);
+this test runs every stage for seconds, so it asserts the contract, not the accuracy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+from openmm import app
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "protocols" / "membrane_cg.py"
+
+TINY = """membrane_cg:
+  lipids_per_leaflet: 6
+  waters_per_lipid: 20
+  fine_cutoff_nm: 0.9
+  cg_cutoff_nm: 0.9
+  equilibration_steps: 200
+  sample_frames: 40
+  sample_interval: 20
+  reference_timing_steps: 60
+  cg_steps: 400
+  cg_npt_steps: 400
+  cg_report_interval: 20
+"""
+
+
+def run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mcg")
+    config = out / "tiny.yaml"
+    config.write_text(TINY)
+    result = run("--quick", "--lipid", "DMPC", "--config", config, "--out", out / "run", "--no-progress")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, config
+
+
+def test_outputs_follow_the_file_contract(job):
+    out, _ = job
+    run_dir = out / "run"
+    for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
+                 "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
+                 "mapping.json", "tabulated.json"):
+        assert (run_dir / name).is_file(), name
+    pdb = app.PDBFile(str(run_dir / "cg.pdb"))
+    residues = list(pdb.topology.residues())
+    assert [r.name for r in residues] == ["DMPC"] * 12          # one residue per lipid
+    assert pdb.topology.getNumAtoms() == 12 * 10
+    assert pdb.topology.getNumBonds() == 12 * 9                  # bead bonds from CONECT records
+    cg = mdtraj.load_dcd(str(run_dir / "cg.dcd"), top=str(run_dir / "cg.pdb"))
+    ref = mdtraj.load_dcd(str(run_dir / "reference_cg.dcd"), top=str(run_dir / "reference_cg.pdb"))
+    npt = mdtraj.load_dcd(str(run_dir / "cg_npt.dcd"), top=str(run_dir / "cg.pdb"))
+    assert cg.n_frames == 400 // 20 and ref.n_frames == 40 and npt.n_frames == 400 // 20
+    assert [a.name for a in cg.topology.atoms] == [a.name for a in ref.topology.atoms]  # same bead order
+    assert ref.unitcell_vectors is not None and npt.unitcell_vectors is not None
+    assert np.all(np.isfinite(cg.xyz)) and np.all(np.isfinite(npt.xyz))
+    # NVT at the reference's area; the NPT run's box height stays fixed (no solvent)
+    assert np.allclose(npt.unitcell_lengths[:, 2], npt.unitcell_lengths[0, 2])
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["speedup"] > 0
+    for key in ("area_per_lipid", "thickness"):
+        assert set(report[key]) >= {"reference", "cg"}
+        assert report[key]["reference"] > 0 and report[key]["cg"] > 0
+    assert 0.4 < report["area_per_lipid"]["reference"] < 0.8      # nm² per lipid
+    assert 2.5 < report["thickness"]["reference"] < 4.5           # nm, phosphate to phosphate
+    for key in ("density_profiles", "bonded", "tail_order", "lateral_rdf", "stability", "lateral_diffusion",
+                "reference_speed", "restarts"):
+        assert report[key] is not None, key
+    assert report["stability"]["reference"]["lost"] == 0
+    assert report["reference_speed"]["timestep_ps"] == 0.004
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["lipid"] == "DMPC"
+
+
+def test_a_finished_job_resumes_without_redoing_work(job):
+    out, config = job
+    before = (out / "run" / "fine" / "recording" / "manifest.json").stat().st_mtime_ns
+    result = run("--quick", "--lipid", "DMPC", "--config", config, "--out", out / "run", "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "run" / "fine" / "recording" / "manifest.json").stat().st_mtime_ns == before
+    other = run("--quick", "--lipid", "POPC", "--config", config, "--out", out / "run", "--no-progress")
+    assert other.returncode == 2 and "error:" in other.stderr and "lipid" in other.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lipid", "XYZ"], "invalid choice"),
+    (["--platform", "NoSuchPlatform"], "platform"),
+])
+def test_bad_arguments_end_with_an_error_line(tmp_path, args, message):
+    result = run("--quick", "--out", tmp_path / "o", *args)
+    assert result.returncode == 2
+    assert "error:" in result.stderr.strip().splitlines()[-1] and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("membrane_cg:\n  fine_timestep_ps: 4.0\n")
+    result = run("--quick", "--config", config, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "ps" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o" / "fine").exists()
