@@ -14,9 +14,14 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    water removed (solvent-free); hydrogens stay in their heavy atom's bead, so
    no HBonds constraint crosses a bead (the constraint-aware force map checks it)
 4. priors: bonds and angles by Boltzmann inversion, a repulsive pair prior DIR/priors.json, priors.png
-5. force matching, model_family "tabulated" (default): MS-CG pair, bond,    DIR/tabulated.json, tabulated.png
-   angle (and bending–torsion) tables with the lateral virial constraint
-   (zero-tension area); "network": the bead network on F_mapped − F_prior   DIR/model/
+5. force matching, model_family "tabulated" (default): MS-CG pair (and     DIR/tabulated.json, tabulated.png
+   bending–torsion) tables with the lateral virial constraint (zero-tension
+   area) on Boltzmann-inverted bond and angle tables; then, by short runs:   DIR/tabulated_refined.json
+   iterative Boltzmann refinement of the bonded tables, a head–tail         DIR/thickness_matching.json
+   repulsion for the reference's thickness (NVT at its area), refinement    DIR/tabulated_refined_2.json
+   again, an all-pair ramp for its area per lipid at zero tension           DIR/area_matching.json
+                                                                            DIR/tabulated_final.json
+   "network": the bead network on F_mapped − F_prior                        DIR/model/
 6. CG runs: NVT at the reference's area (structure), then NPT at zero       DIR/cg.pdb, cg.dcd,
    tension (MonteCarloMembraneBarostat, box height fixed: no solvent)        DIR/cg_npt.pdb, cg_npt.dcd
 7. validate: area per lipid, thickness, density profiles, bonded JSD, tail  DIR/reference_cg.pdb/.dcd,
@@ -99,6 +104,16 @@ class Settings(YamlConfig):
     # forces of a solvated lipid are ~97 % noise (the water's kicks), which fitted bonded tables
     # carry into the bonded distributions
     tabulated_bonded: str = "boltzmann"
+    # tabulated family: short runs (matching_steps each, at most matching_iterations per ramp) that
+    # set a head–tail repulsion (thickness, NVT at the reference area) and an all-pair ramp (area
+    # per lipid, zero tension) to the reference's (multiscale.openmm.membrane_matching); 0: off
+    matching_iterations: int = 5
+    matching_steps: int = 3000
+    # tabulated family: iterative Boltzmann refinements of the bond and angle tables, one before
+    # the thickness matching and the rest between it and the area matching (short NVT runs at the
+    # reference area, refinement_steps each); 0: off
+    bonded_refinements: int = 2
+    refinement_steps: int = 3000
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
     # pressure_bar, so that its zero-tension area is the reference's
     area_matching: bool = True
@@ -118,11 +133,14 @@ class Settings(YamlConfig):
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax"):
+        for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
+                     "matching_iterations", "matching_steps", "bonded_refinements", "refinement_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
             raise ValueError(f"membrane_cg setting tabulated_bonded must be 'boltzmann' or 'force_matching', got {self.tabulated_bonded!r}")
+        if self.matching_iterations and self.model_family != "tabulated":
+            raise ValueError("matching_iterations applies to model_family tabulated (set it to 0 for the network)")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         if self.fine_timestep_ps > 0.005:
@@ -147,7 +165,7 @@ class Settings(YamlConfig):
 
 
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2500, sample_frames=250,
-                 sample_interval=50, reference_timing_steps=300, cg_steps=10_000, cg_npt_steps=10_000,
+                 sample_interval=50, reference_timing_steps=300, cg_steps=8000, cg_npt_steps=8000,
                  cg_report_interval=50)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
@@ -162,6 +180,10 @@ STAGES = (
     Stage("reference", outputs=("fine/recording/manifest.json",), marker="fine/recording/DONE"),
     Stage("force_matching", outputs=("model/model.ckpt",), marker="model/DONE"),
     Stage("tabulated_fit", outputs=("tabulated.json",)),
+    Stage("bonded_prerefinement", outputs=("tabulated_refined.json",)),
+    Stage("thickness_matching", outputs=(), marker="thickness_matching.json"),
+    Stage("bonded_refinement", outputs=("tabulated_refined_2.json",)),
+    Stage("area_matching", outputs=(), marker="area_matching.json"),
 )
 
 
@@ -339,11 +361,85 @@ def main(argv=None) -> int:
         stages.run("force_matching", force_match)
         model = load_model(model_dir / "model.ckpt")
     family_priors = priors if s.model_family == "network" else None
+    import mdtraj
 
     # 6. CG runs from the recorded frame whose area is closest to the mean: NVT in that frame's
     # box, then NPT at zero tension with the box height fixed (no solvent: the normal is vacuum)
     areas = boxes[:, 0, 0] * boxes[:, 1, 1]
     start = int(np.argmin(np.abs(areas - areas.mean())))
+    def refined(model, rounds: int, seed: int, name: str):
+        """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
+        run at the reference's area: what the pair tables and the ramps do to the intramolecular
+        distributions. Saved as DIR/``name`` (a stage output)."""
+        from multiscale.cg.analysis import bonded_values
+        from multiscale.cg.tabulated import refine_bonded
+        from multiscale.openmm.short_runs import sample_run
+
+        def work() -> dict:
+            current = model
+            for k in range(rounds):
+                system = build_cg_system(mapping, None, tabulated=current, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0]
+                xyz, cells = sample_run(system, cg_pos[start], boxes[start], temperature_K=temperature, steps=s.refinement_steps,
+                                        timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
+                                        seed=seed + k, frames=40)
+                traj = mdtraj.Trajectory(xyz[10:], mapping.mdtraj_topology())
+                traj.unitcell_vectors = cells[10:]
+                current = refine_bonded(current, reference_bonded, bonded_values(traj, types=mapping.bead_types),
+                                        temperature_K=temperature)
+                say(f"bonded refinement ({name}) {k + 1}/{rounds}: largest ΔU "
+                    f"{max(current.fit['bonded_refinements']['max_abs_delta_u_kj_mol'].values(), default=0.0):.2f} kJ/mol")
+            current.save(out / name)
+            return {"rounds": rounds}
+
+        return work
+
+    if tabulated is not None:
+        # 5b–5e. what force matching cannot give a solvent-free bilayer (multiscale.openmm.
+        # membrane_matching says why): the bonded distributions (iterative Boltzmann refinement),
+        # the thickness (a head–tail repulsion, NVT at the reference's area) and the area at zero
+        # tension (an all-pair ramp), in the order refine, thickness, refine, area; the area comes
+        # last because it answers to every other change
+        from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
+        from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
+        from multiscale.openmm.membrane_matching import match_area, match_thickness
+
+        ref_traj = mapping.mapped_trajectory(rec["positions"], boxes)
+        reference_bonded = bonded_values(ref_traj, types=mapping.bead_types)
+        _, phosphates = lipid_head_beads(ref_traj.topology, mapping.bead_types, PHOSPHATE_TYPE)
+        head_tail = [(h, t) for h in (HEAD_TYPE, PHOSPHATE_TYPE) for t in (TAIL_TYPE, TAIL_END_TYPE)]
+        matching = dict(temperature_K=temperature, steps=s.matching_steps, timestep_ps=s.cg_timestep_ps,
+                        inner_steps=s.cg_inner_steps, platform=args.platform, log=say, iterations=s.matching_iterations)
+
+        def system_with(model, zero_tension=False):
+            barostat = MembraneBarostat(s.pressure_bar, temperature, z_mode="fixed", seed=args.seed + 19) if zero_tension else None
+            return build_cg_system(mapping, None, tabulated=model, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm,
+                                   barostat=barostat)[0]
+
+        if s.bonded_refinements > 0:
+            stages.run("bonded_prerefinement", refined(tabulated, 1, args.seed + 500, "tabulated_refined.json"))
+            tabulated = TabulatedModel.load(out / "tabulated_refined.json")
+        if s.matching_iterations > 0:
+            target = float(bilayer_thickness(ref_traj, phosphates).mean())
+            fitted = tabulated
+            found = stages.run("thickness_matching", lambda: {
+                **match_thickness(lambda A: system_with(fitted.with_pair_ramp(A, head_tail)), cg_pos[start], boxes[start],
+                                  phosphates, target_nm=target, seed=args.seed + 300, **matching),
+                "pairs": [list(p) for p in head_tail], "target_nm": target})
+            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], head_tail)
+            say(f"thickness matching: head–tail ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
+        if s.bonded_refinements > 1:
+            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements - 1, args.seed + 600,
+                                                    "tabulated_refined_2.json"))
+            tabulated = TabulatedModel.load(out / "tabulated_refined_2.json")
+        if s.matching_iterations > 0:
+            target = float(area_per_lipid(ref_traj).mean())
+            fitted = tabulated
+            found = stages.run("area_matching", lambda: {
+                **match_area(lambda A: system_with(fitted.with_pair_ramp(A), zero_tension=True), cg_pos[start], boxes[start],
+                             phosphates, target_nm2=target, seed=args.seed + 400, **matching), "target_nm2": target})
+            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"])
+            say(f"area matching: all-pair ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
+        tabulated.save(out / "tabulated_final.json")  # the model the CG runs use, ramps included
 
     def cg_system(barostat=None):
         return build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
@@ -366,8 +462,6 @@ def main(argv=None) -> int:
             f"{runs[name]['restarts']} restarts")
 
     # 7. validation against the mapped reference (same bead order)
-    import mdtraj
-
     from multiscale.cg.analysis import membrane_observables, validation_report
 
     ref = mapping.mapped_trajectory(rec["positions"], boxes)
@@ -390,7 +484,11 @@ def main(argv=None) -> int:
                                                     "cg": "NVT at the reference's area", "cg_npt": "zero tension, box height fixed"},
                                       "timesteps_ps": {"reference": s.fine_timestep_ps, "cg": s.cg_timestep_ps,
                                                        "cg_inner_steps": s.cg_inner_steps},
-                                      "tabulated_fit": None if tabulated is None else tabulated.fit})
+                                      "tabulated_fit": None if tabulated is None else tabulated.fit,
+                                      "thickness_matching": stages.result("thickness_matching")
+                                      if stages.is_done("thickness_matching") else None,
+                                      "area_matching": stages.result("area_matching")
+                                      if stages.is_done("area_matching") else None})
     report["reference_speed"] = reference_speed
     report["model_family"] = s.model_family
     report["restarts"] = {name: run.get("restarts", 0) for name, run in runs.items()}

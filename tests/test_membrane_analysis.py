@@ -62,7 +62,7 @@ def test_density_profile_integrates_to_the_bead_count():
 def test_order_parameter_limits():
     traj, _ = _bilayer()
     bonds = np.array([(3 * k + 1, 3 * k + 2) for k in range(traj.n_atoms // 3)])
-    assert bond_order_parameter(traj, bonds).mean() > 0.95           # along the normal
+    assert bond_order_parameter(traj, bonds).mean() > 0.9            # along the normal (tilted by the noise)
     flat = traj.slice(range(traj.n_frames))
     flat.xyz[:, bonds[:, 1]] = flat.xyz[:, bonds[:, 0]] + np.array([0.5, 0.0, 0.0])
     assert np.allclose(bond_order_parameter(flat, bonds), -0.5, atol=1e-5)  # in the plane

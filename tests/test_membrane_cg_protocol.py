@@ -32,6 +32,9 @@ TINY = """membrane_cg:
   cg_steps: 400
   cg_npt_steps: 400
   cg_report_interval: 20
+  matching_iterations: 2
+  matching_steps: 200
+  refinement_steps: 200
 """
 
 
@@ -54,7 +57,7 @@ def test_outputs_follow_the_file_contract(job):
     run_dir = out / "run"
     for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
                  "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
-                 "mapping.json", "tabulated.json"):
+                 "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json"):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
     residues = list(pdb.topology.residues())
@@ -80,6 +83,11 @@ def test_outputs_follow_the_file_contract(job):
     for key in ("density_profiles", "bonded", "tail_order", "lateral_rdf", "stability", "lateral_diffusion",
                 "reference_speed", "restarts"):
         assert report[key] is not None, key
+    area = json.loads((run_dir / "area_matching.json").read_text())
+    thickness = json.loads((run_dir / "thickness_matching.json").read_text())
+    assert 1 <= len(area["history"]) <= 2 and 1 <= len(thickness["history"]) <= 2
+    assert area["target_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
+    assert thickness["target_nm"] == pytest.approx(report["thickness"]["reference"])
     assert report["stability"]["reference"]["lost"] == 0
     assert report["reference_speed"]["timestep_ps"] == 0.004
     settings = json.loads((run_dir / "settings.json").read_text())

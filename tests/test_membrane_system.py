@@ -102,7 +102,11 @@ def test_lipid_mapping_keeps_hydrogens_with_their_heavy_atoms(patch):
     mapping = build_mapping(top, definition, constraints=constraints)
     assert mapping.force_map_kind == "sum"  # exact: no constraint crosses a bead
     assert mapping.n_beads == 10 * 8 and len(mapping.chains) == 8
-    assert sorted(set(mapping.bead_types)) == ["C", "GL", "NC", "PO"]
+    assert sorted(set(mapping.bead_types)) == ["C", "CT", "GL", "NC", "PO"]
+    # DMPC's 13-carbon tails: beads of 4, 4 and 5 carbons, the chain end (CT) the larger
+    tail = [mapping.atom_indices[b] for b in range(10) if mapping.bead_names[b].startswith("C2")]
+    heavy = [sum(1 for a in atoms if list(top.atoms())[a].element.symbol == "C") for atoms in tail]
+    assert heavy == [4, 4, 5] and [mapping.bead_types[b] for b in range(10) if mapping.bead_names[b].startswith("C2")] == ["C", "C", "CT"]
     lipid_mass = sum(a.element.mass.value_in_unit(unit.dalton) for a in top.atoms())
     assert mapping.bead_masses.sum() == pytest.approx(lipid_mass, rel=1e-9)
     # one residue per lipid in the CG topology

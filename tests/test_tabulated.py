@@ -278,3 +278,29 @@ def test_bad_input_is_refused(melt):
                           config=TabulatedConfig(dihedral_order=-1))
     with pytest.raises(ValueError, match="no bond table"):
         tabulated_forces(model, ["X"] * len(melt["types"]), melt["bonds"], periodic=True)
+
+
+def test_iterative_boltzmann_refinement_moves_the_table_towards_the_reference():
+    """A CG model whose bonds come out 0.01 nm too long: the refinement adds a force that pulls
+    them back, −kBT Δμ/σ² for Gaussians of equal width (σ broadened by the kernel), and nothing when
+    the CG distribution already is the reference's."""
+    from multiscale.cg.tabulated import Table, refine_bonded
+
+    knots = np.arange(0.30, 0.5001, 0.005)
+    bond = Table("bond", knots, -KB * (knots - R0), 1000.0)
+    model = TabulatedModel({}, {("M", "M"): bond}, {}, {}, "1-3", 1.0, T, {})
+    rng = np.random.default_rng(0)
+    sigma = 0.01
+    ref = {"bond": {("M", "M"): rng.normal(R0, sigma, 40_000)}}
+    cg = {"bond": {("M", "M"): rng.normal(R0 + 0.01, sigma, 40_000)}}
+    refined = refine_bonded(model, ref, cg, temperature_K=T)
+    delta = refined.bonds[("M", "M")].force - bond.force
+    centre = (knots > R0 - sigma) & (knots < R0 + 0.01 + sigma)
+    expected = -kT(T) * 0.01 / (sigma ** 2 + (1.5 * 0.005) ** 2)  # Gaussians broadened by the kernel
+    assert np.all(delta[centre] < 0)
+    assert np.median(delta[centre]) == pytest.approx(expected, rel=0.25)
+    assert refined.fit["bonded_refinements"]["count"] == 1
+    same = refine_bonded(model, ref, {"bond": {("M", "M"): ref["bond"][("M", "M")]}}, temperature_K=T)
+    np.testing.assert_allclose(same.bonds[("M", "M")].force, bond.force)
+    with pytest.raises(ValueError, match="damping"):
+        refine_bonded(model, ref, cg, temperature_K=T, damping=2.0)

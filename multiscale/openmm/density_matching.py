@@ -11,7 +11,7 @@ Units: kJ/mol, g/cm³, K, bar, ps.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 import openmm
@@ -28,29 +28,12 @@ def npt_density(system: openmm.System, positions, box, *, temperature_K: float, 
                 inner_steps: int = 1, platform: str = "CPU", seed: int = 0) -> Dict[str, float]:
     """Mean density (g/cm³) over the second half of a Langevin run of ``system`` (which holds
     its barostat), from ``positions``/``box`` (nm)."""
-    from multiscale.openmm.mts import mts_langevin
+    from multiscale.openmm.short_runs import sample_run
 
-    system = openmm.XmlSerializer.clone(system)
-    if inner_steps > 1:
-        integrator = mts_langevin(system, temperature_K, 1.0, timestep_ps, inner_steps)
-    else:
-        integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, 1.0 / unit.picosecond, timestep_ps * unit.picosecond)
-    integrator.setRandomNumberSeed(seed + 1)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box)])
-    context.setPositions(np.asarray(positions))
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(temperature_K * unit.kelvin, seed + 2)
+    _, cells = sample_run(system, positions, box, temperature_K=temperature_K, steps=steps, timestep_ps=timestep_ps,
+                          inner_steps=inner_steps, platform=platform, seed=seed, frames=30)
     mass = sum(system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles()))
-    chunk = max(steps // 30, 1)
-    densities = []
-    for _ in range(30):
-        integrator.step(chunk)
-        volume = context.getState().getPeriodicBoxVolume().value_in_unit(unit.nanometer ** 3)
-        densities.append(mass / volume * AMU_PER_NM3_TO_G_PER_CM3)
-    kept = np.asarray(densities[15:])
-    if not np.all(np.isfinite(kept)):
-        raise RuntimeError("the NPT run of the density iteration blew up")
+    kept = mass / np.abs(np.linalg.det(cells[15:])) * AMU_PER_NM3_TO_G_PER_CM3
     return {"mean": float(kept.mean()), "sem": float(kept.std(ddof=1) / np.sqrt(len(kept) / 4))}
 
 
@@ -59,26 +42,16 @@ def match_density(system_for: Callable[[float], openmm.System], positions, box, 
                   **run) -> Dict:
     """The ramp A (kJ/mol) whose NPT density is ``target_g_cm3``: ``system_for(A)`` builds the
     System (barostat included) with ramp A; each iteration runs :func:`npt_density` (``run``:
-    its keyword arguments) and updates A by the secant method on the relative error (at most
-    ``max_step_kj_mol`` per iteration: noisy densities make wild secants), stopping below
-    ``tolerance``. Returns ``{"A_kj_mol", "history": [{A, density, sem, error}]}``, A the
-    trial with the smallest |error|."""
-    history: List[Dict[str, float]] = []
-    A = 0.0
-    for iteration in range(int(iterations)):
-        measured = npt_density(system_for(A), positions, box, seed=seed + 7 * iteration, **run)
-        error = measured["mean"] / target_g_cm3 - 1.0
-        history.append({"A_kj_mol": A, "density_g_cm3": measured["mean"], "sem": measured["sem"], "relative_error": error})
-        if log is not None:
-            log(f"density iteration {iteration}: A = {A:.3f} kJ/mol -> {measured['mean']:.4f} g/cm³ ({100 * error:+.1f} %)")
-        if abs(error) < tolerance:
-            break
-        if len(history) >= 2 and history[-1]["relative_error"] != history[-2]["relative_error"]:
-            a0, e0 = history[-2]["A_kj_mol"], history[-2]["relative_error"]
-            slope = (error - e0) / (A - a0) if A != a0 else GUESS_SLOPE_PER_KJ_MOL
-            slope = slope if slope < 0 else GUESS_SLOPE_PER_KJ_MOL  # more attraction, denser
-        else:
-            slope = GUESS_SLOPE_PER_KJ_MOL
-        A = A + float(np.clip(-error / slope, -max_step_kj_mol, max_step_kj_mol))
-    best = min(history, key=lambda h: abs(h["relative_error"]))
-    return {"A_kj_mol": best["A_kj_mol"], "history": history}
+    its keyword arguments) and updates A by the secant method on the relative error
+    (:func:`~multiscale.openmm.ramp_iteration.iterate_ramp`; at most ``max_step_kj_mol`` per
+    iteration: noisy densities make wild secants), stopping below ``tolerance``. Returns
+    ``{"A_kj_mol", "history": [{A, density, sem, error}]}``, A the trial with the smallest |error|."""
+    from multiscale.openmm.ramp_iteration import iterate_ramp
+
+    def measure(A: float, trial: int):
+        measured = npt_density(system_for(A), positions, box, seed=seed + 7 * trial, **run)
+        return measured["mean"], measured["sem"]
+
+    return iterate_ramp(measure, target=target_g_cm3, iterations=iterations, guess_slope=GUESS_SLOPE_PER_KJ_MOL,
+                        tolerance=tolerance, max_step_kj_mol=max_step_kj_mol, value_key="density_g_cm3", log=log,
+                        what="density iteration")

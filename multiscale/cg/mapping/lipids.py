@@ -11,11 +11,14 @@ NC3 / NH3   NC      the head group's amine: N and the carbons bonded to it, exce
 PO4         PO      P, O11–O14 and C11
 GL1         GL      C1, C2 and the sn-2 ester (O21, C21, O22)
 GL2         GL      C3 and the sn-1 ester (O31, C31, O32)
-C2A, C2B..  C       the sn-2 tail carbons C22, C23, … in runs of about ``tail_carbons_per_bead``
-C3A, C3B..  C       the sn-1 tail carbons C32, C33, …
+C2A, C2B..  C, CT    the sn-2 tail carbons C22, C23, … in runs of about ``tail_carbons_per_bead``
+                    (the remainder in the last one); the chain-end bead has its own type CT
+C3A, C3B..  C, CT    the sn-1 tail carbons C32, C33, …
 ==========  ======  =========================================================================
 
-(Martini 2 maps POPC to 13 beads this way, about 4 heavy atoms per bead.) Bonds: NC3–PO4,
+(Martini 2 maps POPC to 13 beads this way, about 4 heavy atoms per bead.) The chain ends get
+their own type so that every bond type joins beads of one size pair: with one tail type, DMPC's
+C–C bonds would mix 5–4 and 4–4 carbon beads, two bond-length distributions under one table. Bonds: NC3–PO4,
 PO4–GL1, GL1–GL2, GL1–C2A, GL2–C3A and along each tail. Hydrogens never leave their heavy
 atom's bead, so bonds constrained to hydrogen (HBonds) cross no bead boundary and the summed force
 map stays exact (:func:`~multiscale.cg.mapping.build_mapping` checks this with the constraints).
@@ -35,8 +38,8 @@ import numpy as np
 from multiscale.cg.mapping.definition import MappingDefinition, MappingError, ResidueTemplate
 
 #: bead types: head amine, phosphate, glycerol/ester, tail
-HEAD_TYPE, PHOSPHATE_TYPE, GLYCEROL_TYPE, TAIL_TYPE = "NC", "PO", "GL", "C"
-LIPID_BEAD_TYPES = (HEAD_TYPE, PHOSPHATE_TYPE, GLYCEROL_TYPE, TAIL_TYPE)
+HEAD_TYPE, PHOSPHATE_TYPE, GLYCEROL_TYPE, TAIL_TYPE, TAIL_END_TYPE = "NC", "PO", "GL", "C", "CT"
+LIPID_BEAD_TYPES = (HEAD_TYPE, PHOSPHATE_TYPE, GLYCEROL_TYPE, TAIL_TYPE, TAIL_END_TYPE)
 
 _PLAIN = re.compile(r"^C([23])(\d+)$")
 _ROTATED = re.compile(r"^(\d)C([23])1$")  # PDB's 4-character form of C{chain}1{d}
@@ -56,8 +59,12 @@ def _tail_carbon(name: str):
 
 
 def _split(run: Sequence[str], per_bead: int) -> List[List[str]]:
+    """Consecutive runs of ``per_bead`` names, the remainder (fewer or more) in the last one, so
+    that every bead but the chain end has the same size."""
     count = max(1, int(round(len(run) / per_bead)))
-    return [list(part) for part in np.array_split(np.array(run, dtype=object), count)]
+    sizes = [per_bead] * (count - 1) + [len(run) - per_bead * (count - 1)]
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+    return [list(run[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def lipid_template(residue, tail_carbons_per_bead: int = 4) -> ResidueTemplate:
@@ -98,9 +105,10 @@ def lipid_template(residue, tail_carbons_per_bead: int = 4) -> ResidueTemplate:
         if len(run) < 2:
             raise MappingError(f"{where}: the sn-{1 if chain == 3 else 2} tail (carbons C{chain}2, C{chain}3, ...) was not found")
         previous = anchor
-        for k, part in enumerate(_split(run, tail_carbons_per_bead)):
+        parts = _split(run, tail_carbons_per_bead)
+        for k, part in enumerate(parts):
             name = f"C{chain}{chr(ord('A') + k)}"
-            beads.append((name, TAIL_TYPE, part))
+            beads.append((name, TAIL_END_TYPE if k == len(parts) - 1 else TAIL_TYPE, part))
             bonds.append([previous, name])
             previous = name
     for name, _, members in beads:

@@ -5,13 +5,16 @@ optional virial (pressure) constraint. The OpenMM forces that run them natively 
 
 * :class:`TabulatedConfig` — options (YAML section ``tabulated``);
 * :func:`fit_tabulated` — the fit; returns a :class:`TabulatedModel` (JSON: ``save``/``load``);
-* :class:`Table` — one g(q) = −dU/dq table with its walls; :func:`dihedral_energy`; :func:`plot_tables`.
+* :class:`Table` — one g(q) = −dU/dq table with its walls; :func:`dihedral_energy`; :func:`plot_tables`;
+* :func:`refine_bonded` — iterative Boltzmann refinement of the bond and angle tables after a CG run.
 """
 
 from multiscale.cg.tabulated.basis import HatBasis
 from multiscale.cg.tabulated.config import TabulatedConfig
 from multiscale.cg.tabulated.fit import fit_tabulated
 from multiscale.cg.tabulated.plots import plot_tables
+from multiscale.cg.tabulated.refine import refine_bonded
 from multiscale.cg.tabulated.tables import Table, TabulatedModel, dihedral_energy
 
-__all__ = ["HatBasis", "Table", "TabulatedConfig", "TabulatedModel", "dihedral_energy", "fit_tabulated", "plot_tables"]
+__all__ = ["HatBasis", "Table", "TabulatedConfig", "TabulatedModel", "dihedral_energy", "fit_tabulated", "plot_tables",
+           "refine_bonded"]

@@ -37,6 +37,7 @@ from multiscale.cg.priors.records import TypeKey, canonical_key
 from multiscale.cg.tabulated import terms
 from multiscale.cg.tabulated.basis import HatBasis
 from multiscale.cg.tabulated.config import TabulatedConfig
+from multiscale.cg.tabulated.kernel_density import kernel_density
 from multiscale.cg.tabulated.tables import TabulatedModel, Table
 from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
 
@@ -147,9 +148,8 @@ def _ranges(problem: _Problem, x, boxes, config: TabulatedConfig, unique, codes)
     return bond_q, angle_q, closest, counts, {k: np.asarray(v) for k, v in sampled.items()}
 
 
-#: Boltzmann-inverted bonded tables: kernel width in knot spacings, and the density (relative to
-#: the peak) below which the table stops and the walls take over
-_BI_BANDWIDTH_KNOTS = 1.5
+#: Boltzmann-inverted bonded tables: the density (relative to the peak) below which the table
+#: stops and the walls take over
 _BI_MIN_DENSITY = 2e-3
 
 
@@ -162,8 +162,7 @@ def _boltzmann_table(kind: str, samples: np.ndarray, spacing: float, temperature
         hi = min(hi, np.pi)
     basis = HatBasis.covering(lo, hi, spacing)
     q = basis.knots
-    h = _BI_BANDWIDTH_KNOTS * spacing
-    density = np.exp(-0.5 * ((q[:, None] - samples[None, :]) / h) ** 2).sum(1)
+    density = kernel_density(q, samples, spacing)
     keep = density >= _BI_MIN_DENSITY * density.max()
     first, last = np.flatnonzero(keep)[[0, -1]]
     if last - first < 2:

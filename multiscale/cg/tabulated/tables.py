@@ -129,15 +129,24 @@ class TabulatedModel:
             raise KeyError(f"no pair table for bead types {key}; the model was fitted on pairs {sorted(self.pairs)}")
         return self.pairs[key]
 
-    def with_pair_ramp(self, A_kj_mol: float) -> "TabulatedModel":
+    def with_pair_ramp(self, A_kj_mol: float, pairs=None) -> "TabulatedModel":
         """A copy whose pair tables carry U += A (1 − r/r_c), i.e. g += A/r_c inside the cutoff
-        (the last segment goes linearly to 0 at r_c): A < 0 attracts, a pressure correction."""
+        (the last segment goes linearly to 0 at r_c): A < 0 attracts, a pressure correction.
+        ``pairs``: the type pairs that get it, e.g. [("C", "NC"), ("C", "PO")] (default: all);
+        ramps add up, and ``fit["pair_ramps"]`` lists them."""
         import copy
 
+        keys = sorted(self.pairs) if pairs is None else [canonical_key(list(p)) for p in pairs]
+        missing = [k for k in keys if k not in self.pairs]
+        if missing:
+            raise ValueError(f"no pair table for type pair(s) {missing}; the model has {sorted(self.pairs)}")
         out = copy.deepcopy(self)
-        for table in out.pairs.values():
-            table.force[:-1] += float(A_kj_mol) / self.cutoff_nm
-        out.fit = {**out.fit, "pair_ramp_kj_mol": float(A_kj_mol)}
+        for key in keys:
+            out.pairs[key].force[:-1] += float(A_kj_mol) / self.cutoff_nm
+        ramps = list(out.fit.get("pair_ramps", [])) + [{"A_kj_mol": float(A_kj_mol), "pairs": [list(k) for k in keys]}]
+        out.fit = {**out.fit, "pair_ramps": ramps}
+        if pairs is None:
+            out.fit["pair_ramp_kj_mol"] = float(A_kj_mol) + float(self.fit.get("pair_ramp_kj_mol", 0.0))
         return out
 
     def to_dict(self) -> Dict:

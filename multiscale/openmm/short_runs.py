@@ -1,0 +1,47 @@
+"""Short Langevin runs that return their frames: the measurements of the CG corrections that
+iterate against simulations (density, bilayer area and thickness, bonded distributions).
+
+Units: nm, ps, K.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import openmm
+from openmm import unit
+
+
+def sample_run(system: openmm.System, positions, box, *, temperature_K: float, steps: int, timestep_ps: float,
+               inner_steps: int = 1, platform: str = "CPU", seed: int = 0, frames: int = 30, minimize: bool = True
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """``frames`` evenly spaced frames of a Langevin run of ``steps`` steps of ``system`` (its
+    barostat, if any, included) from ``positions`` in ``box`` (nm; energy-minimised first when
+    ``minimize``): (positions (frames, n, 3) nm, boxes (frames, 3, 3) nm). A run that blows up
+    raises RuntimeError."""
+    from multiscale.openmm.mts import mts_langevin
+
+    system = openmm.XmlSerializer.clone(system)
+    if inner_steps > 1:
+        integrator = mts_langevin(system, temperature_K, 1.0, timestep_ps, inner_steps)
+    else:
+        integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, 1.0 / unit.picosecond, timestep_ps * unit.picosecond)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box, dtype=float)])
+    context.setPositions(np.asarray(positions))
+    if minimize:
+        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    context.setVelocitiesToTemperature(temperature_K * unit.kelvin, seed + 2)
+    chunk = max(int(steps) // int(frames), 1)
+    xyz, cells = [], []
+    for _ in range(int(frames)):
+        integrator.step(chunk)
+        state = context.getState(getPositions=True)
+        xyz.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        cells.append(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+    xyz, cells = np.asarray(xyz, dtype=np.float64), np.asarray(cells, dtype=np.float64)
+    if not np.all(np.isfinite(xyz)):
+        raise RuntimeError(f"a short run of {steps} steps at {timestep_ps} ps blew up (NaN positions)")
+    return xyz, cells
