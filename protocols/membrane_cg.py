@@ -16,11 +16,10 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
 4. priors: bonds and angles by Boltzmann inversion, a repulsive pair prior DIR/priors.json, priors.png
 5. force matching, model_family "tabulated" (default): MS-CG pair (and     DIR/tabulated.json, tabulated.png
    bending–torsion) tables with the lateral virial constraint (zero-tension
-   area) on Boltzmann-inverted bond and angle tables; then, by short runs:   DIR/tabulated_refined.json
-   iterative Boltzmann refinement of the bonded tables, a head–tail         DIR/thickness_matching.json
-   repulsion for the reference's thickness (NVT at its area), refinement    DIR/tabulated_refined_2.json
-   again, an all-pair ramp for its area per lipid at zero tension           DIR/area_matching.json
-                                                                            DIR/tabulated_final.json
+   area) on Boltzmann-inverted bond and angle tables; then, by short NVT    DIR/tabulated_refined.json
+   runs at the reference's area: iterative Boltzmann refinement of the      DIR/thickness_matching.json
+   bonded tables, a head–tail repulsion for its thickness, an all-pair      DIR/area_matching.json
+   ramp for zero lateral tension there (its area at zero tension)           DIR/tabulated_final.json
    "network": the bead network on F_mapped − F_prior                        DIR/model/
 6. CG runs: NVT at the reference's area (structure), then NPT at zero       DIR/cg.pdb, cg.dcd,
    tension (MonteCarloMembraneBarostat, box height fixed: no solvent)        DIR/cg_npt.pdb, cg_npt.dcd
@@ -109,9 +108,8 @@ class Settings(YamlConfig):
     # per lipid, zero tension) to the reference's (multiscale.openmm.membrane_matching); 0: off
     matching_iterations: int = 5
     matching_steps: int = 3000
-    # tabulated family: iterative Boltzmann refinements of the bond and angle tables, one before
-    # the thickness matching and the rest between it and the area matching (short NVT runs at the
-    # reference area, refinement_steps each); 0: off
+    # tabulated family: iterative Boltzmann refinements of the bond and angle tables before the
+    # matching (short NVT runs at the reference area, refinement_steps each); 0: off
     bonded_refinements: int = 2
     refinement_steps: int = 3000
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -180,9 +178,8 @@ STAGES = (
     Stage("reference", outputs=("fine/recording/manifest.json",), marker="fine/recording/DONE"),
     Stage("force_matching", outputs=("model/model.ckpt",), marker="model/DONE"),
     Stage("tabulated_fit", outputs=("tabulated.json",)),
-    Stage("bonded_prerefinement", outputs=("tabulated_refined.json",)),
+    Stage("bonded_refinement", outputs=("tabulated_refined.json",)),
     Stage("thickness_matching", outputs=(), marker="thickness_matching.json"),
-    Stage("bonded_refinement", outputs=("tabulated_refined_2.json",)),
     Stage("area_matching", outputs=(), marker="area_matching.json"),
 )
 
@@ -396,9 +393,9 @@ def main(argv=None) -> int:
     if tabulated is not None:
         # 5b–5e. what force matching cannot give a solvent-free bilayer (multiscale.openmm.
         # membrane_matching says why): the bonded distributions (iterative Boltzmann refinement),
-        # the thickness (a head–tail repulsion, NVT at the reference's area) and the area at zero
-        # tension (an all-pair ramp), in the order refine, thickness, refine, area; the area comes
-        # last because it answers to every other change
+        # the thickness (a head–tail repulsion) and the lateral pressure that sets the area at zero
+        # tension (an all-pair ramp), all in NVT at the reference's area and in that order: the
+        # pressure comes last because it answers to every change
         from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
         from multiscale.openmm.membrane_matching import match_area, match_thickness
@@ -410,13 +407,11 @@ def main(argv=None) -> int:
         matching = dict(temperature_K=temperature, steps=s.matching_steps, timestep_ps=s.cg_timestep_ps,
                         inner_steps=s.cg_inner_steps, platform=args.platform, log=say, iterations=s.matching_iterations)
 
-        def system_with(model, zero_tension=False):
-            barostat = MembraneBarostat(s.pressure_bar, temperature, z_mode="fixed", seed=args.seed + 19) if zero_tension else None
-            return build_cg_system(mapping, None, tabulated=model, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm,
-                                   barostat=barostat)[0]
+        def system_with(model):
+            return build_cg_system(mapping, None, tabulated=model, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0]
 
         if s.bonded_refinements > 0:
-            stages.run("bonded_prerefinement", refined(tabulated, 1, args.seed + 500, "tabulated_refined.json"))
+            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json"))
             tabulated = TabulatedModel.load(out / "tabulated_refined.json")
         if s.matching_iterations > 0:
             target = float(bilayer_thickness(ref_traj, phosphates).mean())
@@ -427,16 +422,12 @@ def main(argv=None) -> int:
                 "pairs": [list(p) for p in head_tail], "target_nm": target})
             tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], head_tail)
             say(f"thickness matching: head–tail ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
-        if s.bonded_refinements > 1:
-            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements - 1, args.seed + 600,
-                                                    "tabulated_refined_2.json"))
-            tabulated = TabulatedModel.load(out / "tabulated_refined_2.json")
         if s.matching_iterations > 0:
-            target = float(area_per_lipid(ref_traj).mean())
             fitted = tabulated
             found = stages.run("area_matching", lambda: {
-                **match_area(lambda A: system_with(fitted.with_pair_ramp(A), zero_tension=True), cg_pos[start], boxes[start],
-                             phosphates, target_nm2=target, seed=args.seed + 400, **matching), "target_nm2": target})
+                **match_area(lambda A: system_with(fitted.with_pair_ramp(A)), cg_pos[start], boxes[start], mapping.chains,
+                             target_bar=s.pressure_bar, seed=args.seed + 400, **matching),
+                "target_area_nm2": float(area_per_lipid(ref_traj).mean())})
             tabulated = tabulated.with_pair_ramp(found["A_kj_mol"])
             say(f"area matching: all-pair ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
         tabulated.save(out / "tabulated_final.json")  # the model the CG runs use, ramps included

@@ -57,7 +57,8 @@ def test_outputs_follow_the_file_contract(job):
     run_dir = out / "run"
     for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
                  "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
-                 "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json"):
+                 "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json",
+                 "thickness_matching.json", "area_matching.json"):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
     residues = list(pdb.topology.residues())
@@ -86,7 +87,8 @@ def test_outputs_follow_the_file_contract(job):
     area = json.loads((run_dir / "area_matching.json").read_text())
     thickness = json.loads((run_dir / "thickness_matching.json").read_text())
     assert 1 <= len(area["history"]) <= 2 and 1 <= len(thickness["history"]) <= 2
-    assert area["target_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
+    assert area["target_area_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
+    assert "lateral_pressure_bar" in area["history"][0]
     assert thickness["target_nm"] == pytest.approx(report["thickness"]["reference"])
     assert report["stability"]["reference"]["lost"] == 0
     assert report["reference_speed"]["timestep_ps"] == 0.004

@@ -15,9 +15,9 @@ then :func:`match_area`) by :func:`~multiscale.openmm.ramp_iteration.iterate_ram
    stand-in for the hydrophobic effect that keeps heads out of the core (the Cooke–Kremer–Deserno
    lipids are built this way): the thickness, in NVT runs at the reference's area (so that the
    area error does not enter);
-2. **all pairs** ``A_all``, the lateral pressure: the area per lipid, in runs at zero tension
-   (``MonteCarloMembraneBarostat``, box height fixed), with ``A_ht`` in place. At the right area
-   the thickness is then the one matched in step 1.
+2. **all pairs** ``A_all``: the lateral pressure at the reference's area, in NVT runs, to the
+   barostat's pressure, so that the area at zero tension (``MonteCarloMembraneBarostat``, box
+   height fixed) is the reference's; at that area the thickness is the one matched in step 1.
 
 Units: kJ/mol, nm, nm², K, ps.
 """
@@ -28,11 +28,19 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import openmm
+from openmm import unit
 
-#: first trial steps, relative change per kJ/mol, measured on the DMPC quick run: the head–tail
-#: ramp on the thickness (3.1 kJ/mol: +14 %), the all-pair ramp on the area (1.4 kJ/mol: +40 %)
+#: first trial step of the head–tail ramp: relative thickness change per kJ/mol, measured on the
+#: DMPC quick run (3.1 kJ/mol: +14 %)
 GUESS_THICKNESS_SLOPE = 0.045
-GUESS_AREA_SLOPE = 0.25
+#: the lateral pressure's error unit (bar), and the first trial step of the all-pair ramp in it:
+#: about 600 bar per kJ/mol (the ramp's virial, ~10⁴ pairs of ~0.8 nm in 59 nm³ of DMPC box)
+PRESSURE_SCALE_BAR = 100.0
+GUESS_PRESSURE_SLOPE = 6.0
+#: frames of each lateral-pressure trial (the last two thirds count): the instantaneous virial of
+#: 320 beads swings by ~±500 bar, and ±50 bar of lateral pressure is ~±10 % of area for a bilayer
+#: as soft as a real one (K_A ≈ 0.23 N/m over a 6 nm box)
+PRESSURE_FRAMES = 150
 
 
 def bilayer_run(system: openmm.System, positions, box, head_indices: Sequence[int], *, temperature_K: float, steps: int,
@@ -66,16 +74,14 @@ def bilayer_run(system: openmm.System, positions, box, head_indices: Sequence[in
 
 
 def _chained(positions, box, head_indices, run):
-    """A trial runner whose every trial goes on from the last one's end (minimised once): the
-    area relaxes slowly, and chained trials let it relax across them."""
+    """A trial runner whose every trial goes on from the last one's end (minimised once), so
+    that the bilayer relaxes across the trials."""
     state = {"positions": np.asarray(positions), "box": np.asarray(box), "minimize": True}
 
-    def trial(system: openmm.System, seed: int, follow_box: bool) -> Dict[str, float]:
-        measured, state["positions"], last_box = bilayer_run(system, state["positions"], state["box"], head_indices,
-                                                             seed=seed, minimize=state["minimize"], **run)
+    def trial(system: openmm.System, seed: int) -> Dict[str, float]:
+        measured, state["positions"], _ = bilayer_run(system, state["positions"], state["box"], head_indices,
+                                                      seed=seed, minimize=state["minimize"], **run)
         state["minimize"] = False
-        if follow_box:
-            state["box"] = last_box
         return measured
 
     return trial
@@ -92,10 +98,15 @@ def match_thickness(system_for: Callable[[float], openmm.System], positions, box
 
     if not 1.0 < target_nm < 10.0:
         raise ValueError(f"target_nm={target_nm} is not a bilayer thickness in nm (DMPC: ~3.5 nm)")
-    trial = _chained(positions, box, head_indices, run)
+    # a warm-up run first (the reference frame relaxes in the CG model over tens of ps)
+    from multiscale.openmm.short_runs import sample_run
+
+    warm, _ = sample_run(system_for(0.0), positions, box, seed=seed + 1000, frames=2,
+                         **{k: v for k, v in run.items() if k in ("temperature_K", "steps", "timestep_ps", "inner_steps", "platform")})
+    trial = _chained(warm[-1], box, head_indices, run)
 
     def measure(A: float, k: int):
-        measured = trial(system_for(A), seed + 7 * k, follow_box=False)
+        measured = trial(system_for(A), seed + 7 * k)
         return measured["thickness_nm"], measured["thickness_sem"]
 
     return iterate_ramp(measure, target=target_nm, iterations=iterations, guess_slope=GUESS_THICKNESS_SLOPE,
@@ -103,22 +114,71 @@ def match_thickness(system_for: Callable[[float], openmm.System], positions, box
                         what="thickness (NVT at the reference area), head-tail ramp, trial")
 
 
-def match_area(system_for: Callable[[float], openmm.System], positions, box, head_indices: Sequence[int], *,
-               target_nm2: float, iterations: int, tolerance: float = 0.015, max_step_kj_mol: float = 0.5, log=None,
-               seed: int = 0, **run) -> Dict:
-    """The all-pair ramp A (kJ/mol) whose zero-tension runs give the area per lipid
-    ``target_nm2``: ``system_for(A)`` builds the System with its membrane barostat; trials as in
-    :func:`match_thickness`."""
-    from multiscale.openmm.ramp_iteration import iterate_ramp
+def lateral_pressure_bar(system: openmm.System, positions: np.ndarray, boxes: np.ndarray, molecules: Sequence[Sequence[int]],
+                         *, temperature_K: float, platform: str = "CPU", h: float = 1e-4) -> np.ndarray:
+    """(frames,) lateral pressure P_L = (P_xx + P_yy)/2 in bar of each frame (whole molecules),
+    from the molecular virial: N_mol kBT/V − (1/2V) dU/dε, dU/dε by central differences of
+    OpenMM energies when the box and the molecules' centres of mass are scaled by 1 + ε in x and
+    y (molecules rigid): the pressure the membrane barostat balances against the tension."""
+    from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
 
-    if not 0.2 < target_nm2 < 2.0:
-        raise ValueError(f"target_nm2={target_nm2} is not an area per lipid in nm² (DMPC: ~0.6 nm²)")
-    trial = _chained(positions, box, head_indices, run)
+    bare = openmm.XmlSerializer.clone(system)
+    for k in reversed(range(bare.getNumForces())):
+        if isinstance(bare.getForce(k), (openmm.MonteCarloMembraneBarostat, openmm.MonteCarloBarostat)):
+            bare.removeForce(k)
+    context = openmm.Context(bare, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    masses = np.array([bare.getParticleMass(i).value_in_unit(unit.dalton) for i in range(bare.getNumParticles())])
+    members = [np.asarray(m, dtype=np.int64) for m in molecules]
+    pressures = []
+    for x, cell in zip(np.asarray(positions, dtype=float), np.asarray(boxes, dtype=float)):
+        shift = np.zeros_like(x)
+        for m in members:
+            shift[m, :2] = (masses[m, None] * x[m, :2]).sum(0) / masses[m].sum()
+        energies = []
+        for eps in (h, -h):
+            factor = np.array([1 + eps, 1 + eps, 1.0])
+            context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row * factor)) for row in cell])
+            context.setPositions(x + eps * shift)
+            energies.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        volume = abs(np.linalg.det(cell))
+        du = (energies[0] - energies[1]) / (2 * h)
+        pressures.append((len(members) * kT(temperature_K) - 0.5 * du) / volume * KJ_PER_MOL_NM3_TO_BAR)
+    return np.asarray(pressures)
+
+
+def match_area(system_for: Callable[[float], openmm.System], positions, box, molecules: Sequence[Sequence[int]], *,
+               target_bar: float, iterations: int, temperature_K: float, steps: int, timestep_ps: float,
+               inner_steps: int = 1, platform: str = "CPU", tolerance_bar: float = 15.0, max_step_kj_mol: float = 0.5,
+               log=None, seed: int = 0) -> Dict:
+    """The all-pair ramp A (kJ/mol) whose NVT runs at the area of ``box`` have the lateral
+    pressure ``target_bar`` (:func:`lateral_pressure_bar`, second half of each run): then the
+    zero-tension area is that area. The pressure is matched rather than the area itself because it
+    converges in tens of ps at a fixed area, while the area of a soft CG bilayer relaxes over
+    hundreds (a 60 ps zero-tension trial read +0.4 % where the 160 ps run went on to −15 %).
+    ``system_for(A)`` builds the System (no barostat). Returns
+    :func:`~multiscale.openmm.ramp_iteration.iterate_ramp`'s result, errors in units of 100 bar."""
+    from multiscale.openmm.ramp_iteration import iterate_ramp
+    from multiscale.openmm.short_runs import sample_run
+
+    if abs(target_bar) > 1e4:
+        raise ValueError(f"target_bar={target_bar} is not a plausible pressure in bar")
+    # a warm-up run first: the reference frame relaxes in the CG model over tens of ps, and a first
+    # trial from it reads a pressure biased by that relaxation
+    warm, _ = sample_run(system_for(0.0), positions, box, temperature_K=temperature_K, steps=steps, timestep_ps=timestep_ps,
+                         inner_steps=inner_steps, platform=platform, seed=seed + 1000, frames=2)
+    state = {"positions": warm[-1], "minimize": False}
 
     def measure(A: float, k: int):
-        measured = trial(system_for(A), seed + 100 + 7 * k, follow_box=True)
-        return measured["area_per_lipid_nm2"], measured["area_sem"]
+        system = system_for(A)
+        xyz, cells = sample_run(system, state["positions"], box, temperature_K=temperature_K, steps=steps,
+                                timestep_ps=timestep_ps, inner_steps=inner_steps, platform=platform, seed=seed + 7 * k,
+                                frames=PRESSURE_FRAMES, minimize=state["minimize"])
+        state["positions"], state["minimize"] = xyz[-1], False
+        kept = slice(PRESSURE_FRAMES // 3, None)
+        p = lateral_pressure_bar(system, xyz[kept], cells[kept], molecules, temperature_K=temperature_K, platform=platform)
+        return float(p.mean()), float(p.std(ddof=1) / np.sqrt(len(p) / 4))
 
-    return iterate_ramp(measure, target=target_nm2, iterations=iterations, guess_slope=GUESS_AREA_SLOPE,
-                        tolerance=tolerance, max_step_kj_mol=max_step_kj_mol, value_key="area_per_lipid_nm2", log=log,
-                        what="area per lipid (zero tension), all-pair ramp, trial")
+    return iterate_ramp(measure, target=target_bar, iterations=iterations, guess_slope=GUESS_PRESSURE_SLOPE,
+                        tolerance=tolerance_bar / PRESSURE_SCALE_BAR, max_step_kj_mol=max_step_kj_mol,
+                        value_key="lateral_pressure_bar", scale=PRESSURE_SCALE_BAR, log=log,
+                        what="lateral pressure (NVT at the reference area), all-pair ramp, trial")

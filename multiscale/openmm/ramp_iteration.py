@@ -7,23 +7,25 @@ one the guessed slope; the guess again when the fitted slope has the wrong sign:
 ``max_step_kj_mol`` per trial. Short runs are noisy, so the line through every trial is steadier
 than the secant of the last two (which chases the noise). The result is the trial that met the
 tolerance, else the root of the line through all trials when its slope has the right sign and
-the root lies within the trials' range, else the trial with the smallest |error|.
+the root lies within one step of the trials' range, else the trial with the smallest |error|.
 
 Units: kJ/mol.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 
 def iterate_ramp(measure: Callable[[float, int], Tuple[float, float]], *, target: float, iterations: int,
                  guess_slope: float, tolerance: float = 0.01, max_step_kj_mol: float = 2.0, value_key: str = "value",
-                 log=None, what: str = "iteration") -> Dict:
-    """``measure(A, trial)`` → (mean, sem) of the quantity with ramp A. ``guess_slope``: relative
-    change per kJ/mol (its sign is the physics: more repulsion, lower density or thicker bilayer).
+                 scale: Optional[float] = None, log=None, what: str = "iteration") -> Dict:
+    """``measure(A, trial)`` → (mean, sem) of the quantity with ramp A. The error is
+    (mean − target)/``scale``, relative to the target by default (``scale`` = target; give a
+    scale for a target near 0, e.g. a pressure of 1 bar). ``guess_slope``: error change per kJ/mol
+    (its sign is the physics: more repulsion, lower density, thicker bilayer, higher pressure).
     Returns ``{"A_kj_mol", "history": [{"A_kj_mol", value_key, "sem", "relative_error"}]}``."""
     if not guess_slope:
         raise ValueError("guess_slope must be non-zero (its sign says which way the ramp moves the quantity)")
@@ -31,10 +33,10 @@ def iterate_ramp(measure: Callable[[float, int], Tuple[float, float]], *, target
     A = 0.0
     for trial in range(int(iterations)):
         mean, sem = measure(A, trial)
-        error = mean / target - 1.0
+        error = (mean - target) / (target if scale is None else scale)
         history.append({"A_kj_mol": A, value_key: mean, "sem": sem, "relative_error": error})
         if log is not None:
-            log(f"{what} {trial}: A = {A:.3f} kJ/mol -> {mean:.4g} ({100 * error:+.1f} % from the reference)")
+            log(f"{what} {trial}: A = {A:.3f} kJ/mol -> {mean:.4g} ± {sem:.2g} (target {target:.4g})")
         if abs(error) < tolerance:
             break
         line = _line(history, guess_slope)
@@ -43,7 +45,7 @@ def iterate_ramp(measure: Callable[[float, int], Tuple[float, float]], *, target
     else:
         line = _line(history, guess_slope)
         tried = [h["A_kj_mol"] for h in history]
-        if line is not None and min(tried) <= line[1] <= max(tried):
+        if line is not None and min(tried) - max_step_kj_mol <= line[1] <= max(tried) + max_step_kj_mol:
             return {"A_kj_mol": float(line[1]), "history": history, "chosen": "root of the line through all trials"}
     best = min(history, key=lambda h: abs(h["relative_error"]))
     return {"A_kj_mol": best["A_kj_mol"], "history": history, "chosen": "trial with the smallest error"}
