@@ -13,7 +13,8 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
 3. map: Martini-like beads (head NC, phosphate PO, glycerol GL, tail C),    DIR/mapping.json
    water removed (solvent-free); hydrogens stay in their heavy atom's bead, so
    no HBonds constraint crosses a bead (the constraint-aware force map checks it)
-4. priors: bonds and angles by Boltzmann inversion, a repulsive pair prior DIR/priors.json, priors.png
+4. priors: bonds and angles by Boltzmann inversion (and, for the network,  DIR/priors.json, priors.png
+   a repulsive pair prior)
 5. force matching, model_family "tabulated" (default): MS-CG pair (and     DIR/tabulated.json, tabulated.png
    bending–torsion) tables with the lateral virial constraint (zero-tension
    area) on Boltzmann-inverted bond and angle tables; then, by short NVT    DIR/tabulated_refined.json
@@ -295,7 +296,8 @@ def main(argv=None) -> int:
     lipid_top = modeller.topology
     constraints = [(i, j) for i, j in constraints_of(fine_system) if i < len(lipid_atoms) and j < len(lipid_atoms)]
     mapping = build_mapping(lipid_top, lipid_mapping_definition(lipid_top, s.tail_carbons_per_bead), constraints=constraints)
-    mapping = mapping.with_molecule_names([args.lipid] * len(mapping.chains))
+    # one residue per lipid in the CG topology, named as in the patch (DMP, POP, ...: PDB's 3 characters)
+    mapping = mapping.with_molecule_names([r.name for r in lipid_top.residues()])
     mapping.save(out / "mapping.json")
     boxes = rec["boxes"].astype(np.float64)
     cg_pos = mapping.map_positions(rec["positions"].astype(np.float64))
@@ -305,9 +307,12 @@ def main(argv=None) -> int:
         f"{mapping.force_map_kind} force map: no constraint crosses a bead)")
 
     # 4. priors (bonds, angles by Boltzmann inversion; a repulsive pair prior)
-    # (moments, not wells: the angles at the glycerol are broad and skewed, and may be nearly flat)
+    # (moments, not wells: the angles at the glycerol are broad and skewed, and may be nearly flat;
+    # the repulsive pair prior only for the network, which trains on top of it: the tabulated
+    # family has its own pair tables, and rare pairs such as chain end–phosphate have few contacts)
     prior_config = PriorConfig(nonbonded_cutoff_nm=s.cg_cutoff_nm, min_samples=100, use_dihedrals=False, bond_fit="moments",
-                               angle_fit="moments", min_angle_k=0.05)
+                               angle_fit="moments", min_angle_k=0.05, use_repulsive=s.model_family == "network",
+                               min_contacts=20)
     samples = collect_samples(cg_pos, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles, [], boxes=boxes,
                               config=prior_config)
     priors = fit_priors_from_samples(samples, temperature, prior_config)

@@ -62,7 +62,7 @@ def test_outputs_follow_the_file_contract(job):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
     residues = list(pdb.topology.residues())
-    assert [r.name for r in residues] == ["DMPC"] * 12          # one residue per lipid
+    assert [r.name for r in residues] == ["DMP"] * 12           # one residue per lipid (the patch's name)
     assert pdb.topology.getNumAtoms() == 12 * 10
     assert pdb.topology.getNumBonds() == 12 * 9                  # bead bonds from CONECT records
     cg = mdtraj.load_dcd(str(run_dir / "cg.dcd"), top=str(run_dir / "cg.pdb"))

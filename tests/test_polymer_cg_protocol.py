@@ -166,7 +166,12 @@ def test_tabulated_family_job(tmp_path):
     history = matched["history"]
     assert 1 <= len(history) <= 2 and history[0]["A_kj_mol"] == 0.0
     assert len(history) == 2 or abs(history[0]["relative_error"]) < 0.01  # stops once within 1 %
-    assert matched["A_kj_mol"] == min(matched["history"], key=lambda h: abs(h["relative_error"]))["A_kj_mol"]
+    if matched["chosen"].startswith("root"):  # not converged: the root of the line through the trials
+        a, e = np.array([h["A_kj_mol"] for h in history]), np.array([h["relative_error"] for h in history])
+        slope, intercept = np.polyfit(a, e, 1)
+        assert matched["A_kj_mol"] == pytest.approx(-intercept / slope)
+    else:
+        assert matched["A_kj_mol"] == min(history, key=lambda h: abs(h["relative_error"]))["A_kj_mol"]
     from multiscale.openmm.evaluation import read_system_xml
 
     system = read_system_xml(run_dir / "cg_system.xml")  # kept alive while its forces are read

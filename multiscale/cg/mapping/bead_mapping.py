@@ -249,14 +249,14 @@ class Mapping:
         names = [str(n) for n in names]
         if len(names) != len(self.chains):
             raise MappingError(f"{len(names)} molecule names for {len(self.chains)} chains (molecules); give one per chain")
-        bad = sorted({n for n in names if not n or len(n) > 4})
+        bad = sorted({n for n in names if not n or len(n) > 3})
         if bad:
-            raise MappingError(f"molecule names {bad} must have 1 to 4 characters (PDB residue names)")
+            raise MappingError(f"molecule names {bad} must have 1 to 3 characters (PDB residue names; e.g. DMP for DMPC)")
         return names
 
     def with_molecule_names(self, names: Sequence[str]) -> "Mapping":
         """A copy whose CG topology has one residue per molecule (chain), named ``names[k]``
-        (e.g. "DMPC" for every lipid), instead of one residue per bead."""
+        (e.g. "DMP" for every DMPC lipid, as OpenMM's patches name them), instead of one residue per bead."""
         out = copy.copy(self)
         out.molecule_names = self._checked_molecule_names(names)
         return out
