@@ -282,7 +282,8 @@ def main(argv=None) -> int:
 
     # 1–2. all-atom bilayer and its NPT reference
     topology, positions, box, fine_system = build_stage(args, s, out, temperature, stages)
-    lipid_atoms = [a.index for r in topology.residues() if r.index in set(lipid_residues(topology)) for a in r.atoms()]
+    lipid_set = set(lipid_residues(topology))
+    lipid_atoms = [a.index for r in topology.residues() if r.index in lipid_set for a in r.atoms()]
     if lipid_atoms != list(range(len(lipid_atoms))):
         raise ValueError("the lipids must come before the water in the bilayer topology")
     reference_speed = reference_stage(args, s, out, temperature, topology, positions, box, fine_system, lipid_atoms, stages)
@@ -292,7 +293,7 @@ def main(argv=None) -> int:
 
     # 3. mapping of the lipids (water removed): the lipid-only topology keeps the atom order
     modeller = app.Modeller(topology, positions * unit.nanometer)
-    modeller.delete([r for r in topology.residues() if r.index not in set(lipid_residues(topology))])
+    modeller.delete([r for r in topology.residues() if r.index not in lipid_set])
     lipid_top = modeller.topology
     constraints = [(i, j) for i, j in constraints_of(fine_system) if i < len(lipid_atoms) and j < len(lipid_atoms)]
     mapping = build_mapping(lipid_top, lipid_mapping_definition(lipid_top, s.tail_carbons_per_bead), constraints=constraints)
@@ -303,6 +304,7 @@ def main(argv=None) -> int:
     cg_pos = mapping.map_positions(rec["positions"].astype(np.float64))
     cg_forces = mapping.map_forces(rec["forces"].astype(np.float64))
     split = int(0.9 * len(boxes))
+    ref_traj = mapping.mapped_trajectory(rec["positions"], boxes)  # the reference in beads, for matching and the report
     say(f"mapped {mapping.n_atoms} lipid atoms onto {mapping.n_beads} beads ({mapping.n_beads // len(mapping.chains)} per lipid; "
         f"{mapping.force_map_kind} force map: no constraint crosses a bead)")
 
@@ -405,7 +407,6 @@ def main(argv=None) -> int:
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
         from multiscale.openmm.membrane_matching import match_area, match_thickness
 
-        ref_traj = mapping.mapped_trajectory(rec["positions"], boxes)
         reference_bonded = bonded_values(ref_traj, types=mapping.bead_types)
         _, phosphates = lipid_head_beads(ref_traj.topology, mapping.bead_types, PHOSPHATE_TYPE)
         head_tail = [(h, t) for h in (HEAD_TYPE, PHOSPHATE_TYPE) for t in (TAIL_TYPE, TAIL_END_TYPE)]
@@ -460,7 +461,7 @@ def main(argv=None) -> int:
     # 7. validation against the mapped reference (same bead order)
     from multiscale.cg.analysis import membrane_observables, validation_report
 
-    ref = mapping.mapped_trajectory(rec["positions"], boxes)
+    ref = ref_traj
     ref[0].save_pdb(str(out / "reference_cg.pdb"))
     ref.save_dcd(str(out / "reference_cg.dcd"))
     cg = mdtraj.load_dcd(str(out / "cg.dcd"), top=str(out / "cg.pdb"))

@@ -621,3 +621,22 @@ def test_prior_config_yaml_roundtrip(tmp_path):
         PriorConfig.from_dict({"bin": 10})
     assert excluded_pairs(4, BONDS, "1-4").tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
     assert excluded_pairs(4, BONDS, "1-2").tolist() == [[0, 1], [1, 2], [2, 3]]
+
+
+def test_angle_moments_recover_a_harmonic_angle_from_its_boltzmann_distribution():
+    """angle_fit "moments": samples drawn (by rejection) from the analytic
+    P(θ) ∝ sin θ exp(−k(θ − θ0)²/2kBT) give back k and θ0."""
+    from multiscale.cg.priors import PriorConfig
+    from multiscale.cg.priors.fits import fit_angle_moments
+
+    rng = np.random.default_rng(5)
+    k, theta0, T = 40.0, 2.0, 300.0
+    width = np.sqrt(kT(T) / k)
+    x = rng.normal(theta0, width, 400_000)
+    x = x[(x > 0) & (x < np.pi)]
+    x = x[rng.uniform(size=x.size) < np.sin(x)]  # the sin θ Jacobian of the angle's density
+    k_fit, theta_fit = fit_angle_moments(x, T, PriorConfig(angle_fit="moments"))
+    assert k_fit == pytest.approx(k, rel=0.03)
+    assert theta_fit == pytest.approx(theta0, abs=0.01)
+    with pytest.raises(ValueError, match="angle_fit"):
+        PriorConfig(angle_fit="peak")

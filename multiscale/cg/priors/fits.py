@@ -241,6 +241,12 @@ def fit_harmonic(
     return float(k), float(x0)
 
 
+def _weighted_moments(x: np.ndarray, w: np.ndarray) -> Tuple[float, float]:
+    """(mean, variance) of samples ``x`` with weights ``w`` (the inverse Jacobian of the moment fits)."""
+    mean = float(np.sum(w * x) / np.sum(w))
+    return mean, float(np.sum(w * (x - mean) ** 2) / np.sum(w))
+
+
 def fit_bond_moments(
     samples: np.ndarray,
     temperature_K: float,
@@ -261,9 +267,7 @@ def fit_bond_moments(
     r = _check_samples(samples, label, config.min_samples, "nm")
     if float(r.min()) <= 0.0:
         raise ValueError(f"{label}: bond lengths must be positive distances in nm, got a minimum of {r.min():.4g}")
-    w = 1.0 / r**2
-    r0 = float(np.sum(w * r) / np.sum(w))
-    variance = float(np.sum(w * (r - r0) ** 2) / np.sum(w))
+    r0, variance = _weighted_moments(r, 1.0 / r**2)
     k = _kT(temperature_K) / variance
     if k < config.min_bond_k:
         raise ValueError(
@@ -296,9 +300,7 @@ def fit_angle_moments(
     config = config or PriorConfig()
     label = _label("angle", types)
     theta = _check_samples(samples, label, config.min_samples, "rad")
-    w = 1.0 / np.maximum(np.sin(theta), _MIN_SIN)
-    theta0 = float(np.sum(w * theta) / np.sum(w))
-    variance = float(np.sum(w * (theta - theta0) ** 2) / np.sum(w))
+    theta0, variance = _weighted_moments(theta, 1.0 / np.maximum(np.sin(theta), _MIN_SIN))
     k = _kT(temperature_K) / variance
     if k < config.min_angle_k:
         raise ValueError(
