@@ -342,6 +342,9 @@ def main(argv=None) -> int:
         tabulated = TabulatedModel.load(out / "tabulated.json")
         say(f"tabulated model: held-out force residual {fit['relative_force_residual_held_out']:.3f} of |F|²; lateral "
             f"pressure on the reference frames {fit['pressure_bar']:.0f} bar (unconstrained {fit['pressure_unconstrained_bar']:.0f})")
+        if fit.get("unsampled_pairs"):
+            say(f"bead-type pairs never within the cutoff in the reference, kept apart by a wall: "
+                f"{', '.join('-'.join(p) for p in fit['unsampled_pairs'])}")
     else:
         from multiscale.models import load_model
         from multiscale.training.config import TrainerConfig

@@ -167,6 +167,27 @@ def test_openmm_forces_are_the_tables(melt, tmp_path):
         assert forces[atom, axis] == pytest.approx(-(energies[0] - energies[1]) / (2 * h), rel=2e-3, abs=0.05)
 
 
+def test_a_type_pair_never_within_the_cutoff_gets_a_wall_there(melt):
+    # one end bead relabelled: the lone "Z" never meets another Z, so the data say nothing about
+    # Z–Z but that it stays beyond the cutoff; the model keeps it there with a wall
+    types = ["Z"] + melt["types"][1:]
+    model = fit_tabulated(melt["X"][:10], melt["F"][:10], types, melt["bonds"], melt["angles"],
+                          temperature_K=T, boxes=melt["B"][:10])
+    assert model.fit["unsampled_pairs"] == [["Z", "Z"]]
+    assert ("E", "Z") in model.pairs and model.pairs[("E", "Z")].samples > 0
+    config = TabulatedConfig()
+    inner = config.cutoff_nm - config.pair_spacing_nm
+    wall = model.pair("Z", "Z")
+    assert wall.energy_at(inner + 0.5 * config.pair_spacing_nm) == 0.0
+    assert wall.energy_at(inner - 0.1) == pytest.approx(0.5 * kT(T) * (0.1 / config.wall_kT_nm) ** 2)
+    # and OpenMM takes the model (a missing type pair would be refused)
+    data = dict(melt, types=types)
+    context = _context(model, data)
+    context.setPositions(melt["X"][3])
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert np.isfinite(energy)
+
+
 def test_bending_torsion_is_finite_at_a_straight_angle():
     """sin³θ₁ sin³θ₂ Σ aₙ cos nφ: a plain torsion's force diverges when a bead angle reaches 180°."""
     from multiscale.cg.tabulated import Table

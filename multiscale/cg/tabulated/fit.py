@@ -197,7 +197,8 @@ def fit_tabulated(
 
     ``model.fit`` holds: the relative force residual ‖F − Ac‖²/‖F‖² (train, held-out), the mean
     virial pressure (bar) on the reference configurations before and after the constraint, and
-    the columns per kind.
+    the columns per kind, and ``unsampled_pairs``: the type pairs never seen within the cutoff,
+    whose tables are a wall at the cutoff.
     """
     from tqdm import tqdm
 
@@ -421,4 +422,12 @@ def fit_tabulated(
             angles_t[blk.key] = Table("angle", blk.basis.knots, c, beta_wall)
         else:
             dih[blk.key] = np.asarray(c, dtype=float)
+    # Type pairs the reference never brought within the cutoff (the chain ends of one leaflet and
+    # the phosphates of the other, say) have no data to fit: their table is the wall alone, from
+    # one knot inside the cutoff, so the CG model keeps them as far apart as the reference did
+    # instead of refusing to run or letting them overlap freely.
+    unsampled = [pair_key_of[code] for code in sorted(pair_key_of) if pair_key_of[code] not in pairs]
+    for key in unsampled:
+        pairs[key] = Table("pair", [config.cutoff_nm - config.pair_spacing_nm, config.cutoff_nm], [0.0, 0.0], beta_wall)
+    fit_info["unsampled_pairs"] = [list(key) for key in unsampled]
     return TabulatedModel(pairs, bonds_t, angles_t, dih, config.exclusion, config.cutoff_nm, float(temperature_K), fit_info)
