@@ -104,9 +104,13 @@ class Settings(YamlConfig):
     # forces of a solvated lipid are ~97 % noise (the water's kicks), which fitted bonded tables
     # carry into the bonded distributions
     tabulated_bonded: str = "boltzmann"
-    # tabulated family: short runs (matching_steps each, at most matching_iterations per ramp) that
-    # set a head–tail repulsion (thickness, NVT at the reference area) and an all-pair ramp (area
-    # per lipid, zero tension) to the reference's (multiscale.openmm.membrane_matching); 0: off
+    # tabulated family (multiscale.openmm.membrane_matching), both intermolecular ramps, both in
+    # NVT at the reference area: a head–tail repulsion set by a feedback controller during one run
+    # of thickness_control_steps to the reference's thickness (the CG thickness relaxes over
+    # ~100 ps), then an all-pair ramp set by short runs (matching_steps each, at most
+    # matching_iterations) to the lateral pressure that gives the reference's area at zero tension;
+    # 0: off
+    thickness_control_steps: int = 24000
     matching_iterations: int = 5
     matching_steps: int = 3000
     # tabulated family: iterative Boltzmann refinements of the bond and angle tables before the
@@ -133,13 +137,18 @@ class Settings(YamlConfig):
             if not getattr(self, name) > 0:
                 raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
-                     "matching_iterations", "matching_steps", "bonded_refinements", "refinement_steps"):
+                     "matching_iterations", "matching_steps", "bonded_refinements", "refinement_steps",
+                     "thickness_control_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
             raise ValueError(f"membrane_cg setting tabulated_bonded must be 'boltzmann' or 'force_matching', got {self.tabulated_bonded!r}")
-        if self.matching_iterations and self.model_family != "tabulated":
-            raise ValueError("matching_iterations applies to model_family tabulated (set it to 0 for the network)")
+        for name in ("matching_iterations", "thickness_control_steps"):
+            if getattr(self, name) and self.model_family != "tabulated":
+                raise ValueError(f"{name} applies to model_family tabulated (set it to 0 for the network)")
+        if 0 < self.thickness_control_steps < 200:
+            raise ValueError(f"thickness_control_steps={self.thickness_control_steps}: the controller needs at least 200 "
+                             "steps (0: off)")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         if self.fine_timestep_ps > 0.005:
@@ -374,6 +383,7 @@ def main(argv=None) -> int:
     # box, then NPT at zero tension with the box height fixed (no solvent: the normal is vacuum)
     areas = boxes[:, 0, 0] * boxes[:, 1, 1]
     start = int(np.argmin(np.abs(areas - areas.mean())))
+    run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     def refined(model, rounds: int, seed: int, name: str):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area: what the pair tables and the ramps do to the intramolecular
@@ -408,7 +418,8 @@ def main(argv=None) -> int:
         # pressure comes last because it answers to every change
         from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
-        from multiscale.openmm.membrane_matching import match_area, match_thickness
+        from multiscale.openmm.membrane_matching import control_thickness, match_area
+        from multiscale.openmm.ramp_control_plot import plot_control
 
         reference_bonded = bonded_values(ref_traj, types=mapping.bead_types)
         _, phosphates = lipid_head_beads(ref_traj.topology, mapping.bead_types, PHOSPHATE_TYPE)
@@ -416,28 +427,39 @@ def main(argv=None) -> int:
         matching = dict(temperature_K=temperature, steps=s.matching_steps, timestep_ps=s.cg_timestep_ps,
                         inner_steps=s.cg_inner_steps, platform=args.platform, log=say, iterations=s.matching_iterations)
 
-        def system_with(model):
-            return build_cg_system(mapping, None, tabulated=model, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0]
+        def system_with(model, adjustable_ramps=False):
+            return build_cg_system(mapping, None, tabulated=model, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm,
+                                   adjustable_ramps=adjustable_ramps)[0]
 
         if s.bonded_refinements > 0:
             stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json"))
             tabulated = TabulatedModel.load(out / "tabulated_refined.json")
-        if s.matching_iterations > 0:
+        if s.thickness_control_steps > 0:
             target = float(bilayer_thickness(ref_traj, phosphates).mean())
             fitted = tabulated
-            found = stages.run("thickness_matching", lambda: {
-                **match_thickness(lambda A: system_with(fitted.with_pair_ramp(A, head_tail)), cg_pos[start], boxes[start],
-                                  phosphates, target_nm=target, seed=args.seed + 300, **matching),
-                "pairs": [list(p) for p in head_tail], "target_nm": target})
-            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], head_tail)
-            say(f"thickness matching: head–tail ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
+
+            def control() -> dict:
+                found = control_thickness(system_with(fitted.with_pair_ramp(1.0, head_tail, intermolecular=True), True),
+                                          cg_pos[start], boxes[start], phosphates, target_nm=target,
+                                          temperature_K=temperature, steps=s.thickness_control_steps,
+                                          timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
+                                          platform=args.platform, seed=args.seed + 300, log=say)
+                plot_control(found["trace"], target, out / "thickness_control.png")
+                return {**found, "pairs": [list(p) for p in head_tail], "target_nm": target}
+
+            found = stages.run("thickness_matching", control)
+            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], head_tail, intermolecular=True)
+            run_start = np.asarray(found["positions"])
+            say(f"thickness matching: head–tail ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']}; thickness "
+                f"{found['value']:.3f} nm there, target {target:.3f})")
         if s.matching_iterations > 0:
-            fitted = tabulated
+            fitted, begin = tabulated, run_start
             found = stages.run("area_matching", lambda: {
-                **match_area(lambda A: system_with(fitted.with_pair_ramp(A)), cg_pos[start], boxes[start], mapping.chains,
-                             target_bar=s.pressure_bar, seed=args.seed + 400, **matching),
+                **match_area(lambda A: system_with(fitted.with_pair_ramp(A, intermolecular=True)), begin, boxes[start],
+                             mapping.chains, target_bar=s.pressure_bar, seed=args.seed + 400, **matching),
                 "target_area_nm2": float(area_per_lipid(ref_traj).mean())})
-            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"])
+            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], intermolecular=True)
+            run_start = np.asarray(found["positions"])
             say(f"area matching: all-pair ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
         tabulated.save(out / "tabulated_final.json")  # the model the CG runs use, ramps included
 
@@ -453,7 +475,7 @@ def main(argv=None) -> int:
         if steps == 0:
             continue
         system, cg_top = cg_system(barostat)
-        sim = CGSimulation(cg_top, system, cg_pos[start], out, name=name, temperature_K=temperature,
+        sim = CGSimulation(cg_top, system, run_start, out, name=name, temperature_K=temperature,
                            timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
                            checkpoint_interval=checkpoint_interval, platform=args.platform, seed=seed,
                            inner_steps=s.cg_inner_steps)
@@ -476,6 +498,12 @@ def main(argv=None) -> int:
     observables = membrane_observables(npt_traj=npt, reference_frame_ps=s.sample_interval * s.fine_timestep_ps,
                                        cg_frame_ps=s.cg_report_interval * s.cg_timestep_ps,
                                        profile_half_width_nm=0.5 * float(boxes[:, 2, 2].min()))
+    def matching_summary(name: str):
+        """A matching stage's result without its end state (positions: in DIR/<name>.json)."""
+        if not stages.is_done(name):
+            return None
+        return {k: v for k, v in stages.result(name).items() if k not in ("positions", "box", "trace")}
+
     report = validation_report(ref, cg, mapping.bead_masses, out_dir=out, speedup=speedup, types=mapping.bead_types,
                                observables=observables,
                                extra={"cg": runs.get("cg"), "cg_npt": runs.get("cg_npt"), "temperature_K": temperature,
@@ -485,10 +513,8 @@ def main(argv=None) -> int:
                                       "timesteps_ps": {"reference": s.fine_timestep_ps, "cg": s.cg_timestep_ps,
                                                        "cg_inner_steps": s.cg_inner_steps},
                                       "tabulated_fit": None if tabulated is None else tabulated.fit,
-                                      "thickness_matching": stages.result("thickness_matching")
-                                      if stages.is_done("thickness_matching") else None,
-                                      "area_matching": stages.result("area_matching")
-                                      if stages.is_done("area_matching") else None})
+                                      "thickness_matching": matching_summary("thickness_matching"),
+                                      "area_matching": matching_summary("area_matching")})
     report["reference_speed"] = reference_speed
     report["model_family"] = s.model_family
     report["restarts"] = {name: run.get("restarts", 0) for name, run in runs.items()}

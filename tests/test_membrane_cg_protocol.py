@@ -34,6 +34,7 @@ TINY = """membrane_cg:
   cg_report_interval: 20
   matching_iterations: 2
   matching_steps: 200
+  thickness_control_steps: 400
   refinement_steps: 200
 """
 
@@ -58,7 +59,7 @@ def test_outputs_follow_the_file_contract(job):
     for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
                  "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
                  "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json",
-                 "thickness_matching.json", "area_matching.json"):
+                 "thickness_matching.json", "area_matching.json", "thickness_control.png"):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
     residues = list(pdb.topology.residues())
@@ -86,7 +87,12 @@ def test_outputs_follow_the_file_contract(job):
         assert report[key] is not None, key
     area = json.loads((run_dir / "area_matching.json").read_text())
     thickness = json.loads((run_dir / "thickness_matching.json").read_text())
-    assert 1 <= len(area["history"]) <= 2 and 1 <= len(thickness["history"]) <= 2
+    assert 1 <= len(area["history"]) <= 2 and len(thickness["trace"]) == 20  # 400 steps, an update every 20
+    assert thickness["A_kj_mol"] == pytest.approx(np.mean([t["A"] for t in thickness["trace"][-3:]]))  # last 15 %
+    final = json.loads((run_dir / "tabulated_final.json").read_text())
+    ramps = {tuple(r["types"]): r["A_kj_mol"] for r in final["intermolecular_ramps"]}
+    assert ramps[("C", "PO")] == pytest.approx(thickness["A_kj_mol"] + area["A_kj_mol"])  # head–tail + all-pair
+    assert ramps[("C", "C")] == pytest.approx(area["A_kj_mol"])
     assert area["target_area_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
     assert "lateral_pressure_bar" in area["history"][0]
     assert thickness["target_nm"] == pytest.approx(report["thickness"]["reference"])

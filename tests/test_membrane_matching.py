@@ -1,11 +1,11 @@
 """The secant iteration that tunes a pair ramp against short runs (density matching, bilayer
-thickness and area matching) finds the root of a synthetic nonlinear response, with clipped
+area matching) finds the root of a synthetic nonlinear response, with clipped
 steps; the membrane matching refuses targets in the wrong units."""
 
 import numpy as np
 import pytest
 
-from multiscale.openmm.membrane_matching import match_area, match_thickness
+from multiscale.openmm.membrane_matching import control_thickness, match_area
 from multiscale.openmm.ramp_iteration import iterate_ramp
 
 
@@ -25,7 +25,7 @@ def test_implausible_targets_are_refused():
     with pytest.raises(ValueError, match="bar"):
         match_area(None, None, None, [], target_bar=1e5, iterations=1, temperature_K=303.0, steps=10, timestep_ps=0.02)
     with pytest.raises(ValueError, match="thickness"):
-        match_thickness(None, None, None, [], target_nm=35.0, iterations=1)  # Å, not nm
+        control_thickness(None, None, None, [], target_nm=35.0, temperature_K=303.0, steps=10, timestep_ps=0.02)  # Å
 
 
 def test_lateral_pressure_of_a_stretched_pair_is_its_virial():

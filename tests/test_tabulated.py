@@ -11,7 +11,7 @@ from openmm import unit
 import multiscale  # noqa: F401
 from multiscale.cg.priors.contacts import excluded_pairs
 from multiscale.cg.tabulated import TabulatedConfig, TabulatedModel, dihedral_energy, fit_tabulated
-from multiscale.openmm.tabulated import tabulated_forces
+from multiscale.openmm.tabulated import INTERMOLECULAR_SCALE, tabulated_forces
 from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
 
 T = 450.0
@@ -79,12 +79,13 @@ def melt():
     return _bead_spring()
 
 
-def _context(model, data, dihedrals=(), platform="Reference"):
+def _context(model, data, dihedrals=(), platform="Reference", adjustable_ramps=False):
     system = openmm.System()
     for _ in data["types"]:
         system.addParticle(56.0)
     system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in data["B"][0]])
-    for g, force in enumerate(tabulated_forces(model, data["types"], data["bonds"], data["angles"], dihedrals, periodic=True)):
+    for g, force in enumerate(tabulated_forces(model, data["types"], data["bonds"], data["angles"], dihedrals, periodic=True,
+                                               adjustable_ramps=adjustable_ramps)):
         force.setForceGroup(g)
         system.addForce(force)
     return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
@@ -186,6 +187,49 @@ def test_a_type_pair_never_within_the_cutoff_gets_a_wall_there(melt):
     context.setPositions(melt["X"][3])
     energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert np.isfinite(energy)
+
+
+def test_intermolecular_ramp_acts_between_chains_only(melt, tmp_path):
+    # the energy an intermolecular E–M ramp adds in OpenMM is A (1 − r/r_c) summed here over the
+    # E–M pairs of different chains within the cutoff; pairs within a chain get nothing
+    from multiscale.neighbors import pairs_within
+    from multiscale.openmm.tabulated import molecule_indices
+
+    model = fit_tabulated(melt["X"][:10], melt["F"][:10], melt["types"], melt["bonds"], melt["angles"],
+                          temperature_K=T, boxes=melt["B"][:10])
+    A = 1.7
+    ramped = model.with_pair_ramp(A, [("M", "E")], intermolecular=True)
+    assert ramped.intermolecular == {("E", "M"): A} and model.intermolecular == {}
+    assert ramped.fit["pair_ramps"][-1]["intermolecular"] is True
+    np.testing.assert_array_equal(ramped.pair("E", "M").force, model.pair("E", "M").force)  # tables untouched
+    ramped.save(tmp_path / "ramped.json")
+    ramped = TabulatedModel.load(tmp_path / "ramped.json")
+    assert ramped.intermolecular == {("E", "M"): A}
+    x, box = melt["X"][5], melt["B"][5]
+
+    def energy(context, scale=None):
+        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+        context.setPositions(x)
+        if scale is not None:
+            context.setParameter(INTERMOLECULAR_SCALE, scale)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    # the fast form (ramps in the tables, taken off each chain's own pairs by a bond force) and
+    # the adjustable one (a global scale in the nonbonded expression) are the same energy
+    energies = [energy(_context(model, melt)), energy(_context(ramped, melt))]
+    adjustable = _context(ramped, melt, adjustable_ramps=True)
+    assert energy(adjustable) == pytest.approx(energies[1], rel=1e-6, abs=1e-4)
+    assert energy(adjustable, 0.0) == pytest.approx(energies[0], rel=1e-6, abs=1e-4)
+    assert energy(adjustable, 2.0) - energies[0] == pytest.approx(2 * (energies[1] - energies[0]), rel=1e-5)
+    chain = molecule_indices(len(x), melt["bonds"])
+    assert chain.max() == 23 and np.all(chain[:6] == 0)
+    i, j, r = pairs_within(x, box, model.cutoff_nm)
+    types = np.array(melt["types"])
+    mixed = (i < j) & (types[i] != types[j]) & (chain[i] != chain[j])
+    intra = (i < j) & (types[i] != types[j]) & (chain[i] == chain[j])
+    assert mixed.sum() > 0 and intra.sum() > 0
+    expected = float((A * (1 - r[mixed] / model.cutoff_nm)).sum())
+    assert energies[1] - energies[0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_bending_torsion_is_finite_at_a_straight_angle():

@@ -39,6 +39,7 @@ def build_cg_system(
     backend: str = "torchforce",
     pressure_correction=None,
     barostat: Optional[Barostat] = None,
+    adjustable_ramps: bool = False,
 ) -> Tuple[openmm.System, app.Topology]:
     """The CG System (priors + optional ML bead potential + optional corrections) and the CG Topology.
 
@@ -53,7 +54,8 @@ def build_cg_system(
 
     ``tabulated``: a :class:`~multiscale.cg.tabulated.TabulatedModel` (the MS-CG family) added
     on the mapping's bonds, angles and dihedrals; ``priors`` may then be None (the tables alone,
-    or the tables under the network).
+    or the tables under the network). ``adjustable_ramps``: its intermolecular ramps times a
+    global parameter a Context may change (:data:`multiscale.openmm.tabulated.INTERMOLECULAR_SCALE`).
     """
     topology = cg_topology(mapping)
     periodic = box is not None
@@ -83,7 +85,8 @@ def build_cg_system(
         if periodic and tabulated.cutoff_nm >= 0.5 * min(np.linalg.norm(box, axis=1)):
             raise ValueError(f"the tabulated pair cutoff {tabulated.cutoff_nm} nm is not below half the box")
         terms.append(TabulatedTerms(tabulated, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles,
-                                    mapping.bead_dihedrals if tabulated.dihedrals else [], periodic=periodic))
+                                    mapping.bead_dihedrals if tabulated.dihedrals else [], periodic=periodic,
+                                    adjustable_ramps=adjustable_ramps))
     if model is not None:
         missing = sorted(set(mapping.bead_types) - set(model.type_names))
         if missing:

@@ -8,31 +8,31 @@ and the water's push on the head groups, a one-body effect, has no pairwise form
 model comes out thinner (−4 to −10 %), and its area at zero tension, which the lateral virial
 constraint fixes only through the pressure at the reference configurations, wanders by ±15 %
 from fit to fit: the CG bilayer is soft in area (an all-pair ramp of 1.4 kJ/mol moved it by 40 %).
-Two knobs, each a ramp U += A (1 − r/r_c), set one after the other (:func:`match_thickness`,
-then :func:`match_area`) by :func:`~multiscale.openmm.ramp_iteration.iterate_ramp`:
+Two knobs, each an intermolecular ramp U += A (1 − r/r_c) (between lipids only, so that each
+lipid's own bonded distributions stay as refined), set one after the other:
 
 1. **head–tail repulsion** ``A_ht`` on the head (NC, PO) – tail (C, CT) pairs, the pairwise
    stand-in for the hydrophobic effect that keeps heads out of the core (the Cooke–Kremer–Deserno
-   lipids are built this way): the thickness, in NVT runs at the reference's area (so that the
-   area error does not enter);
+   lipids are built this way): the thickness, at the reference's area (so that the area error
+   does not enter), by a feedback controller during one run (:func:`control_thickness`): the
+   thickness relaxes over hundreds of ps, longer than separate trials can afford;
 2. **all pairs** ``A_all``: the lateral pressure at the reference's area, in NVT runs, to the
    barostat's pressure, so that the area at zero tension (``MonteCarloMembraneBarostat``, box
-   height fixed) is the reference's; at that area the thickness is the one matched in step 1.
+   height fixed) is the reference's; at that area the thickness is the one matched in step 1
+   (:func:`match_area`, trials by :func:`~multiscale.openmm.ramp_iteration.iterate_ramp`: the
+   pressure answers within tens of ps at a fixed area).
 
 Units: kJ/mol, nm, nm², K, ps.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import openmm
 from openmm import unit
 
-#: first trial step of the head–tail ramp: relative thickness change per kJ/mol, measured on the
-#: DMPC quick run (3.1 kJ/mol: +14 %)
-GUESS_THICKNESS_SLOPE = 0.045
 #: the lateral pressure's error unit (bar), and the first trial step of the all-pair ramp in it:
 #: about 600 bar per kJ/mol (the ramp's virial, ~10⁴ pairs of ~0.8 nm in 59 nm³ of DMPC box)
 PRESSURE_SCALE_BAR = 100.0
@@ -43,75 +43,47 @@ GUESS_PRESSURE_SLOPE = 6.0
 PRESSURE_FRAMES = 150
 
 
-def bilayer_run(system: openmm.System, positions, box, head_indices: Sequence[int], *, temperature_K: float, steps: int,
-                 timestep_ps: float, inner_steps: int = 1, platform: str = "CPU", seed: int = 0, frames: int = 40,
-                 minimize: bool = True) -> Tuple[Dict[str, float], np.ndarray, np.ndarray]:
-    """Mean area per lipid (nm²; one head bead per lipid) and thickness (nm) over the second half
-    of a Langevin run of ``system`` from ``positions`` and ``box`` (nm): at zero tension when the
-    System holds a membrane barostat, else at the area of ``box``. Returns (the means and their
-    SEMs, the last positions, the last box), so that a next trial can go on from there."""
+#: the thickness controller (:func:`control_thickness`): its sensitivity, relative thickness per
+#: kJ/mol of intermolecular head–tail ramp (DMPC quick patch, 320 ps runs at fixed ramps and at
+#: the reference area: 2.9 nm at 0, 3.9 nm at 5.45 kJ/mol, of 3.46 nm), and its integral time,
+#: shorter than the thickness's own relaxation (~100 ps in those runs) so that a 480 ps run
+#: settles (at 100 ps the ramp was still climbing at the end, at 40 ps nearly settled), at the
+#: cost of some overshoot
+THICKNESS_SENSITIVITY = 0.05
+THICKNESS_CONTROL_TIME_PS = 30.0
+
+
+def control_thickness(system: openmm.System, positions, box, head_indices: Sequence[int], *, target_nm: float,
+                      temperature_K: float, steps: int, timestep_ps: float, inner_steps: int = 1, platform: str = "CPU",
+                      seed: int = 0, relaxation_ps: float = THICKNESS_CONTROL_TIME_PS, log=None) -> Dict:
+    """The head–tail ramp that holds the bilayer at ``target_nm`` in NVT at the area of ``box``,
+    set by feedback during one run of ``steps`` (:func:`~multiscale.openmm.ramp_control.control_ramp`
+    on :data:`~multiscale.openmm.tabulated.INTERMOLECULAR_SCALE`): ``system`` holds the head–tail
+    pairs' intermolecular ramp at 1 kJ/mol and no other, so the scale is the ramp in kJ/mol.
+    Returns the controller's result with ``A_kj_mol`` (its mean over the last 15 % of the run)."""
     import mdtraj
 
     from multiscale.cg.analysis.thickness import bilayer_thickness
-    from multiscale.openmm.short_runs import sample_run
-
-    xyz, cells = sample_run(system, positions, box, temperature_K=temperature_K, steps=steps, timestep_ps=timestep_ps,
-                            inner_steps=inner_steps, platform=platform, seed=seed, frames=frames, minimize=minimize)
-    last = (np.asarray(xyz[-1]), np.asarray(cells[-1]))
-    xyz, cells = np.asarray(xyz)[frames // 2:], np.asarray(cells)[frames // 2:]
-    top = mdtraj.Topology()
-    residue = top.add_residue("B", top.add_chain())
-    for _ in range(xyz.shape[1]):
-        top.add_atom("B", mdtraj.element.virtual, residue)
-    traj = mdtraj.Trajectory(xyz, top)
-    traj.unitcell_vectors = cells
-    thickness = bilayer_thickness(traj, head_indices)
-    area = np.linalg.norm(np.cross(cells[:, 0], cells[:, 1]), axis=1) / (len(head_indices) / 2)
-    n = len(area)
-    return ({"area_per_lipid_nm2": float(area.mean()), "area_sem": float(area.std(ddof=1) / np.sqrt(n / 4)),
-             "thickness_nm": float(thickness.mean()), "thickness_sem": float(thickness.std(ddof=1) / np.sqrt(n / 4))},
-            *last)
-
-
-def _chained(positions, box, head_indices, run):
-    """A trial runner whose every trial goes on from the last one's end (minimised once), so
-    that the bilayer relaxes across the trials."""
-    state = {"positions": np.asarray(positions), "box": np.asarray(box), "minimize": True}
-
-    def trial(system: openmm.System, seed: int) -> Dict[str, float]:
-        measured, state["positions"], _ = bilayer_run(system, state["positions"], state["box"], head_indices,
-                                                      seed=seed, minimize=state["minimize"], **run)
-        state["minimize"] = False
-        return measured
-
-    return trial
-
-
-def match_thickness(system_for: Callable[[float], openmm.System], positions, box, head_indices: Sequence[int], *,
-                    target_nm: float, iterations: int, tolerance: float = 0.015, max_step_kj_mol: float = 3.0, log=None,
-                    seed: int = 0, **run) -> Dict:
-    """The head–tail ramp A (kJ/mol) whose NVT runs at the area of ``box`` give the thickness
-    ``target_nm``: ``system_for(A)`` builds the System (no barostat); each trial is a
-    :func:`bilayer_run` (``run``: its keyword arguments). Returns
-    :func:`~multiscale.openmm.ramp_iteration.iterate_ramp`'s result."""
-    from multiscale.openmm.ramp_iteration import iterate_ramp
+    from multiscale.openmm.ramp_control import control_ramp
+    from multiscale.openmm.tabulated import INTERMOLECULAR_SCALE
 
     if not 1.0 < target_nm < 10.0:
         raise ValueError(f"target_nm={target_nm} is not a bilayer thickness in nm (DMPC: ~3.5 nm)")
-    # a warm-up run first (the reference frame relaxes in the CG model over tens of ps)
-    from multiscale.openmm.short_runs import sample_run
+    top = mdtraj.Topology()
+    residue = top.add_residue("B", top.add_chain())
+    for _ in range(system.getNumParticles()):
+        top.add_atom("B", mdtraj.element.virtual, residue)
 
-    warm, _ = sample_run(system_for(0.0), positions, box, seed=seed + 1000, frames=2,
-                         **{k: v for k, v in run.items() if k in ("temperature_K", "steps", "timestep_ps", "inner_steps", "platform")})
-    trial = _chained(warm[-1], box, head_indices, run)
+    def thickness(x, cell):
+        frame = mdtraj.Trajectory(x[None], top)
+        frame.unitcell_vectors = cell[None]
+        return float(bilayer_thickness(frame, head_indices)[0])
 
-    def measure(A: float, k: int):
-        measured = trial(system_for(A), seed + 7 * k)
-        return measured["thickness_nm"], measured["thickness_sem"]
-
-    return iterate_ramp(measure, target=target_nm, iterations=iterations, guess_slope=GUESS_THICKNESS_SLOPE,
-                        tolerance=tolerance, max_step_kj_mol=max_step_kj_mol, value_key="thickness_nm", log=log,
-                        what="thickness (NVT at the reference area), head-tail ramp, trial")
+    result = control_ramp(system, positions, box, thickness, parameter=INTERMOLECULAR_SCALE, target=target_nm,
+                          sensitivity=THICKNESS_SENSITIVITY, relaxation_ps=relaxation_ps, temperature_K=temperature_K,
+                          steps=steps, timestep_ps=timestep_ps, inner_steps=inner_steps, platform=platform, seed=seed,
+                          updates=max(10, min(400, steps // 20)), log=log)
+    return {**result, "A_kj_mol": result["A"], "chosen": "mean of the controller over the last 15 % of its run"}
 
 
 def lateral_pressure_bar(system: openmm.System, positions: np.ndarray, boxes: np.ndarray, molecules: Sequence[Sequence[int]],
@@ -178,7 +150,9 @@ def match_area(system_for: Callable[[float], openmm.System], positions, box, mol
         p = lateral_pressure_bar(system, xyz[kept], cells[kept], molecules, temperature_K=temperature_K, platform=platform)
         return float(p.mean()), float(p.std(ddof=1) / np.sqrt(len(p) / 4))
 
-    return iterate_ramp(measure, target=target_bar, iterations=iterations, guess_slope=GUESS_PRESSURE_SLOPE,
-                        tolerance=tolerance_bar / PRESSURE_SCALE_BAR, max_step_kj_mol=max_step_kj_mol,
-                        value_key="lateral_pressure_bar", scale=PRESSURE_SCALE_BAR, log=log,
-                        what="lateral pressure (NVT at the reference area), all-pair ramp, trial")
+    result = iterate_ramp(measure, target=target_bar, iterations=iterations, guess_slope=GUESS_PRESSURE_SLOPE,
+                          tolerance=tolerance_bar / PRESSURE_SCALE_BAR, max_step_kj_mol=max_step_kj_mol,
+                          value_key="lateral_pressure_bar", scale=PRESSURE_SCALE_BAR, log=log,
+                          what="lateral pressure (NVT at the reference area), all-pair ramp, trial")
+    # the last trial's end: a start for the CG runs that has relaxed in the model
+    return {**result, "positions": np.asarray(state["positions"]).tolist()}

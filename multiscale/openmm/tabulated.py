@@ -5,7 +5,11 @@
   pair, walls included, on one r grid (``table_spacing_nm``) from :data:`PAIR_TABLE_START` × the
   closest knot to the cutoff, as a Continuous1DFunction (one type pair) or a Continuous2DFunction
   over (r, table index) picked through a Discrete2DFunction of the bead types; exclusions as in
-  the fit; no long-range correction (the tables end at the cutoff with U = 0 and g = 0);
+  the fit; no long-range correction (the tables end at the cutoff with U = 0 and g = 0); the
+  the model's intermolecular ramps folded into the tables and taken back off each molecule's own
+  pairs by "cg_tabulated_intramolecular_ramps" (a CustomBondForce), or, ``adjustable_ramps``, in
+  the nonbonded expression through a per-bead molecule index and times the global parameter
+  :data:`INTERMOLECULAR_SCALE`;
 * bonds and angles: CustomCompoundBondForces with a Continuous1DFunction of the distance or
   angle (OpenMM's CustomBondForce/CustomAngleForce take no tabulated functions);
 * combined bending–torsion terms: one CustomCompoundBondForce,
@@ -32,9 +36,48 @@ from multiscale.cg.priors.records import canonical_key
 from multiscale.cg.tabulated.tables import TabulatedModel, Table
 
 
+#: global parameter of "cg_tabulated_pairs" (default 1) that multiplies every intermolecular
+#: ramp: ``Context.setParameter`` changes them during a run (a ramp set by feedback) without
+#: rebuilding the System; present only when the model has intermolecular ramps
+INTERMOLECULAR_SCALE = "cg_intermolecular_ramp_scale"
+
 #: pair tables start at this fraction of the closest fitted knot (their wall is tens of kBT high
 #: there; closer pairs would see U = 0, but never get there)
 PAIR_TABLE_START = 0.3
+
+
+def molecule_indices(n: int, bonds) -> np.ndarray:
+    """(n,) index of each bead's molecule: the connected parts of the bond graph, numbered in
+    the order of their first bead."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    first = {}
+    return np.array([first.setdefault(label, len(first)) for label in labels], dtype=np.int64)
+
+
+def _intramolecular_ramp_correction(model: TabulatedModel, names, unique, ramps, bond_idx, periodic: bool):
+    """−A(t_i, t_j) (1 − r/r_c) on every non-excluded pair within a molecule whose types carry an
+    intermolecular ramp: what makes the ramps folded into the pair tables intermolecular."""
+    n = len(names)
+    molecules = molecule_indices(n, bond_idx)
+    excluded = {tuple(p) for p in excluded_pairs(n, bond_idx, model.exclusion).tolist()}
+    codes = np.array([unique.index(t) for t in names])
+    force = openmm.CustomBondForce(f"-a*(1-r/{_num(model.cutoff_nm)})*step({_num(model.cutoff_nm)}-r)")
+    force.setName("cg_tabulated_intramolecular_ramps")
+    force.addPerBondParameter("a")
+    for m in np.unique(molecules):
+        members = np.flatnonzero(molecules == m)
+        for x, i in enumerate(members):
+            for j in members[x + 1:]:
+                a = ramps[codes[i], codes[j]]
+                if a != 0.0 and (int(i), int(j)) not in excluded:
+                    force.addBond(int(i), int(j), [float(a)])
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    return force
 
 
 def _num(value: float) -> str:
@@ -60,8 +103,11 @@ def _table_expression(name: str, table: Table, q: str) -> str:
 
 
 def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: Any, angles: Any = (), dihedrals: Any = (),
-                     *, periodic: bool, table_spacing_nm: float = 0.0005, table_spacing_rad: float = 0.002) -> List[Any]:
-    """The OpenMM forces of ``model`` on beads of ``bead_types`` with the given bonded terms."""
+                     *, periodic: bool, table_spacing_nm: float = 0.0005, table_spacing_rad: float = 0.002,
+                     adjustable_ramps: bool = False) -> List[Any]:
+    """The OpenMM forces of ``model`` on beads of ``bead_types`` with the given bonded terms.
+    ``adjustable_ramps``: the model's intermolecular ramps times a global parameter
+    (:data:`INTERMOLECULAR_SCALE`, 1 by default) that a Context may change (slower per step)."""
     names = [str(t) for t in bead_types]
     n = len(names)
     bond_idx = _as_index(bonds, 2, "bonds", n)
@@ -151,19 +197,46 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
         count = max(int(np.ceil((r_hi - r_lo) / table_spacing_nm)) + 1, 4)
         grid = np.linspace(r_lo, r_hi, count)
         rows = [model.pairs[key].energy_at(grid) for key in keys]
+        # intermolecular ramps (TabulatedModel.intermolecular), A(t1, t2) (1 − r/r_c) between beads
+        # of different molecules. Fixed (the default): folded into the tables, and taken back off
+        # the non-excluded pairs within each molecule by a CustomBondForce (a per-pair molecule
+        # test in the nonbonded expression cost 25 % of the CG step). Adjustable: a term of the
+        # nonbonded expression times the global parameter INTERMOLECULAR_SCALE (a controller's run)
+        ramps = np.zeros((len(unique), len(unique)))
+        for key, A in model.intermolecular.items():
+            if key[0] in unique and key[1] in unique:
+                a, b = unique.index(key[0]), unique.index(key[1])
+                ramps[a, b] = ramps[b, a] = float(A)
+        intermolecular = bool(np.any(ramps != 0.0))
+        ramp, correction = "", None
+        if intermolecular and adjustable_ramps:
+            ramp = f"+{INTERMOLECULAR_SCALE}*(1-delta(mol1-mol2))*iramp(type1, type2)*(1-r/{_num(model.cutoff_nm)})"
+        elif intermolecular:
+            for k, key in enumerate(keys):
+                A = model.intermolecular.get(key, 0.0)
+                rows[k] = rows[k] + A * (1.0 - grid / r_hi)
+            correction = _intramolecular_ramp_correction(model, names, unique, ramps, bond_idx, periodic)
         if len(keys) == 1:
-            force = openmm.CustomNonbondedForce("upair(r)")
+            force = openmm.CustomNonbondedForce("upair(r)" + ramp)
             force.addTabulatedFunction("upair", openmm.Continuous1DFunction(rows[0].tolist(), r_lo, r_hi))
         else:
-            force = openmm.CustomNonbondedForce("upair(r, pairtable(type1, type2))")
+            force = openmm.CustomNonbondedForce("upair(r, pairtable(type1, type2))" + ramp)
             values = np.stack(rows, axis=1).T.ravel()  # values[i + count*j] = U_j(r_i)
             force.addTabulatedFunction("upair", openmm.Continuous2DFunction(count, len(keys), values.tolist(), r_lo, r_hi,
                                                                             0.0, float(len(keys) - 1)))
             force.addTabulatedFunction("pairtable", openmm.Discrete2DFunction(len(unique), len(unique), which.T.ravel().tolist()))
         force.setName("cg_tabulated_pairs")
         force.addPerParticleParameter("type")
-        for c in codes:
-            force.addParticle([float(c)])
+        if intermolecular and adjustable_ramps:
+            force.addTabulatedFunction("iramp", openmm.Discrete2DFunction(len(unique), len(unique), ramps.T.ravel().tolist()))
+            force.addPerParticleParameter("mol")
+            force.addGlobalParameter(INTERMOLECULAR_SCALE, 1.0)
+            molecules = molecule_indices(n, bond_idx)
+            for c, m in zip(codes, molecules):
+                force.addParticle([float(c), float(m)])
+        else:
+            for c in codes:
+                force.addParticle([float(c)])
         for i, j in excluded_pairs(n, bond_idx, model.exclusion).tolist():
             force.addExclusion(int(i), int(j))
         force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic if periodic
@@ -171,6 +244,8 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
         force.setCutoffDistance(float(model.cutoff_nm))
         force.setUseLongRangeCorrection(False)
         forces.append(force)
+        if correction is not None:
+            forces.append(correction)
     return forces
 
 
@@ -184,10 +259,11 @@ class TabulatedTerms:
     angles: Any = ()
     dihedrals: Any = ()
     periodic: bool = True
+    adjustable_ramps: bool = False
 
     def add_to(self, system: openmm.System) -> int:
         index = -1
         for force in tabulated_forces(self.model, self.bead_types, self.bonds, self.angles, self.dihedrals,
-                                      periodic=self.periodic):
+                                      periodic=self.periodic, adjustable_ramps=self.adjustable_ramps):
             index = system.addForce(force)
         return index

@@ -112,6 +112,9 @@ class TabulatedModel:
     ``pairs``/``bonds``/``angles``: canonical type tuple → :class:`Table`; ``dihedrals``: canonical
     type tuple → (a₀..a_order) kJ/mol. ``exclusion``: bonded separations without pair terms;
     ``cutoff_nm``: end of the pair tables; ``fit``: diagnostics of the fit (JSON-able).
+    ``intermolecular``: canonical type pair → A (kJ/mol) of a ramp U = A (1 − r/r_c) that acts
+    between beads of different molecules only (molecules: the connected parts of the bond graph),
+    on top of the pair table; see :meth:`with_pair_ramp`.
     """
 
     pairs: Dict[TypeKey, Table]
@@ -122,6 +125,7 @@ class TabulatedModel:
     cutoff_nm: float
     temperature_K: float
     fit: Dict = field(default_factory=dict)
+    intermolecular: Dict[TypeKey, float] = field(default_factory=dict)
 
     def pair(self, a: str, b: str) -> Table:
         key = canonical_key((a, b))
@@ -129,11 +133,14 @@ class TabulatedModel:
             raise KeyError(f"no pair table for bead types {key}; the model was fitted on pairs {sorted(self.pairs)}")
         return self.pairs[key]
 
-    def with_pair_ramp(self, A_kj_mol: float, pairs=None) -> "TabulatedModel":
-        """A copy whose pair tables carry U += A (1 − r/r_c), i.e. g += A/r_c inside the cutoff
-        (the last segment goes linearly to 0 at r_c): A < 0 attracts, a pressure correction.
-        ``pairs``: the type pairs that get it, e.g. [("C", "NC"), ("C", "PO")] (default: all);
-        ramps add up, and ``fit["pair_ramps"]`` lists them."""
+    def with_pair_ramp(self, A_kj_mol: float, pairs=None, intermolecular: bool = False) -> "TabulatedModel":
+        """A copy with a ramp U += A (1 − r/r_c), i.e. g += A/r_c inside the cutoff, on the type
+        pairs ``pairs`` (e.g. [("C", "NC"), ("C", "PO")]; default: all): A < 0 attracts, a pressure
+        correction. Plain ramps go into the pair tables (the last segment goes linearly to 0 at
+        r_c) and act on every non-excluded pair; ``intermolecular=True`` ramps act between
+        molecules only (:attr:`intermolecular`), so that they leave each molecule's own
+        conformations, and its bonded distributions, alone. Ramps add up; ``fit["pair_ramps"]``
+        lists them."""
         import copy
 
         keys = sorted(self.pairs) if pairs is None else [canonical_key(list(p)) for p in pairs]
@@ -142,10 +149,14 @@ class TabulatedModel:
             raise ValueError(f"no pair table for type pair(s) {missing}; the model has {sorted(self.pairs)}")
         out = copy.deepcopy(self)
         for key in keys:
-            out.pairs[key].force[:-1] += float(A_kj_mol) / self.cutoff_nm
-        ramps = list(out.fit.get("pair_ramps", [])) + [{"A_kj_mol": float(A_kj_mol), "pairs": [list(k) for k in keys]}]
+            if intermolecular:
+                out.intermolecular[key] = out.intermolecular.get(key, 0.0) + float(A_kj_mol)
+            else:
+                out.pairs[key].force[:-1] += float(A_kj_mol) / self.cutoff_nm
+        ramps = list(out.fit.get("pair_ramps", [])) + [{"A_kj_mol": float(A_kj_mol), "pairs": [list(k) for k in keys],
+                                                       "intermolecular": bool(intermolecular)}]
         out.fit = {**out.fit, "pair_ramps": ramps}
-        if pairs is None:
+        if pairs is None and not intermolecular:
             out.fit["pair_ramp_kj_mol"] = float(A_kj_mol) + float(self.fit.get("pair_ramp_kj_mol", 0.0))
         return out
 
@@ -160,6 +171,7 @@ class TabulatedModel:
             "dihedrals": [{"types": list(k), "cos_coefficients_kj_mol": np.asarray(v).tolist()}
                           for k, v in sorted(self.dihedrals.items())],
             "fit": self.fit,
+            "intermolecular_ramps": [{"types": list(k), "A_kj_mol": float(a)} for k, a in sorted(self.intermolecular.items())],
         }
 
     @classmethod
@@ -173,7 +185,8 @@ class TabulatedModel:
 
         return cls(tables(data["pairs"]), tables(data["bonds"]), tables(data["angles"]),
                    {tuple(r["types"]): np.asarray(r["cos_coefficients_kj_mol"], dtype=float) for r in data["dihedrals"]},
-                   data["exclusion"], float(data["cutoff_nm"]), float(data["temperature_K"]), data.get("fit", {}))
+                   data["exclusion"], float(data["cutoff_nm"]), float(data["temperature_K"]), data.get("fit", {}),
+                   {tuple(r["types"]): float(r["A_kj_mol"]) for r in data.get("intermolecular_ramps", [])})
 
     def save(self, path: Union[str, Path]) -> None:
         atomic_write_json(Path(path), self.to_dict())
