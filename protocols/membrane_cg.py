@@ -17,13 +17,14 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    a repulsive pair prior)
 5. force matching, model_family "tabulated" (default): MS-CG pair (and     DIR/tabulated.json, tabulated.png
    bending–torsion) tables with the lateral virial constraint (zero-tension
-   area) on Boltzmann-inverted bond and angle tables; then, by short NVT    DIR/tabulated_refined.json
-   runs at the reference's area: iterative Boltzmann refinement of the      DIR/thickness_matching.json
-   bonded tables, a head–tail repulsion for its thickness, an all-pair      DIR/area_matching.json
-   ramp for zero lateral tension there (its area at zero tension)           DIR/tabulated_final.json
+   area) on Boltzmann-inverted bond and angle tables; then, in NVT at the   DIR/tabulated_refined.json
+   reference's area: iterative Boltzmann refinement of the bonded tables,   DIR/thickness_matching.json,
+   an intermolecular head–tail repulsion set by a controller during one     thickness_control.png
+   run to the reference's thickness, an intermolecular all-pair ramp set    DIR/area_matching.json
+   by short runs to zero lateral tension (its area at zero tension)         DIR/tabulated_final.json
    "network": the bead network on F_mapped − F_prior                        DIR/model/
-6. CG runs: NVT at the reference's area (structure), then NPT at zero       DIR/cg.pdb, cg.dcd,
-   tension (MonteCarloMembraneBarostat, box height fixed: no solvent)        DIR/cg_npt.pdb, cg_npt.dcd
+6. CG runs from the matched state: NVT at the reference's area, then NPT   DIR/cg.pdb, cg.dcd,
+   at zero tension (MonteCarloMembraneBarostat, box height fixed)           DIR/cg_npt.pdb, cg_npt.dcd
 7. validate: area per lipid, thickness, density profiles, bonded JSD, tail  DIR/reference_cg.pdb/.dcd,
    order, in-plane head RDF, lipids lost, lateral diffusion, speed-up       DIR/report.json, report.md, *.png
 
