@@ -46,7 +46,7 @@ def control_ramp(system: openmm.System, positions, box, measure: Callable[[np.nd
     Returns ``{"A": mean parameter over the last ``settled`` fraction of the run, "value",
     "value_sem": the measured value there, "trace": [{"time_ps", "A", "value"}] every update, "positions", "box": the last frame
     (nm, lists)}``. A run that blows up raises RuntimeError."""
-    from multiscale.openmm.mts import mts_langevin
+    from multiscale.openmm.short_runs import langevin_context
 
     if not sensitivity:
         raise ValueError("sensitivity must be non-zero (its sign says which way the parameter moves the value)")
@@ -57,22 +57,9 @@ def control_ramp(system: openmm.System, positions, box, measure: Callable[[np.nd
     if relaxation_ps <= 0 or steps < 2 * updates or updates < 10:
         raise ValueError(f"need relaxation_ps > 0, updates >= 10 and steps >= 2 x updates "
                          f"(got {relaxation_ps}, {updates}, {steps})")
-    system = openmm.XmlSerializer.clone(system)
-    if inner_steps > 1:
-        integrator = mts_langevin(system, temperature_K, 1.0, timestep_ps, inner_steps)
-    else:
-        integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, 1.0 / unit.picosecond,
-                                                     timestep_ps * unit.picosecond)
-    integrator.setRandomNumberSeed(seed + 1)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
-    if parameter not in context.getParameters():
-        raise ValueError(f"the System has no global parameter {parameter!r} (it has {sorted(context.getParameters())})")
-    context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box, dtype=float)])
-    context.setPositions(np.asarray(positions))
-    context.setParameter(parameter, float(start))
-    if minimize:
-        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(temperature_K * unit.kelvin, seed + 2)
+    context, integrator = langevin_context(system, positions, box, temperature_K=temperature_K, timestep_ps=timestep_ps,
+                                           inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize,
+                                           parameters={parameter: start})
 
     chunk = int(steps) // int(updates)
     dt = chunk * timestep_ps

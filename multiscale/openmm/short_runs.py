@@ -6,20 +6,20 @@ Units: nm, ps, K.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import openmm
 from openmm import unit
 
 
-def sample_run(system: openmm.System, positions, box, *, temperature_K: float, steps: int, timestep_ps: float,
-               inner_steps: int = 1, platform: str = "CPU", seed: int = 0, frames: int = 30, minimize: bool = True
-               ) -> Tuple[np.ndarray, np.ndarray]:
-    """``frames`` evenly spaced frames of a Langevin run of ``steps`` steps of ``system`` (its
-    barostat, if any, included) from ``positions`` in ``box`` (nm; energy-minimised first when
-    ``minimize``): (positions (frames, n, 3) nm, boxes (frames, 3, 3) nm). A run that blows up
-    raises RuntimeError."""
+def langevin_context(system: openmm.System, positions, box, *, temperature_K: float, timestep_ps: float,
+                     inner_steps: int = 1, platform: str = "CPU", seed: int = 0, minimize: bool = True,
+                     parameters: Optional[Dict[str, float]] = None):
+    """(Context, integrator) of a Langevin run of a copy of ``system`` (friction 1/ps; multiple
+    time stepping when ``inner_steps`` > 1) at ``positions`` in ``box`` (nm) with the global
+    ``parameters`` set, energy-minimised when ``minimize``, velocities drawn at ``temperature_K``.
+    A parameter the System lacks raises ValueError."""
     from multiscale.openmm.mts import mts_langevin
 
     system = openmm.XmlSerializer.clone(system)
@@ -31,9 +31,25 @@ def sample_run(system: openmm.System, positions, box, *, temperature_K: float, s
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box, dtype=float)])
     context.setPositions(np.asarray(positions))
+    for name, value in (parameters or {}).items():
+        if name not in context.getParameters():
+            raise ValueError(f"the System has no global parameter {name!r} (it has {sorted(context.getParameters())})")
+        context.setParameter(name, float(value))
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
     context.setVelocitiesToTemperature(temperature_K * unit.kelvin, seed + 2)
+    return context, integrator
+
+
+def sample_run(system: openmm.System, positions, box, *, temperature_K: float, steps: int, timestep_ps: float,
+               inner_steps: int = 1, platform: str = "CPU", seed: int = 0, frames: int = 30, minimize: bool = True
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """``frames`` evenly spaced frames of a Langevin run of ``steps`` steps of ``system`` (its
+    barostat, if any, included) from ``positions`` in ``box`` (nm; energy-minimised first when
+    ``minimize``): (positions (frames, n, 3) nm, boxes (frames, 3, 3) nm). A run that blows up
+    raises RuntimeError."""
+    context, integrator = langevin_context(system, positions, box, temperature_K=temperature_K, timestep_ps=timestep_ps,
+                                           inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize)
     chunk = max(int(steps) // int(frames), 1)
     xyz, cells = [], []
     for _ in range(int(frames)):

@@ -6,7 +6,7 @@
   closest knot to the cutoff, as a Continuous1DFunction (one type pair) or a Continuous2DFunction
   over (r, table index) picked through a Discrete2DFunction of the bead types; exclusions as in
   the fit; no long-range correction (the tables end at the cutoff with U = 0 and g = 0); the
-  the model's intermolecular ramps folded into the tables and taken back off each molecule's own
+  model's intermolecular ramps folded into the tables and taken back off each molecule's own
   pairs by "cg_tabulated_intramolecular_ramps" (a CustomBondForce), or, ``adjustable_ramps``, in
   the nonbonded expression through a per-bead molecule index and times the global parameter
   :data:`INTERMOLECULAR_SCALE`;
@@ -47,16 +47,11 @@ PAIR_TABLE_START = 0.3
 
 
 def molecule_indices(n: int, bonds) -> np.ndarray:
-    """(n,) index of each bead's molecule: the connected parts of the bond graph, numbered in
-    the order of their first bead."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    """(n,) index of each bead's molecule: the connected parts of the bond graph (scipy numbers
+    them in the order of their first bead)."""
+    from multiscale.cg.mapping.build import _components
 
-    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    first = {}
-    return np.array([first.setdefault(label, len(first)) for label in labels], dtype=np.int64)
+    return np.asarray(_components(n, np.asarray(bonds, dtype=np.int64).reshape(-1, 2).tolist()), dtype=np.int64)
 
 
 def _intramolecular_ramp_correction(model: TabulatedModel, names, unique, ramps, bond_idx, periodic: bool):
