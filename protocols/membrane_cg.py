@@ -17,11 +17,12 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    a repulsive pair prior)
 5. force matching, model_family "tabulated" (default): MS-CG pair (and     DIR/tabulated.json, tabulated.png
    bending–torsion) tables with the lateral virial constraint (zero-tension
-   area) on Boltzmann-inverted bond and angle tables; then, in NVT at the   DIR/tabulated_refined.json
-   reference's area: iterative Boltzmann refinement of the bonded tables,   DIR/thickness_matching.json,
-   an intermolecular head–tail repulsion set by a controller during one     thickness_control.png
-   run to the reference's thickness, an intermolecular all-pair ramp set    DIR/area_matching.json
-   by short runs to zero lateral tension (its area at zero tension)         DIR/tabulated_final.json
+   area) on Boltzmann-inverted bond and angle tables; iterative Boltzmann   DIR/tabulated_refined.json
+   refinement of the bonded tables (NVT at the reference's area); then, in  DIR/membrane_control.json,
+   one run at zero tension, two intermolecular ramps set together by        membrane_control.png
+   feedback: a head–tail repulsion (to the reference's thickness) and an
+   all-pair ramp (to the reference's area); one more bonded refinement on
+   the run's settled end                                                    DIR/tabulated_final.json
    "network": the bead network on F_mapped − F_prior                        DIR/model/
 6. CG runs from the matched state: NVT at the reference's area, then NPT   DIR/cg.pdb, cg.dcd,
    at zero tension (MonteCarloMembraneBarostat, box height fixed)           DIR/cg_npt.pdb, cg_npt.dcd
@@ -67,6 +68,9 @@ from systems.membrane import (LIPID_TEMPERATURES_K, LIPIDS, REFERENCE_TIMESTEP_P
 
 #: the CG model families (see Settings.model_family)
 MODEL_FAMILIES = ("tabulated", "network")
+#: the step of the iterative Boltzmann refinements during the control run: damped, since each sees
+#: ~80 ps of a run whose ramps are still moving
+CONTROL_REFINEMENT_DAMPING = 0.7
 
 
 @dataclass
@@ -105,19 +109,20 @@ class Settings(YamlConfig):
     # forces of a solvated lipid are ~97 % noise (the water's kicks), which fitted bonded tables
     # carry into the bonded distributions
     tabulated_bonded: str = "boltzmann"
-    # tabulated family (multiscale.openmm.membrane_matching), both intermolecular ramps, both in
-    # NVT at the reference area: a head–tail repulsion set by a feedback controller during one run
-    # of thickness_control_steps to the reference's thickness (the CG thickness relaxes over
-    # ~100 ps), then an all-pair ramp set by short runs (matching_steps each, at most
-    # matching_iterations) to the lateral pressure that gives the reference's area at zero tension;
-    # 0: off
-    thickness_control_steps: int = 24000
-    matching_iterations: int = 5
-    matching_steps: int = 3000
     # tabulated family: iterative Boltzmann refinements of the bond and angle tables before the
-    # matching (short NVT runs at the reference area, refinement_steps each); 0: off
+    # ramps (short NVT runs at the reference area, refinement_steps each); 0: off
     bonded_refinements: int = 2
     refinement_steps: int = 3000
+    # tabulated family (multiscale.openmm.membrane_matching.control_membrane): two intermolecular
+    # ramps set together by feedback during one run of control_steps at zero tension (box height
+    # fixed), a head–tail repulsion to the reference's thickness (the CG thickness relaxes over
+    # ~100 ps) and an all-pair ramp to the reference's area; 0: off
+    control_steps: int = 28000
+    # tabulated family: during the first 60 % of the control run, an iterative Boltzmann refinement
+    # of the bonded tables every control_refinement_ps on the frames since the last (the ramps
+    # change what each lipid's head group sees, the bonded tables change the thickness and area:
+    # they converge together); 0: off
+    control_refinement_ps: float = 60.0
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
     # pressure_bar, so that its zero-tension area is the reference's
     area_matching: bool = True
@@ -138,18 +143,15 @@ class Settings(YamlConfig):
             if not getattr(self, name) > 0:
                 raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
-                     "matching_iterations", "matching_steps", "bonded_refinements", "refinement_steps",
-                     "thickness_control_steps"):
+                     "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
             raise ValueError(f"membrane_cg setting tabulated_bonded must be 'boltzmann' or 'force_matching', got {self.tabulated_bonded!r}")
-        for name in ("matching_iterations", "thickness_control_steps"):
-            if getattr(self, name) and self.model_family != "tabulated":
-                raise ValueError(f"{name} applies to model_family tabulated (set it to 0 for the network)")
-        if 0 < self.thickness_control_steps < 200:
-            raise ValueError(f"thickness_control_steps={self.thickness_control_steps}: the controller needs at least 200 "
-                             "steps (0: off)")
+        if self.control_steps and self.model_family != "tabulated":
+            raise ValueError("control_steps applies to model_family tabulated (set it to 0 for the network)")
+        if 0 < self.control_steps < 300:
+            raise ValueError(f"control_steps={self.control_steps}: the controller needs at least 300 steps (0: off)")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         if self.fine_timestep_ps > 0.005:
@@ -190,8 +192,7 @@ STAGES = (
     Stage("force_matching", outputs=("model/model.ckpt",), marker="model/DONE"),
     Stage("tabulated_fit", outputs=("tabulated.json",)),
     Stage("bonded_refinement", outputs=("tabulated_refined.json",)),
-    Stage("thickness_matching", outputs=(), marker="thickness_matching.json"),
-    Stage("area_matching", outputs=(), marker="area_matching.json"),
+    Stage("membrane_control", outputs=("tabulated_final.json",), marker="membrane_control.json"),
 )
 
 
@@ -387,8 +388,8 @@ def main(argv=None) -> int:
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     def refined(model, rounds: int, seed: int, name: str):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
-        run at the reference's area: what the pair tables and the ramps do to the intramolecular
-        distributions. Saved as DIR/``name`` (a stage output)."""
+        run at the reference's area: what the pair tables do to the intramolecular distributions.
+        Saved as DIR/``name`` (a stage output)."""
         from multiscale.cg.analysis import bonded_values
         from multiscale.cg.tabulated import refine_bonded
         from multiscale.openmm.short_runs import sample_run
@@ -412,57 +413,74 @@ def main(argv=None) -> int:
         return work
 
     if tabulated is not None:
-        # 5b–5e. what force matching cannot give a solvent-free bilayer (multiscale.openmm.
-        # membrane_matching says why): the bonded distributions (iterative Boltzmann refinement),
-        # the thickness (a head–tail repulsion) and the lateral pressure that sets the area at zero
-        # tension (an all-pair ramp), all in NVT at the reference's area and in that order: the
-        # pressure comes last because it answers to every change
+        # 5b–5d. what force matching cannot give a solvent-free bilayer (multiscale.openmm.
+        # membrane_matching says why): the bonded distributions (iterative Boltzmann refinement
+        # in NVT at the reference's area), then at zero tension the thickness (a head–tail
+        # repulsion) and the area (an all-pair ramp), together since each ramp moves both, and
+        # the bonded tables once more at the end
         from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
-        from multiscale.openmm.membrane_matching import control_thickness, match_area
-        from multiscale.openmm.ramp_control_plot import plot_control
+        from multiscale.cg.tabulated import refine_bonded
+        from multiscale.openmm.membrane_matching import control_membrane, rescale_area
+        from multiscale.openmm.ramp_control_plot import plot_controls
+        from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
 
         reference_bonded = bonded_values(ref_traj, types=mapping.bead_types)
         _, phosphates = lipid_head_beads(ref_traj.topology, mapping.bead_types, PHOSPHATE_TYPE)
         head_tail = [(h, t) for h in (HEAD_TYPE, PHOSPHATE_TYPE) for t in (TAIL_TYPE, TAIL_END_TYPE)]
-        matching = dict(temperature_K=temperature, steps=s.matching_steps, timestep_ps=s.cg_timestep_ps,
-                        inner_steps=s.cg_inner_steps, platform=args.platform, log=say, iterations=s.matching_iterations)
-
-        def system_with(model, adjustable_ramps=False):
-            return build_cg_system(mapping, None, tabulated=model, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm,
-                                   adjustable_ramps=adjustable_ramps)[0]
 
         if s.bonded_refinements > 0:
             stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json"))
             tabulated = TabulatedModel.load(out / "tabulated_refined.json")
-        if s.thickness_control_steps > 0:
+        if s.control_steps > 0:
             target = float(bilayer_thickness(ref_traj, phosphates).mean())
+            target_area = float(np.abs(np.cross(boxes[:, 0], boxes[:, 1])[:, 2]).mean())  # the reference's box area
             fitted = tabulated
 
             def control() -> dict:
-                found = control_thickness(system_with(fitted.with_pair_ramp(1.0, head_tail, intermolecular=True), True),
-                                          cg_pos[start], boxes[start], phosphates, target_nm=target,
-                                          temperature_K=temperature, steps=s.thickness_control_steps,
-                                          timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
-                                          platform=args.platform, seed=args.seed + 300, log=say)
-                plot_control(found["trace"], target, out / "thickness_control.png")
-                return {**found, "pairs": [list(p) for p in head_tail], "target_nm": target}
+                barostat = MembraneBarostat(s.pressure_bar, temperature, z_mode="fixed", seed=args.seed + 15)
+                model = {"bonded": fitted}
 
-            found = stages.run("thickness_matching", control)
-            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], head_tail, intermolecular=True)
-            run_start = np.asarray(found["positions"])
-            say(f"thickness matching: head–tail ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']}; thickness "
-                f"{found['value']:.3f} nm there, target {target:.3f})")
-        if s.matching_iterations > 0:
-            fitted, begin = tabulated, run_start
-            found = stages.run("area_matching", lambda: {
-                **match_area(lambda A: system_with(fitted.with_pair_ramp(A, intermolecular=True)), begin, boxes[start],
-                             mapping.chains, target_bar=s.pressure_bar, seed=args.seed + 400, **matching),
-                "target_area_nm2": float(area_per_lipid(ref_traj).mean())})
-            tabulated = tabulated.with_pair_ramp(found["A_kj_mol"], intermolecular=True)
-            run_start = np.asarray(found["positions"])
-            say(f"area matching: all-pair ramp {found['A_kj_mol']:.2f} kJ/mol ({found['chosen']})")
-        tabulated.save(out / "tabulated_final.json")  # the model the CG runs use, ramps included
+                def controlled_system():
+                    # the head–tail ramp at 1 kJ/mol times the controlled scale, the all-pair ramp a global
+                    ramped = model["bonded"].with_pair_ramp(1.0, head_tail, intermolecular=True)
+                    return build_cg_system(mapping, None, tabulated=ramped, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm,
+                                           adjustable_ramps=True, barostat=barostat)[0]
+
+                def revise(xyz, cells):
+                    """the bonded tables refined on the run's frames since the last revision"""
+                    traj = mdtraj.Trajectory(xyz, mapping.mdtraj_topology())
+                    traj.unitcell_vectors = cells
+                    model["bonded"] = refine_bonded(model["bonded"], reference_bonded,
+                                                    bonded_values(traj, types=mapping.bead_types), temperature_K=temperature,
+                                                    damping=CONTROL_REFINEMENT_DAMPING)
+                    return controlled_system()
+
+                found = control_membrane(controlled_system(), cg_pos[start], boxes[start], phosphates, target_nm=target,
+                                         target_area_nm2=target_area, temperature_K=temperature, steps=s.control_steps,
+                                         timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
+                                         seed=args.seed + 300, revise=revise if s.control_refinement_ps > 0 else None,
+                                         revise_every_ps=s.control_refinement_ps, log=say)
+                channels = found["channels"]
+                plot_controls([{**channels[INTERMOLECULAR_SCALE], "value_label": "thickness at the target area (nm)",
+                                "ramp_label": "head–tail ramp (kJ/mol)"},
+                               {**channels[INTERMOLECULAR_ALL_PAIRS], "value_label": "box area at zero tension (nm²)",
+                                "ramp_label": "all-pair ramp (kJ/mol)"}], out / "membrane_control.png")
+                (model["bonded"].with_pair_ramp(found["A_head_tail_kj_mol"], head_tail, intermolecular=True)
+                 .with_pair_ramp(found["A_all_kj_mol"], intermolecular=True)).save(out / "tabulated_final.json")
+                return {**found, "head_tail_pairs": [list(p) for p in head_tail], "target_nm": target,
+                        "target_area_per_lipid_nm2": float(area_per_lipid(ref_traj).mean())}
+
+            found = stages.run("membrane_control", control)
+            # the controlled run's end, relaxed in the model, its lipids moved to the reference's area
+            run_start = rescale_area(np.asarray(found["positions"]), np.asarray(found["box"]), boxes[start], mapping.chains)
+            say(f"membrane control: head–tail ramp {found['A_head_tail_kj_mol']:.2f} kJ/mol (thickness "
+                f"{found['thickness_nm']:.3f} nm, target {target:.3f}), all-pair ramp {found['A_all_kj_mol']:.2f} kJ/mol "
+                f"(box area at zero tension {found['area_nm2']:.2f} nm², target {target_area:.2f}); {found['revisions']} "
+                f"bonded refinements during the run; {found['chosen']}")
+        else:
+            tabulated.save(out / "tabulated_final.json")
+        tabulated = TabulatedModel.load(out / "tabulated_final.json")  # the model the CG runs use, ramps included
 
     def cg_system(barostat=None):
         return build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
@@ -500,10 +518,13 @@ def main(argv=None) -> int:
                                        cg_frame_ps=s.cg_report_interval * s.cg_timestep_ps,
                                        profile_half_width_nm=0.5 * float(boxes[:, 2, 2].min()))
     def matching_summary(name: str):
-        """A matching stage's result without its end state (positions: in DIR/<name>.json)."""
+        """A control stage's result without its end state and trace (in DIR/<name>.json)."""
         if not stages.is_done(name):
             return None
-        return {k: v for k, v in stages.result(name).items() if k not in ("positions", "box", "trace")}
+        summary = {k: v for k, v in stages.result(name).items() if k not in ("positions", "box", "channels")}
+        summary["channels"] = {parameter: {k: v for k, v in channel.items() if k != "trace"}
+                               for parameter, channel in stages.result(name).get("channels", {}).items()}
+        return summary
 
     report = validation_report(ref, cg, mapping.bead_masses, out_dir=out, speedup=speedup, types=mapping.bead_types,
                                observables=observables,
@@ -514,8 +535,7 @@ def main(argv=None) -> int:
                                       "timesteps_ps": {"reference": s.fine_timestep_ps, "cg": s.cg_timestep_ps,
                                                        "cg_inner_steps": s.cg_inner_steps},
                                       "tabulated_fit": None if tabulated is None else tabulated.fit,
-                                      "thickness_matching": matching_summary("thickness_matching"),
-                                      "area_matching": matching_summary("area_matching")})
+                                      "membrane_control": matching_summary("membrane_control")})
     report["reference_speed"] = reference_speed
     report["model_family"] = s.model_family
     report["restarts"] = {name: run.get("restarts", 0) for name, run in runs.items()}

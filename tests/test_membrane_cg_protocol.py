@@ -32,9 +32,8 @@ TINY = """membrane_cg:
   cg_steps: 400
   cg_npt_steps: 400
   cg_report_interval: 20
-  matching_iterations: 2
-  matching_steps: 200
-  thickness_control_steps: 400
+  control_steps: 600
+  control_refinement_ps: 4
   refinement_steps: 200
 """
 
@@ -59,7 +58,7 @@ def test_outputs_follow_the_file_contract(job):
     for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
                  "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
                  "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json",
-                 "thickness_matching.json", "area_matching.json", "thickness_control.png"):
+                 "membrane_control.json", "membrane_control.png"):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
     residues = list(pdb.topology.residues())
@@ -85,17 +84,22 @@ def test_outputs_follow_the_file_contract(job):
     for key in ("density_profiles", "bonded", "tail_order", "lateral_rdf", "stability", "lateral_diffusion",
                 "reference_speed", "restarts"):
         assert report[key] is not None, key
-    area = json.loads((run_dir / "area_matching.json").read_text())
-    thickness = json.loads((run_dir / "thickness_matching.json").read_text())
-    assert 1 <= len(area["history"]) <= 2 and len(thickness["trace"]) == 20  # 400 steps, an update every 20
-    assert thickness["A_kj_mol"] == pytest.approx(np.mean([t["A"] for t in thickness["trace"][-3:]]))  # last 15 %
+    control = json.loads((run_dir / "membrane_control.json").read_text())
+    thickness = control["channels"]["cg_intermolecular_ramp_scale"]
+    lateral = control["channels"]["cg_intermolecular_all_pair_ramp"]
+    assert len(thickness["trace"]) == len(lateral["trace"]) == 20  # 600 steps, an update every 30
+    assert control["A_head_tail_kj_mol"] == pytest.approx(np.mean([t["A"] for t in thickness["trace"][-3:]]))  # last 15 %
+    assert control["A_all_kj_mol"] == pytest.approx(np.mean([t["A"] for t in lateral["trace"][-3:]]))
     final = json.loads((run_dir / "tabulated_final.json").read_text())
     ramps = {tuple(r["types"]): r["A_kj_mol"] for r in final["intermolecular_ramps"]}
-    assert ramps[("C", "PO")] == pytest.approx(thickness["A_kj_mol"] + area["A_kj_mol"])  # head–tail + all-pair
-    assert ramps[("C", "C")] == pytest.approx(area["A_kj_mol"])
-    assert area["target_area_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
-    assert "lateral_pressure_bar" in area["history"][0]
-    assert thickness["target_nm"] == pytest.approx(report["thickness"]["reference"])
+    A_ht, A_all = control["A_head_tail_kj_mol"], control["A_all_kj_mol"]
+    assert ramps[("C", "PO")] == pytest.approx(A_ht + A_all)  # head–tail + all-pair
+    assert ramps[("C", "C")] == pytest.approx(A_all)
+    # 2 refinements before the control run, 1 during it (every 4 ps = 7 updates, in its first half)
+    assert control["revisions"] == 1 and final["fit"]["bonded_refinements"]["count"] == 3
+    assert control["target_area_per_lipid_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
+    assert control["target_nm"] == pytest.approx(report["thickness"]["reference"])
+    assert report["extra"]["membrane_control"]["A_all_kj_mol"] == pytest.approx(A_all)
     assert report["stability"]["reference"]["lost"] == 0
     assert report["reference_speed"]["timestep_ps"] == 0.004
     settings = json.loads((run_dir / "settings.json").read_text())

@@ -1,11 +1,12 @@
-"""The secant iteration that tunes a pair ramp against short runs (density matching, bilayer
-area matching) finds the root of a synthetic nonlinear response, with clipped
-steps; the membrane matching refuses targets in the wrong units."""
+"""The secant iteration that tunes a pair ramp against short runs (density matching) finds the
+root of a synthetic nonlinear response, with clipped steps; the membrane control refuses targets
+in the wrong units and a System it cannot control; a bilayer is moved to another area molecule by
+molecule."""
 
 import numpy as np
 import pytest
 
-from multiscale.openmm.membrane_matching import control_thickness, match_area
+from multiscale.openmm.membrane_matching import control_membrane
 from multiscale.openmm.ramp_iteration import iterate_ramp
 
 
@@ -22,33 +23,32 @@ def test_secant_finds_the_ramp_of_a_monotonic_response():
 
 
 def test_implausible_targets_are_refused():
-    with pytest.raises(ValueError, match="bar"):
-        match_area(None, None, None, [], target_bar=1e5, iterations=1, temperature_K=303.0, steps=10, timestep_ps=0.02)
-    with pytest.raises(ValueError, match="thickness"):
-        control_thickness(None, None, None, [], target_nm=35.0, temperature_K=303.0, steps=10, timestep_ps=0.02)  # Å
-
-
-def test_lateral_pressure_of_a_stretched_pair_is_its_virial():
-    """Two one-bead molecules 0.5 nm apart along x with U = ½k(r − r0)² between them: the lateral
-    pressure is (2 kBT − ½ x ∂U/∂x)/V = (2 kBT − ½ k (d − r0) d)/V, in bar."""
     import openmm
 
-    from multiscale.openmm.membrane_matching import lateral_pressure_bar
-    from multiscale.units import KJ_PER_MOL_NM3_TO_BAR, kT
-
-    k, r0, d, T = 500.0, 0.45, 0.5, 300.0
     system = openmm.System()
-    for _ in range(2):
-        system.addParticle(50.0)
-    box = np.diag([3.0, 3.0, 4.0])
-    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-    pair = openmm.CustomNonbondedForce(f"0.5*{k}*(r-{r0})^2")
-    pair.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
-    pair.setCutoffDistance(1.2)
-    pair.addParticle([])
-    pair.addParticle([])
-    system.addForce(pair)
-    x = np.array([[1.0, 1.5, 2.0], [1.0 + d, 1.5, 2.0]])
-    measured = lateral_pressure_bar(system, x[None], box[None], [[0], [1]], temperature_K=T, platform="Reference")
-    expected = (2 * kT(T) - 0.5 * k * (d - r0) * d) / 36.0 * KJ_PER_MOL_NM3_TO_BAR
-    assert measured[0] == pytest.approx(expected, rel=1e-5)
+    system.addParticle(1.0)
+    with pytest.raises(ValueError, match="thickness"):
+        control_membrane(system, None, None, [], target_nm=35.0, target_area_nm2=10.0, temperature_K=303.0, steps=10,
+                         timestep_ps=0.02)  # Å
+    with pytest.raises(ValueError, match="area"):
+        control_membrane(system, None, None, [], target_nm=3.5, target_area_nm2=1e5, temperature_K=303.0, steps=10,
+                         timestep_ps=0.02)  # Å²
+    with pytest.raises(ValueError, match="MonteCarloMembraneBarostat"):
+        control_membrane(system, None, None, [], target_nm=3.5, target_area_nm2=10.0, temperature_K=303.0, steps=10,
+                         timestep_ps=0.02)
+
+
+def test_rescale_area_moves_whole_molecules():
+    from multiscale.openmm.membrane_matching import rescale_area
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 3.0, size=(12, 3))
+    molecules = [list(range(k, k + 3)) for k in range(0, 12, 3)]
+    box, target = np.diag([3.0, 3.0, 6.0]), np.diag([3.3, 3.3, 6.0])
+    y = rescale_area(x, box, target, molecules)
+    for m in molecules:
+        np.testing.assert_allclose(y[m] - y[m].mean(0), x[m] - x[m].mean(0))             # shapes kept
+        np.testing.assert_allclose(y[m].mean(0)[:2], 1.1 * x[m].mean(0)[:2])             # centres scaled in xy
+        np.testing.assert_allclose(y[m][:, 2], x[m][:, 2])
+    with pytest.raises(ValueError, match="factor"):
+        rescale_area(x, box, np.diag([6.0, 6.0, 6.0]), molecules)

@@ -9,18 +9,19 @@ import openmm
 import pytest
 
 import multiscale  # noqa: F401
-from multiscale.openmm.ramp_control import control_ramp
+from multiscale.openmm.ramp_control import ControlChannel, control_ramp, control_ramps
 
 K, X0, N = 100.0, 1.0, 64     # kJ/mol/nm², nm, particles
 
 
-def _wells():
+def _wells(coupling=0.0, n=N):
     system = openmm.System()
-    force = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-1)^2+(z-1)^2) - pull*x")
+    force = openmm.CustomExternalForce(f"0.5*k*((x-x0)^2+(y-1)^2+(z-1)^2) - pull*x - push*(y+{coupling}*x)")
     force.addGlobalParameter("pull", 0.0)
+    force.addGlobalParameter("push", 0.0)
     force.addGlobalParameter("k", K)
     force.addGlobalParameter("x0", X0)
-    for i in range(N):
+    for i in range(n):
         system.addParticle(1000.0)
         force.addParticle(i, [])
     system.addForce(force)
@@ -47,3 +48,50 @@ def test_controller_refuses_what_it_cannot_control():
     with pytest.raises(ValueError, match="sensitivity"):
         control_ramp(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, lambda x, box: 1.0, parameter="pull", target=1.0,
                      sensitivity=0.0, relaxation_ps=2.0, temperature_K=300.0, steps=200, timestep_ps=0.004, updates=10)
+
+
+def test_two_coupled_channels_settle_together():
+    """Two forces that act on both values: ``push`` pulls y and, half as strongly, x; so
+    ⟨y⟩ = 1 + push/k and ⟨x⟩ = x0 + (pull + push/2)/k. Holding ⟨x⟩ = 1.3 and ⟨y⟩ = 1.2 needs
+    push = 0.2 k and pull = 0.3 k − push/2: set one after the other, the second would undo the
+    first. The y channel has target 0 on y − 1.2 with an absolute error scale. 512 particles: the
+    thermal noise of the means over the settled 30 ps is ~1 % of each force."""
+    channels = [ControlChannel("pull", lambda x, box, p: float(x[:, 0].mean()), 1.3, 1.0 / (K * 1.3), 10.0),
+                ControlChannel("push", lambda x, box, p: float(x[:, 1].mean()) - 1.2, 0.0, 1.0 / (K * 0.1), 10.0,
+                               scale=0.1, limit=100.0)]
+    result = control_ramps(_wells(coupling=0.5, n=512), np.full((512, 3), 1.0), np.eye(3) * 5.0, channels, temperature_K=300.0,
+                           steps=20000, timestep_ps=0.01, platform="CPU", seed=5, updates=400)
+    push, pull = result["channels"]["push"], result["channels"]["pull"]
+    assert push["A"] == pytest.approx(0.2 * K, rel=0.05)
+    assert pull["A"] == pytest.approx(0.3 * K - 0.5 * 0.2 * K, rel=0.08)
+    assert pull["value"] == pytest.approx(1.3, abs=0.01) and push["value"] == pytest.approx(0.0, abs=0.01)
+    with pytest.raises(ValueError, match="scale"):
+        ControlChannel("push", lambda x, box, p: 0.0, 0.0, 1.0, 10.0)  # a target of 0 needs a scale
+    with pytest.raises(ValueError, match="one channel per parameter"):
+        control_ramps(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, channels[:1] * 2, temperature_K=300.0, steps=200,
+                      timestep_ps=0.01, updates=10)
+
+
+def test_a_revised_system_takes_over_from_the_current_state():
+    """``revise`` every 100 updates, outside the settled part (the last 60 of 400): three calls,
+    each with the 100 frames since the last; each returns wells moved to x0 = 1.1, so the force that
+    holds ⟨x⟩ = 1.3 becomes k (1.3 − 1.1)."""
+    calls = []
+
+    def revise(xyz, boxes):
+        calls.append((xyz.shape, boxes.shape))
+        system = _wells(n=256)
+        force = system.getForce(0)
+        names = [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())]
+        force.setGlobalParameterDefaultValue(names.index("x0"), 1.1)
+        return system
+
+    channel = ControlChannel("pull", lambda x, box, p: float(x[:, 0].mean()), 1.3, 1.0 / (K * 1.3), 10.0, limit=100.0)
+    result = control_ramps(_wells(n=256), np.full((256, 3), 1.0), np.eye(3) * 5.0, [channel], temperature_K=300.0,
+                           steps=20000, timestep_ps=0.01, platform="CPU", seed=7, updates=400, revise=revise,
+                           revise_every=100)
+    assert calls == [((100, 256, 3), (100, 3, 3))] * 3 and result["revisions"] == 3
+    assert result["channels"]["pull"]["A"] == pytest.approx(K * (1.3 - 1.1), rel=0.06)
+    with pytest.raises(ValueError, match="revise_every"):
+        control_ramps(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, [channel], temperature_K=300.0, steps=200,
+                      timestep_ps=0.01, updates=10, revise=revise)

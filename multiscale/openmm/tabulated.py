@@ -6,10 +6,10 @@
   closest knot to the cutoff, as a Continuous1DFunction (one type pair) or a Continuous2DFunction
   over (r, table index) picked through a Discrete2DFunction of the bead types; exclusions as in
   the fit; no long-range correction (the tables end at the cutoff with U = 0 and g = 0); the
-  model's intermolecular ramps folded into the tables and taken back off each molecule's own
-  pairs by "cg_tabulated_intramolecular_ramps" (a CustomBondForce), or, ``adjustable_ramps``, in
-  the nonbonded expression through a per-bead molecule index and times the global parameter
-  :data:`INTERMOLECULAR_SCALE`;
+  model's intermolecular ramps folded into the tables, or, ``adjustable_ramps``, in the nonbonded
+  expression times the global parameter :data:`INTERMOLECULAR_SCALE`, plus an all-pair ramp of
+  height :data:`INTERMOLECULAR_ALL_PAIRS` (a controller's run), and taken back off each molecule's
+  own pairs by "cg_tabulated_intramolecular_ramps" (a CustomBondForce);
 * bonds and angles: CustomCompoundBondForces with a Continuous1DFunction of the distance or
   angle (OpenMM's CustomBondForce/CustomAngleForce take no tabulated functions);
 * combined bending–torsion terms: one CustomCompoundBondForce,
@@ -38,8 +38,11 @@ from multiscale.cg.tabulated.tables import TabulatedModel, Table
 
 #: global parameter of "cg_tabulated_pairs" (default 1) that multiplies every intermolecular
 #: ramp: ``Context.setParameter`` changes them during a run (a ramp set by feedback) without
-#: rebuilding the System; present only when the model has intermolecular ramps
+#: rebuilding the System; present only with ``adjustable_ramps``
 INTERMOLECULAR_SCALE = "cg_intermolecular_ramp_scale"
+#: global parameter of "cg_tabulated_pairs" with ``adjustable_ramps`` (default 0, kJ/mol): a ramp
+#: A (1 − r/r_c) on every pair of beads of different molecules, on top of the model's own
+INTERMOLECULAR_ALL_PAIRS = "cg_intermolecular_all_pair_ramp"
 
 #: pair tables start at this fraction of the closest fitted knot (their wall is tens of kBT high
 #: there; closer pairs would see U = 0, but never get there)
@@ -54,22 +57,29 @@ def molecule_indices(n: int, bonds) -> np.ndarray:
     return np.asarray(_components(n, np.asarray(bonds, dtype=np.int64).reshape(-1, 2).tolist()), dtype=np.int64)
 
 
-def _intramolecular_ramp_correction(model: TabulatedModel, names, unique, ramps, bond_idx, periodic: bool):
+def _intramolecular_ramp_correction(model: TabulatedModel, names, unique, ramps, bond_idx, periodic: bool,
+                                    adjustable: bool = False):
     """−A(t_i, t_j) (1 − r/r_c) on every non-excluded pair within a molecule whose types carry an
-    intermolecular ramp: what makes the ramps folded into the pair tables intermolecular."""
+    intermolecular ramp: what makes the ramps in the pair force intermolecular. ``adjustable``:
+    −(s A(t_i, t_j) + B) (1 − r/r_c) on every non-excluded pair within a molecule, s and B the
+    global parameters :data:`INTERMOLECULAR_SCALE` and :data:`INTERMOLECULAR_ALL_PAIRS`."""
     n = len(names)
     molecules = molecule_indices(n, bond_idx)
     excluded = {tuple(p) for p in excluded_pairs(n, bond_idx, model.exclusion).tolist()}
     codes = np.array([unique.index(t) for t in names])
-    force = openmm.CustomBondForce(f"-a*(1-r/{_num(model.cutoff_nm)})*step({_num(model.cutoff_nm)}-r)")
+    height = f"({INTERMOLECULAR_SCALE}*a+{INTERMOLECULAR_ALL_PAIRS})" if adjustable else "a"
+    force = openmm.CustomBondForce(f"-{height}*(1-r/{_num(model.cutoff_nm)})*step({_num(model.cutoff_nm)}-r)")
     force.setName("cg_tabulated_intramolecular_ramps")
     force.addPerBondParameter("a")
+    if adjustable:
+        force.addGlobalParameter(INTERMOLECULAR_SCALE, 1.0)
+        force.addGlobalParameter(INTERMOLECULAR_ALL_PAIRS, 0.0)
     for m in np.unique(molecules):
         members = np.flatnonzero(molecules == m)
         for x, i in enumerate(members):
             for j in members[x + 1:]:
                 a = ramps[codes[i], codes[j]]
-                if a != 0.0 and (int(i), int(j)) not in excluded:
+                if (adjustable or a != 0.0) and (int(i), int(j)) not in excluded:
                     force.addBond(int(i), int(j), [float(a)])
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     return force
@@ -102,7 +112,8 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
                      adjustable_ramps: bool = False) -> List[Any]:
     """The OpenMM forces of ``model`` on beads of ``bead_types`` with the given bonded terms.
     ``adjustable_ramps``: the model's intermolecular ramps times a global parameter
-    (:data:`INTERMOLECULAR_SCALE`, 1 by default) that a Context may change (slower per step)."""
+    (:data:`INTERMOLECULAR_SCALE`, 1 by default) plus an all-pair intermolecular ramp
+    (:data:`INTERMOLECULAR_ALL_PAIRS`, 0 by default) that a Context may change (slower per step)."""
     names = [str(t) for t in bead_types]
     n = len(names)
     bond_idx = _as_index(bonds, 2, "bonds", n)
@@ -193,10 +204,11 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
         grid = np.linspace(r_lo, r_hi, count)
         rows = [model.pairs[key].energy_at(grid) for key in keys]
         # intermolecular ramps (TabulatedModel.intermolecular), A(t1, t2) (1 − r/r_c) between beads
-        # of different molecules. Fixed (the default): folded into the tables, and taken back off
-        # the non-excluded pairs within each molecule by a CustomBondForce (a per-pair molecule
-        # test in the nonbonded expression cost 25 % of the CG step). Adjustable: a term of the
-        # nonbonded expression times the global parameter INTERMOLECULAR_SCALE (a controller's run)
+        # of different molecules, on every pair and taken back off the non-excluded pairs within
+        # each molecule by a CustomBondForce (a per-pair molecule test in the nonbonded expression
+        # cost 25 % of the CG step). Fixed (the default): folded into the tables. Adjustable (a
+        # controller's run): a term of the nonbonded expression, the model's ramps times the
+        # global parameter INTERMOLECULAR_SCALE plus the all-pair ramp INTERMOLECULAR_ALL_PAIRS
         ramps = np.zeros((len(unique), len(unique)))
         for key, A in model.intermolecular.items():
             if key[0] in unique and key[1] in unique:
@@ -204,8 +216,9 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
                 ramps[a, b] = ramps[b, a] = float(A)
         intermolecular = bool(np.any(ramps != 0.0))
         ramp, correction = "", None
-        if intermolecular and adjustable_ramps:
-            ramp = f"+{INTERMOLECULAR_SCALE}*(1-delta(mol1-mol2))*iramp(type1, type2)*(1-r/{_num(model.cutoff_nm)})"
+        if adjustable_ramps:
+            ramp = f"+({INTERMOLECULAR_SCALE}*iramp(type1, type2)+{INTERMOLECULAR_ALL_PAIRS})*(1-r/{_num(model.cutoff_nm)})"
+            correction = _intramolecular_ramp_correction(model, names, unique, ramps, bond_idx, periodic, adjustable=True)
         elif intermolecular:
             for k, key in enumerate(keys):
                 A = model.intermolecular.get(key, 0.0)
@@ -222,16 +235,12 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
             force.addTabulatedFunction("pairtable", openmm.Discrete2DFunction(len(unique), len(unique), which.T.ravel().tolist()))
         force.setName("cg_tabulated_pairs")
         force.addPerParticleParameter("type")
-        if intermolecular and adjustable_ramps:
+        if adjustable_ramps:
             force.addTabulatedFunction("iramp", openmm.Discrete2DFunction(len(unique), len(unique), ramps.T.ravel().tolist()))
-            force.addPerParticleParameter("mol")
             force.addGlobalParameter(INTERMOLECULAR_SCALE, 1.0)
-            molecules = molecule_indices(n, bond_idx)
-            for c, m in zip(codes, molecules):
-                force.addParticle([float(c), float(m)])
-        else:
-            for c in codes:
-                force.addParticle([float(c)])
+            force.addGlobalParameter(INTERMOLECULAR_ALL_PAIRS, 0.0)
+        for c in codes:
+            force.addParticle([float(c)])
         for i, j in excluded_pairs(n, bond_idx, model.exclusion).tolist():
             force.addExclusion(int(i), int(j))
         force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic if periodic
