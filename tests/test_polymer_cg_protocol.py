@@ -139,16 +139,25 @@ def test_multiscale_validate_runs_on_the_jobs_cg_model(job):
     assert done.returncode in (0, 1) and "recommended step" in done.stdout, done.stderr[-2000:]
 
 
-def test_tabulated_family_job(tmp_path):
+def test_tabulated_family_job(job, tmp_path):
     """model_family tabulated: MS-CG tables instead of the network, run natively under MTS; the
-    report carries the density, diffusion and constrained-reference entries of the contract."""
+    report carries the density, diffusion and constrained-reference entries of the contract. The
+    all-atom reference is the network job's (same settings for it): its finished stages are
+    copied in, and the job resumes after them, as it would after an interruption."""
+    import shutil
+
     import openmm
 
     config = tmp_path / "tab.yaml"
     config.write_text(TINY_TABULATED)
+    network_run = job[0] / "run"
+    shutil.copytree(network_run / "fine", tmp_path / "run" / "fine")
+    shutil.copy(network_run / "reference_timing.json", tmp_path / "run" / "reference_timing.json")
+    before = (tmp_path / "run" / "fine" / "recording" / "manifest.json").stat().st_mtime_ns
     result = run("--quick", "--config", config, "--out", tmp_path / "run", "--no-progress")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = tmp_path / "run"
+    assert (run_dir / "fine" / "recording" / "manifest.json").stat().st_mtime_ns == before  # reused, not resampled
     for name in ("tabulated.json", "tabulated.png", "cg.dcd", "cg_npt.dcd", "report.json", "cg_system.xml"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "model").exists()

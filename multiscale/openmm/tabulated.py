@@ -3,20 +3,21 @@
 
 * pairs: one CustomNonbondedForce with one table lookup per pair: the energies of every type
   pair, walls included, on one r grid (``table_spacing_nm``) from :data:`PAIR_TABLE_START` × the
-  closest knot to the cutoff, as a Continuous1DFunction (one type pair) or a Continuous2DFunction
-  over (r, table index) picked through a Discrete2DFunction of the bead types; exclusions as in
+  closest knot to the cutoff, in one Continuous1DFunction (several type pairs: their tables end
+  to end, each picked by an offset from a Discrete2DFunction of the bead types); exclusions as in
   the fit; no long-range correction (the tables end at the cutoff with U = 0 and g = 0); the
   model's intermolecular ramps folded into the tables, or, ``adjustable_ramps``, in the nonbonded
   expression times the global parameter :data:`INTERMOLECULAR_SCALE`, plus an all-pair ramp of
   height :data:`INTERMOLECULAR_ALL_PAIRS` (a controller's run), and taken back off each molecule's
   own pairs by "cg_tabulated_intramolecular_ramps" (a CustomBondForce);
-* bonds and angles: CustomCompoundBondForces with a Continuous1DFunction of the distance or
-  angle (OpenMM's CustomBondForce/CustomAngleForce take no tabulated functions);
+* bonds and angles: a CustomCompoundBondForce each (OpenMM's CustomBondForce/CustomAngleForce
+  take no tabulated functions), the types' tables end to end in one Continuous1DFunction of the
+  distance or angle, each term at its table's offset (a per-term parameter);
 * combined bending–torsion terms: one CustomCompoundBondForce,
   sin³θ₁ sin³θ₂ Σₙ aₙ cos nφ with per-term coefficients.
 
 Outside a bond or angle table's knots its walls (:class:`~multiscale.cg.tabulated.Table`) are
-written as analytic expressions (a Continuous1DFunction is 0 outside its range). Names:
+analytic expressions with per-term parameters (a Continuous1DFunction is 0 outside its range). Names:
 "cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions".
 
 Units: nm, rad, kJ/mol.
@@ -25,7 +26,7 @@ Units: nm, rad, kJ/mol.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, Callable, List, Sequence, Tuple
 
 import numpy as np
 import openmm
@@ -33,7 +34,7 @@ import openmm
 from multiscale.cg.geometry import _as_index
 from multiscale.cg.priors.contacts import excluded_pairs
 from multiscale.cg.priors.records import canonical_key
-from multiscale.cg.tabulated.tables import TabulatedModel, Table
+from multiscale.cg.tabulated.tables import TabulatedModel
 
 
 #: global parameter of "cg_tabulated_pairs" (default 1) that multiplies every intermolecular
@@ -89,22 +90,31 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _table_function(table: Table, spacing: float) -> openmm.Continuous1DFunction:
-    lo, hi = float(table.knots[0]), float(table.knots[-1])
-    count = max(int(np.ceil((hi - lo) / spacing)) + 1, 4)
-    grid = np.linspace(lo, hi, count)
-    return openmm.Continuous1DFunction(table.energy_at(grid).tolist(), lo, hi)
+#: knots each table is sampled beyond its own range when tables are laid end to end in one
+#: Continuous1DFunction (:func:`_concatenated`): the natural spline's answer to the step between
+#: two tables decays by 2 − √3 per knot, so 20 knots leave < 4e-12 of it inside either table (a
+#: blend across the gap instead bent the spline within 15 knots of a pair table's cutoff and moved
+#: the model's pressure by 2 %)
+CONCATENATION_PAD = 20
 
 
-def _table_expression(name: str, table: Table, q: str) -> str:
-    """U(q) of a bond or angle table: the tabulated function inside the knots, the analytic
-    walls outside."""
-    lo, hi = float(table.knots[0]), float(table.knots[-1])
-    u_lo, u_hi = (float(v) for v in table.energy_at(np.array([lo, hi])))
-    half_wall = 0.5 * table.wall
-    below = f"{_num(u_lo)}+({_num(table.force[0])})*({_num(lo)}-{q})+{_num(half_wall)}*({_num(lo)}-{q})^2"
-    above = f"{_num(u_hi)}-({_num(table.force[-1])})*({q}-{_num(hi)})+{_num(half_wall)}*({q}-{_num(hi)})^2"
-    return f"select(step({_num(lo)}-{q}), {below}, select(step({q}-{_num(hi)}), {above}, {name}({q})))"
+def _concatenated(segments: Sequence[Tuple[Callable[[np.ndarray], np.ndarray], float, int]], spacing: float):
+    """One Continuous1DFunction holding several tables end to end: one cubic-spline lookup per
+    term, where a select() over per-type functions evaluated every type's spline (Lepton computes
+    every branch; 6 angle types cost 2 ms a step for 320 angles), and a Continuous2DFunction over
+    (r, table index) a bicubic lookup per pair. ``segments``: (energy function, first point,
+    number of points) of each table, sampled every ``spacing`` and :data:`CONCATENATION_PAD`
+    points beyond either end (walls, or 0 past a pair table's cutoff).
+
+    Returns (function, starts): table k's energy at first_k + i × spacing is the function at
+    starts[k] + i × spacing."""
+    values, starts = [], []
+    pad = CONCATENATION_PAD
+    for energy, first, count in segments:
+        grid = first + spacing * np.arange(-pad, count + pad)
+        starts.append((len(values) + pad) * spacing)
+        values.extend(np.asarray(energy(grid), dtype=float).tolist())
+    return openmm.Continuous1DFunction(values, 0.0, (len(values) - 1) * spacing), starts
 
 
 def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: Any, angles: Any = (), dihedrals: Any = (),
@@ -136,24 +146,32 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
         groups = grouped(index, kind, tables)
         if not groups:
             continue
-        parts, functions = [], []
+        # one force for all types: one lookup in the types' tables laid end to end, at the term's
+        # own offset; outside a table's knots its analytic walls, from per-term parameters
         width = index.shape[1]
-        # one force for all types: a per-term parameter picks the table
-        for k, key in enumerate(sorted(groups)):
-            fname = f"u{kind}{k}"
-            functions.append((fname, _table_function(tables[key], spacing)))
-            parts.append((k, _table_expression(fname, tables[key], "q")))
-        expression = parts[-1][1]
-        for k, text in reversed(parts[:-1]):
-            expression = f"select(delta(which-{k}), {text}, {expression})"
-        force = openmm.CustomCompoundBondForce(width, f"{expression}; q={q}")
+        keys = sorted(groups)
+        segments, ranges = [], []
+        for key in keys:
+            table = tables[key]
+            lo, hi = float(table.knots[0]), float(table.knots[-1])
+            segments.append((table.energy_at, lo, max(int(np.ceil((hi - lo) / spacing)) + 1, 4)))
+            ranges.append((lo, hi))
+        function, starts = _concatenated(segments, spacing)
+        below = "ulo+flo*(lo-q)+hw*(lo-q)^2"
+        above = "uhi-fhi*(q-hi)+hw*(q-hi)^2"
+        force = openmm.CustomCompoundBondForce(
+            width, f"select(step(lo-q), {below}, select(step(q-hi), {above}, u{kind}(q-lo+start))); q={q}")
         force.setName(f"cg_tabulated_{kind}s")
-        for fname, fn in functions:
-            force.addTabulatedFunction(fname, fn)
-        force.addPerBondParameter("which")
-        for k, key in enumerate(sorted(groups)):
+        force.addTabulatedFunction(f"u{kind}", function)
+        for name in ("lo", "hi", "ulo", "uhi", "flo", "fhi", "hw", "start"):
+            force.addPerBondParameter(name)
+        for key, (lo, hi), start in zip(keys, ranges, starts):
+            table = tables[key]
+            u_lo, u_hi = (float(v) for v in table.energy_at(np.array([lo, hi])))
+            parameters = [lo, hi, u_lo, u_hi, float(table.force[0]), float(table.force[-1]), 0.5 * float(table.wall),
+                          float(start)]
             for row in groups[key]:
-                force.addBond([int(i) for i in row], [float(k)])
+                force.addBond([int(i) for i in row], parameters)
         force.setUsesPeriodicBoundaryConditions(bool(periodic))
         forces.append(force)
 
@@ -195,14 +213,14 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
                              "refit it on data where such pairs come within the cutoff")
         # One lookup per pair, for speed (nested selects and analytic walls cost ~10x on the CPU
         # platform): the energies of every type pair, walls included, on one r grid from
-        # PAIR_TABLE_START × the closest knot (where the wall is tens of kBT high) to the cutoff;
-        # a Continuous2DFunction over (r, table index) when there are several type pairs; at
-        # integer indices its bicubic spline is each row's natural cubic spline in r.
+        # PAIR_TABLE_START × the closest knot (where the wall is tens of kBT high) to the cutoff,
+        # laid end to end in one Continuous1DFunction when there are several type pairs.
         r_lo = PAIR_TABLE_START * min(float(model.pairs[key].knots[0]) for key in keys)
         r_hi = float(model.cutoff_nm)
         count = max(int(np.ceil((r_hi - r_lo) / table_spacing_nm)) + 1, 4)
-        grid = np.linspace(r_lo, r_hi, count)
-        rows = [model.pairs[key].energy_at(grid) for key in keys]
+        spacing = (r_hi - r_lo) / (count - 1)
+        grid = r_lo + spacing * np.arange(count)
+        folded = {key: 0.0 for key in keys}  # intermolecular ramps folded into the tables (fixed form)
         # intermolecular ramps (TabulatedModel.intermolecular), A(t1, t2) (1 − r/r_c) between beads
         # of different molecules, on every pair and taken back off the non-excluded pairs within
         # each molecule by a CustomBondForce (a per-pair molecule test in the nonbonded expression
@@ -220,19 +238,25 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
             ramp = f"+({INTERMOLECULAR_SCALE}*iramp(type1, type2)+{INTERMOLECULAR_ALL_PAIRS})*(1-r/{_num(model.cutoff_nm)})"
             correction = _intramolecular_ramp_correction(model, names, unique, ramps, bond_idx, periodic, adjustable=True)
         elif intermolecular:
-            for k, key in enumerate(keys):
-                A = model.intermolecular.get(key, 0.0)
-                rows[k] = rows[k] + A * (1.0 - grid / r_hi)
+            folded = {key: model.intermolecular.get(key, 0.0) for key in keys}
             correction = _intramolecular_ramp_correction(model, names, unique, ramps, bond_idx, periodic)
+
+        def energy(key):
+            table, A = model.pairs[key], folded[key]
+            return lambda r: table.energy_at(r) + A * np.clip(1.0 - r / r_hi, 0.0, None)
+
+        rows = [energy(key)(grid) for key in keys]
         if len(keys) == 1:
             force = openmm.CustomNonbondedForce("upair(r)" + ramp)
             force.addTabulatedFunction("upair", openmm.Continuous1DFunction(rows[0].tolist(), r_lo, r_hi))
         else:
-            force = openmm.CustomNonbondedForce("upair(r, pairtable(type1, type2))" + ramp)
-            values = np.stack(rows, axis=1).T.ravel()  # values[i + count*j] = U_j(r_i)
-            force.addTabulatedFunction("upair", openmm.Continuous2DFunction(count, len(keys), values.tolist(), r_lo, r_hi,
-                                                                            0.0, float(len(keys) - 1)))
-            force.addTabulatedFunction("pairtable", openmm.Discrete2DFunction(len(unique), len(unique), which.T.ravel().tolist()))
+            # the type pairs' tables end to end, each picked by its offset (a Continuous2DFunction
+            # over (r, table index) cost twice the step: a bicubic lookup per pair)
+            function, starts = _concatenated([(energy(key), r_lo, count) for key in keys], spacing)
+            offsets = np.vectorize(lambda k: starts[int(k)] - r_lo)(which)
+            force = openmm.CustomNonbondedForce("upair(r+pairstart(type1, type2))" + ramp)
+            force.addTabulatedFunction("upair", function)
+            force.addTabulatedFunction("pairstart", openmm.Discrete2DFunction(len(unique), len(unique), offsets.T.ravel().tolist()))
         force.setName("cg_tabulated_pairs")
         force.addPerParticleParameter("type")
         if adjustable_ramps:
