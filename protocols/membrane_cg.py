@@ -176,7 +176,7 @@ class Settings(YamlConfig):
 
 
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
-                 sample_interval=50, reference_timing_steps=300, cg_steps=8000, cg_npt_steps=8000,
+                 sample_interval=50, reference_timing_steps=300, cg_steps=6000, cg_npt_steps=8000,
                  cg_report_interval=50, bonded_refinements=1)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,

@@ -67,6 +67,8 @@ def test_two_coupled_channels_settle_together():
     assert pull["value"] == pytest.approx(1.3, abs=0.01) and push["value"] == pytest.approx(0.0, abs=0.01)
     with pytest.raises(ValueError, match="scale"):
         ControlChannel("push", lambda x, box, p: 0.0, 0.0, 1.0, 10.0)  # a target of 0 needs a scale
+    with pytest.raises(ValueError, match="start within"):
+        ControlChannel("push", lambda x, box, p: 0.0, 1.0, 1.0, 10.0, lower=0.5)  # an asymmetric range without 0
     with pytest.raises(ValueError, match="one channel per parameter"):
         control_ramps(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, channels[:1] * 2, temperature_K=300.0, steps=200,
                       timestep_ps=0.01, updates=10)

@@ -46,6 +46,13 @@ import openmm
 #: cost of some overshoot
 THICKNESS_SENSITIVITY = 0.05
 THICKNESS_CONTROL_TIME_PS = 30.0
+#: bounds of the two ramps (kJ/mol). The head–tail ramp stands in for the hydrophobic effect, a
+#: repulsion: a head–tail attraction of 4.5 kJ/mol, reached 60 ps into one run while the bilayer
+#: was 13 % thick in the early transient, pulled the heads into the core and the bilayer apart, so
+#: it may attract only weakly; two runs bounded at +3.5 sat at the bound 11–13 % thin, so it may
+#: repel up to 8. The all-pair ramp: ±2 (settled values −0.5 to 1.0)
+HEAD_TAIL_RANGE_KJ_MOL = (-1.5, 8.0)
+ALL_PAIR_LIMIT_KJ_MOL = 2.0
 #: the area channel of :func:`control_membrane`: its sensitivity, relative area at zero tension
 #: per kJ/mol of intermolecular all-pair ramp (an all-pair ramp of 1.4 kJ/mol moved the DMPC quick
 #: patch's area by 40 %; 0.58 against 0.90 kJ/mol gave −5 % against +3 %), its integral time and
@@ -94,7 +101,7 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
     intermolecular ramp at 1 kJ/mol and no other, so that
     :data:`~multiscale.openmm.tabulated.INTERMOLECULAR_SCALE` is ``A_ht`` in kJ/mol and
     :data:`~multiscale.openmm.tabulated.INTERMOLECULAR_ALL_PAIRS` is ``A_all``. ``updates`` (0:
-    one every ~30 steps, at most 1000) is how often both values are measured and the ramps set.
+    one every ~60 steps, at most 1000) is how often both values are measured and the ramps set.
     ``revise`` (see :func:`~multiscale.openmm.ramp_control.control_ramps`), every
     ``revise_every_ps`` in the first 60 % of the run (:data:`REVISE_UNTIL`): e.g. the bonded
     tables refined on the frames since its last call, so that the ramps and the bonded tables
@@ -117,11 +124,12 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
                          "(multiscale.openmm.assembly.MembraneBarostat, z_mode 'fixed')")
     channels = [
         ControlChannel(INTERMOLECULAR_SCALE, _thickness_measure(system.getNumParticles(), head_indices), target_nm,
-                       THICKNESS_SENSITIVITY, THICKNESS_CONTROL_TIME_PS),
+                       THICKNESS_SENSITIVITY, THICKNESS_CONTROL_TIME_PS, lower=HEAD_TAIL_RANGE_KJ_MOL[0],
+                       limit=HEAD_TAIL_RANGE_KJ_MOL[1]),
         ControlChannel(INTERMOLECULAR_ALL_PAIRS, _box_area, target_area_nm2, AREA_SENSITIVITY, AREA_CONTROL_TIME_PS,
-                       filter_ps=AREA_FILTER_PS, limit=10.0),
+                       filter_ps=AREA_FILTER_PS, limit=ALL_PAIR_LIMIT_KJ_MOL),
     ]
-    updates = updates or max(10, min(1000, steps // 30))
+    updates = updates or max(10, min(1000, steps // 60))
     revise_every = 0
     if revise is not None:
         if not revise_every_ps > 0:

@@ -47,7 +47,8 @@ class ControlChannel:
     """One controlled value: ``measure`` (see :data:`Measure`) driven to ``target`` by the global
     ``parameter``. ``scale``: the error's unit (default |target|: a relative error);
     ``sensitivity``: d(value/scale)/d(parameter), its sign says which way the parameter moves the
-    value; ``start``: the parameter's first value, ``limit``: its bound (±)."""
+    value; ``start``: the parameter's first value, ``limit``: its bound (±, or [``lower``,
+    ``limit``] when ``lower`` is given)."""
 
     parameter: str
     measure: Measure
@@ -58,6 +59,7 @@ class ControlChannel:
     filter_ps: Optional[float] = None
     start: float = 0.0
     limit: float = 20.0
+    lower: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not self.sensitivity:
@@ -70,8 +72,9 @@ class ControlChannel:
             raise ValueError(f"{self.parameter}: scale must be > 0, got {self.scale}")
         if not self.relaxation_ps > 0 or (self.filter_ps is not None and not self.filter_ps > 0):
             raise ValueError(f"{self.parameter}: relaxation_ps and filter_ps must be > 0")
-        if not self.limit > 0 or abs(self.start) > self.limit:
-            raise ValueError(f"{self.parameter}: need limit > 0 and |start| <= limit (got {self.limit}, {self.start})")
+        low = -self.limit if self.lower is None else self.lower
+        if not self.limit > 0 or not low <= self.start <= self.limit:
+            raise ValueError(f"{self.parameter}: need limit > 0 and start within [{low}, {self.limit}] (got {self.start})")
 
 
 def control_ramps(system: openmm.System, positions, box, channels: Sequence[ControlChannel], *, temperature_K: float,
@@ -135,11 +138,12 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
             f = error if f is None else f + (error - f) * min(dt / filter_ps, 1.0)
             filtered[name] = f
             proposal = c.start - (f + (integral[name] + f * dt) / c.relaxation_ps) / c.sensitivity
-            if abs(proposal) <= c.limit:
+            low = -c.limit if c.lower is None else c.lower
+            if low <= proposal <= c.limit:
                 integral[name] += f * dt
                 current[name] = proposal
             else:
-                current[name] = float(np.clip(proposal, -c.limit, c.limit))
+                current[name] = float(np.clip(proposal, low, c.limit))
             context.setParameter(name, current[name])
         if revise is not None:
             since_x.append(x)
