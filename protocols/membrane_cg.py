@@ -391,23 +391,16 @@ def main(argv=None) -> int:
         run at the reference's area: what the pair tables do to the intramolecular distributions.
         Saved as DIR/``name`` (a stage output)."""
         from multiscale.cg.analysis import bonded_values
-        from multiscale.cg.tabulated import refine_bonded
-        from multiscale.openmm.short_runs import sample_run
+        from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
 
         def work() -> dict:
-            current = model
-            for k in range(rounds):
-                system = build_cg_system(mapping, None, tabulated=current, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0]
-                xyz, cells = sample_run(system, cg_pos[start], boxes[start], temperature_K=temperature, steps=s.refinement_steps,
-                                        timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
-                                        seed=seed + k, frames=40)
-                traj = mdtraj.Trajectory(xyz[10:], mapping.mdtraj_topology())
-                traj.unitcell_vectors = cells[10:]
-                current = refine_bonded(current, reference_bonded, bonded_values(traj, types=mapping.bead_types),
-                                        temperature_K=temperature)
-                say(f"bonded refinement ({name}) {k + 1}/{rounds}: largest ΔU "
-                    f"{max(current.fit['bonded_refinements']['max_abs_delta_u_kj_mol'].values(), default=0.0):.2f} kJ/mol")
-            current.save(out / name)
+            refined_model = refine_bonded_in_runs(
+                model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
+                mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start], boxes[start],
+                bonded_values(ref_traj, types=mapping.bead_types), rounds=rounds, temperature_K=temperature,
+                steps=s.refinement_steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
+                seed=seed, log=lambda line: say(f"{line} ({name})"))
+            refined_model.save(out / name)
             return {"rounds": rounds}
 
         return work

@@ -130,6 +130,11 @@ class Settings(YamlConfig):
     # A (1 - r/r_c) so that the NPT density is the reference's (secant method); 0: off
     density_iterations: int = 0
     density_iteration_steps: int = 2000
+    # tabulated family: rounds of iterative Boltzmann refinement of the bond and angle tables and
+    # the bending-torsion coefficients, each measured in an NVT run of bonded_refinement_steps at
+    # the reference density (after any density matching); 0: off
+    bonded_refinements: int = 0
+    bonded_refinement_steps: int = 3000
 
     def __post_init__(self) -> None:
         # field types are checked by YamlConfig first ("20fs" for a float is refused there); the
@@ -144,7 +149,7 @@ class Settings(YamlConfig):
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"polymer_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         for name in ("cg_inner_steps", "reference_timing_steps", "tabulated_pair_spacing_nm", "reference_timestep_ps",
-                     "density_iteration_steps"):
+                     "density_iteration_steps", "bonded_refinement_steps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"polymer_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         if self.model_family == "tabulated" and self.pressure_correction:
@@ -153,9 +158,11 @@ class Settings(YamlConfig):
         if self.reference_timestep_ps > 0.01:
             raise ValueError(f"reference_timestep_ps={self.reference_timestep_ps} ps is too long for the atomistic reference; "
                              "time steps are in ps (5 fs = 0.005)")
-        if self.density_iterations and self.model_family != "tabulated":
-            raise ValueError("density_iterations applies to model_family tabulated (the network family has pressure_correction)")
-        for name in ("equilibration_steps", "lmax", "cg_npt_steps", "cg_max_restarts", "density_iterations"):
+        for name in ("density_iterations", "bonded_refinements"):
+            if getattr(self, name) and self.model_family != "tabulated":
+                raise ValueError(f"{name} applies to model_family tabulated (set it to 0 for the network family)")
+        for name in ("equilibration_steps", "lmax", "cg_npt_steps", "cg_max_restarts", "density_iterations",
+                     "bonded_refinements"):
             if getattr(self, name) < 0:
                 raise ValueError(f"polymer_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.prior_bond_fit not in BOND_FITS:
@@ -451,6 +458,27 @@ def main(argv=None) -> int:
         tabulated = tabulated.with_pair_ramp(matched["A_kj_mol"])
         say(f"density matching: pair ramp A = {matched['A_kj_mol']:.3f} kJ/mol")
 
+    ref = mapping.mapped_trajectory(rec["positions"], boxes)  # the mapped reference, same bead order as the CG runs
+    if tabulated is not None and s.bonded_refinements > 0:
+        # 5e. iterative Boltzmann refinement of the bonded terms in NVT runs at the reference
+        # density: force matching fits mean forces, not the bond, angle and torsion distributions
+        from multiscale.cg.analysis import bonded_values
+        from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
+
+        def refine() -> dict:
+            refined = refine_bonded_in_runs(
+                tabulated, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start],
+                                                     nonbonded_cutoff_nm=s.prior_cutoff_nm)[0],
+                mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start], boxes[start],
+                bonded_values(ref, types=mapping.bead_types), rounds=s.bonded_refinements, temperature_K=s.temperature_K,
+                steps=s.bonded_refinement_steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
+                platform=args.platform, seed=args.seed + 500, dihedrals=True, log=say)
+            refined.save(out / "tabulated_refined.json")
+            return refined.fit["bonded_refinements"]
+
+        stages.run("bonded_refinement", refine)
+        tabulated = TabulatedModel.load(out / "tabulated_refined.json")
+
     def cg_system(barostat=None):
         system, topology = build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
                                            nonbonded_cutoff_nm=s.prior_cutoff_nm, pressure_correction=correction,
@@ -498,7 +526,6 @@ def main(argv=None) -> int:
             say(f"CG NPT density run failed ({error}); the report keeps the NVT density")
 
     # 7. mapped reference trajectory in the same bead order, and the validation report
-    ref = mapping.mapped_trajectory(rec["positions"], boxes)
     ref[0].save_pdb(str(out / "reference_cg.pdb"))
     ref.save_dcd(str(out / "reference_cg.dcd"))
     cg = mdtraj.load_dcd(str(out / "cg.dcd"), top=str(out / "cg.pdb"))

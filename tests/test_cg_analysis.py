@@ -336,6 +336,7 @@ def test_validation_report_identical_and_perturbed(tmp_path):
         assert block["relative_difference_percent"] == 0.0
         assert len(block["ref"]["per_chain_mean"]) == 6 and block["ref"]["sem"] is not None
         assert block["ref"]["mean"] == pytest.approx(block["cg"]["mean"])
+        assert block["jsd"] == 0.0  # identical distributions
     assert report["density"]["relative_difference_percent"] == 0.0
     assert report["density"]["reference"] == report["density"]["cg"] == pytest.approx(
         (12 * 15.035 + 36 * 14.027) / 27.0 * cga.AMU_PER_NM3_TO_G_PER_CM3)
@@ -349,6 +350,8 @@ def test_validation_report_identical_and_perturbed(tmp_path):
     scaled = cga.validation_report(ref, cg, masses, out_dir=tmp_path / "scaled", rdf_bins=30)
     assert scaled["radius_of_gyration"]["relative_difference_percent"] == pytest.approx(10.0, abs=1e-3)
     assert scaled["end_to_end"]["relative_difference_percent"] == pytest.approx(10.0, abs=1e-3)
+    assert scaled["radius_of_gyration"]["jsd"] > 0.05 and scaled["end_to_end"]["jsd"] > 0.05
+    assert "distribution JSD" in (tmp_path / "scaled" / "report.md").read_text()
     assert scaled["density"]["relative_difference_percent"] == pytest.approx(100 * (1 / 1.331 - 1), abs=1e-3)
     assert scaled["bonded"]["per_kind"]["bond"] > 0.5
     assert scaled["speedup"] is None

@@ -381,3 +381,27 @@ def test_iterative_boltzmann_refinement_moves_the_table_towards_the_reference():
     np.testing.assert_allclose(same.bonds[("M", "M")].force, bond.force)
     with pytest.raises(ValueError, match="damping"):
         refine_bonded(model, ref, cg, temperature_K=T, damping=2.0)
+
+
+def test_iterative_boltzmann_refinement_of_bending_torsions():
+    """A reference whose torsions follow U = w·c·cos φ (w = sin³θ₁ sin³θ₂ at its fixed bead
+    angles) and a CG run that samples φ uniformly: one refinement gives the bending–torsion term
+    a₁ = c and leaves the other orders near 0; without ``dihedrals`` it is left alone."""
+    from multiscale.cg.tabulated import refine_bonded
+
+    theta, c = 2.0, 2.0
+    w = np.sin(theta) ** 6
+    key = ("E", "M", "M", "E")
+    model = TabulatedModel({}, {}, {}, {key: np.zeros(5)}, "1-3", 1.0, T, {})
+    rng = np.random.default_rng(1)
+    phi = rng.uniform(-np.pi, np.pi, 400_000)
+    ref_phi = phi[rng.uniform(0, 1, phi.size) < np.exp(-w * c * (np.cos(phi) + 1) / kT(T))]
+    angles = {("E", "M", "M"): np.full(1000, theta)}
+    ref = {"dihedral": {key: ref_phi}, "angle": angles}
+    cg = {"dihedral": {key: rng.uniform(-np.pi, np.pi, ref_phi.size)}, "angle": angles}
+    refined = refine_bonded(model, ref, cg, temperature_K=T, dihedrals=True)
+    a = refined.dihedrals[key]
+    assert a[1] == pytest.approx(c, rel=0.1)
+    assert np.all(np.abs(a[2:]) < 0.1 * c) and a[0] == 0.0
+    assert refined.fit["bonded_refinements"]["max_abs_delta_u_kj_mol"]["dihedral-E-M-M-E"] == pytest.approx(w * c, rel=0.15)
+    np.testing.assert_array_equal(refine_bonded(model, ref, cg, temperature_K=T).dihedrals[key], np.zeros(5))

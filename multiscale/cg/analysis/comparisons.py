@@ -12,6 +12,7 @@ import numpy as np
 from multiscale.cg.analysis.beads import _chain_indices, check_same_topology
 from multiscale.cg.analysis.bonded import BONDED_KINDS, _bins_for, _compare_bonded_values, bonded_values
 from multiscale.cg.analysis.density import density
+from multiscale.cg.analysis.divergence import jensen_shannon
 from multiscale.cg.analysis.end_to_end import end_to_end_distance
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
 from multiscale.cg.analysis.plots import _plot_bonded, _plot_chains, _plot_rdfs
@@ -97,10 +98,13 @@ class RDFComparison(Observable):
 class ChainSizeComparison(Observable):
     """Radius of gyration and end-to-end distance (nm) of the chains of ≥ 2 beads (the topology
     chains listed in the report's ``system.polymer_chains``), with block SEMs and relative
-    differences. Report keys ``radius_of_gyration`` and ``end_to_end`` (None without such chains);
-    plot ``chains.png``."""
+    differences, and the Jensen–Shannon divergence of their distributions (``jsd``: a mean can be
+    right while the shape is wrong, e.g. a missing compact population). Report keys
+    ``radius_of_gyration`` and ``end_to_end`` (None without such chains); plot ``chains.png``."""
 
     title = "Chains"
+    #: histogram bins of the per-chain values for the ``jsd``
+    DISTRIBUTION_BINS = 40
 
     def compare(self, ref: md.Trajectory, cg: md.Trajectory, context: ReportContext) -> Comparison:
         chains = [c for c, idx in enumerate(_chain_indices(ref.topology)) if idx.size >= 2]
@@ -110,17 +114,24 @@ class ChainSizeComparison(Observable):
               radius_of_gyration_per_chain(cg, context.masses, types=context.types)[:, chains])
         ee = (end_to_end_distance(ref)[:, chains], end_to_end_distance(cg)[:, chains])
         return Comparison(
-            entries={"radius_of_gyration": _compare_series(*rg, context.sem_blocks),
-                     "end_to_end": _compare_series(*ee, context.sem_blocks)},
+            entries={"radius_of_gyration": {**_compare_series(*rg, context.sem_blocks), "jsd": self._jsd(*rg)},
+                     "end_to_end": {**_compare_series(*ee, context.sem_blocks), "jsd": self._jsd(*ee)}},
             plots={"chains.png": _plot_chains({"radius of gyration": rg, "end-to-end distance": ee})},
         )
+
+    def _jsd(self, ref_values: np.ndarray, cg_values: np.ndarray) -> float:
+        """JSD of the pooled per-chain values on common bins spanning both."""
+        pooled = np.concatenate([np.ravel(ref_values), np.ravel(cg_values)])
+        edges = np.linspace(pooled.min(), pooled.max(), self.DISTRIBUTION_BINS + 1)
+        return jensen_shannon(np.histogram(ref_values, edges)[0], np.histogram(cg_values, edges)[0])
 
     def table_rows(self, report: Dict[str, Any]) -> List[str]:
         rows = []
         for key, label in (("radius_of_gyration", "Rg (nm)"), ("end_to_end", "end-to-end distance (nm)")):
             block = report.get(key)
             if block is not None:
-                rows.append(f"| {label} | {_pm(block['ref'])} | {_pm(block['cg'])} | {_relative_cell(block)} |")
+                shape = f" (distribution JSD {block['jsd']:.3f})" if "jsd" in block else ""
+                rows.append(f"| {label} | {_pm(block['ref'])} | {_pm(block['cg'])} | {_relative_cell(block)}{shape} |")
         return rows
 
 

@@ -6,7 +6,8 @@ optional virial (pressure) constraint. The OpenMM forces that run them natively 
 * :class:`TabulatedConfig` — options (YAML section ``tabulated``);
 * :func:`fit_tabulated` — the fit; returns a :class:`TabulatedModel` (JSON: ``save``/``load``);
 * :class:`Table` — one g(q) = −dU/dq table with its walls; :func:`dihedral_energy`; :func:`plot_tables`;
-* :func:`refine_bonded` — iterative Boltzmann refinement of the bond and angle tables after a CG run.
+* :func:`refine_bonded` — iterative Boltzmann refinement of the bond and angle tables (and the
+  bending–torsion coefficients) after a CG run.
 """
 
 from multiscale.cg.tabulated.basis import HatBasis

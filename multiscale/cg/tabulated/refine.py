@@ -4,6 +4,11 @@ model samples a value too often its energy rises there. The Jacobians (r², sin 
 ratio. It corrects what the non-bonded tables (and the ramps added after the fit) do to the
 intramolecular distributions, which the Boltzmann-inverted or force-matched tables ignore.
 
+Optionally the combined bending–torsion terms too: their energy is sin³θ₁ sin³θ₂ Σ aₙ cos nφ, so
+the torsional ΔU(φ) (periodic densities) is projected on cos nφ and divided by the reference's
+mean bending weight ⟨sin³θ₁⟩⟨sin³θ₂⟩ (the two angles taken as independent): an approximate
+Newton step that the next round corrects.
+
 Units: nm, rad, kJ/mol, K.
 """
 
@@ -14,20 +19,23 @@ from typing import Dict, Mapping
 
 import numpy as np
 
-from multiscale.cg.priors.records import TypeKey
+from multiscale.cg.priors.records import TypeKey, canonical_key
 from multiscale.cg.tabulated.kernel_density import kernel_density
 from multiscale.cg.tabulated.tables import TabulatedModel
 from multiscale.units import kT
 
 #: where either density is below this fraction of its peak, ΔU is not trusted and left at 0
 MIN_RELATIVE_DENSITY = 0.02
+#: points of the periodic grid on which torsional densities are compared (5°)
+DIHEDRAL_GRID_POINTS = 72
 
 
 def refine_bonded(model: TabulatedModel, reference: Mapping[str, Mapping[TypeKey, np.ndarray]],
                   cg: Mapping[str, Mapping[TypeKey, np.ndarray]], *, temperature_K: float,
-                  damping: float = 1.0) -> TabulatedModel:
-    """A copy of ``model`` whose bond and angle tables carry ``damping`` × the refinement above.
-    ``reference`` and ``cg``: sampled values per kind ("bond", "angle") and type tuple, as
+                  damping: float = 1.0, dihedrals: bool = False) -> TabulatedModel:
+    """A copy of ``model`` whose bond and angle tables (and bending–torsion coefficients, with
+    ``dihedrals``) carry ``damping`` × the refinement above.
+    ``reference`` and ``cg``: sampled values per kind ("bond", "angle", "dihedral") and type tuple, as
     :func:`multiscale.cg.analysis.bonded_values` returns them. ``fit["bonded_refinements"]``
     counts the refinements and records each table's JSD-like change."""
     if not 0.0 < damping <= 1.0:
@@ -58,6 +66,42 @@ def refine_bonded(model: TabulatedModel, reference: Mapping[str, Mapping[TypeKey
             delta_g[~trusted] = 0.0
             table.force = table.force + damping * delta_g
             shifts["-".join((kind,) + tuple(key))] = float(np.max(np.abs(delta_u[trusted])))
+    if dihedrals:
+        for key, coefficients in out.dihedrals.items():
+            delta = _torsion_shift(key, reference, cg, temperature_K)
+            if delta is not None:
+                change, largest = delta
+                out.dihedrals[key] = np.asarray(coefficients, dtype=np.float64) + damping * change[:len(coefficients)]
+                shifts["-".join(("dihedral",) + tuple(key))] = largest
     done = int(out.fit.get("bonded_refinements", {}).get("count", 0)) + 1
     out.fit = {**out.fit, "bonded_refinements": {"count": done, "max_abs_delta_u_kj_mol": shifts}}
     return out
+
+
+def _torsion_shift(key: TypeKey, reference, cg, temperature_K: float):
+    """(Δaₙ for n = 0…, largest |ΔU(φ)| kJ/mol) of one bending–torsion type, or None without
+    samples. Δa₀ is 0 (a constant)."""
+    ref_values = reference.get("dihedral", {}).get(key)
+    cg_values = cg.get("dihedral", {}).get(key)
+    if ref_values is None or cg_values is None or len(ref_values) == 0 or len(cg_values) == 0:
+        return None
+    phi = np.linspace(-np.pi, np.pi, DIHEDRAL_GRID_POINTS, endpoint=False)
+    spacing = 2 * np.pi / DIHEDRAL_GRID_POINTS
+
+    def periodic_density(values):
+        values = np.asarray(values, dtype=np.float64).ravel()
+        return kernel_density(phi, np.concatenate([values - 2 * np.pi, values, values + 2 * np.pi]), spacing)
+
+    p_ref, p_cg = periodic_density(ref_values), periodic_density(cg_values)
+    delta_u = kT(temperature_K) * np.log(np.maximum(p_cg, MIN_RELATIVE_DENSITY * p_cg.max())
+                                         / np.maximum(p_ref, MIN_RELATIVE_DENSITY * p_ref.max()))
+    delta_u -= delta_u.mean()
+    weight = 1.0
+    for angle in (key[:3], key[1:]):
+        theta = reference.get("angle", {}).get(canonical_key(angle))
+        if theta is not None and len(theta):
+            weight *= float(np.mean(np.sin(np.asarray(theta)) ** 3))
+    weight = max(weight, 0.05)  # a term that nearly vanishes is not pushed without bound
+    orders = np.arange(DIHEDRAL_GRID_POINTS // 2)
+    change = np.array([0.0] + [2.0 * np.mean(delta_u * np.cos(n * phi)) / weight for n in orders[1:]])
+    return change, float(np.max(np.abs(delta_u)))
