@@ -171,7 +171,7 @@ def test_tabulated_family_job(job, tmp_path):
     assert report["speedup"] == pytest.approx(report["extra"]["cg"]["simulated_ps_per_wall_second"] / speed["ps_per_wall_second"])
     fit = report["extra"]["tabulated_fit"]
     assert fit["pressure_bar"] == pytest.approx(1.0, abs=1e-6) and fit["relative_force_residual_held_out"] < 1.0
-    # two rounds of bonded refinement after the density matching, torsions included
+    # two rounds of bonded refinement (before the density matching), torsions included
     assert fit["bonded_refinements"]["count"] == 2 and (run_dir / "tabulated_refined.json").is_file()
     assert any(k.startswith("dihedral-") for k in fit["bonded_refinements"]["max_abs_delta_u_kj_mol"])
     assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == 2

@@ -405,3 +405,25 @@ def test_iterative_boltzmann_refinement_of_bending_torsions():
     assert np.all(np.abs(a[2:]) < 0.1 * c) and a[0] == 0.0
     assert refined.fit["bonded_refinements"]["max_abs_delta_u_kj_mol"]["dihedral-E-M-M-E"] == pytest.approx(w * c, rel=0.15)
     np.testing.assert_array_equal(refine_bonded(model, ref, cg, temperature_K=T).dihedrals[key], np.zeros(5))
+
+
+def test_force_matched_bonded_edges_are_made_restoring():
+    """A fitted bond table whose thinly sampled inner edge came out attractive (the least-squares
+    coefficient of a knot with a handful of samples): that knot's force is set to 0, so the wall
+    below the table starts repulsive and no spurious well forms; well-sampled knots keep their
+    fitted force, and a restoring edge is left alone."""
+    from multiscale.cg.tabulated.fit import _restoring_edges
+
+    from multiscale.cg.tabulated import Table
+
+    knots = np.arange(0.25, 0.5501, 0.01)
+    force = -KB * (knots - R0)  # restoring around R0
+    force[0], force[-1] = -800.0, 700.0  # the noisy edge knots, pointing the wrong way
+    values = np.random.default_rng(0).normal(R0, 0.03, 20_000)
+    g, clamped = _restoring_edges(knots, force, values)
+    assert clamped == 2 and g[0] == 0.0 and g[-1] == 0.0
+    np.testing.assert_array_equal(g[1:-1], force[1:-1])
+    table = Table("bond", knots, g, 1e4)
+    below = np.linspace(0.10, 0.25, 16)
+    assert np.all(np.diff(table.energy_at(below)) < 0)  # the wall below the table repels all the way
+    assert _restoring_edges(knots, -KB * (knots - R0), values)[1] == 0

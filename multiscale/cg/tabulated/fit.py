@@ -153,6 +153,31 @@ def _ranges(problem: _Problem, x, boxes, config: TabulatedConfig, unique, codes)
 _BI_MIN_DENSITY = 2e-3
 
 
+#: a force-matched bonded table's knots where the sampled density is below this fraction of its
+#: peak are edge knots, fitted on a handful of values (see :func:`_restoring_edges`)
+EDGE_MIN_DENSITY = 0.02
+
+
+def _restoring_edges(knots: np.ndarray, force: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, int]:
+    """The fitted g(q) = −dU/dq of a bond or angle table with its thinly sampled edges made
+    restoring: below the sampled distribution's peak g ≥ 0, above it g ≤ 0, on the edge knots
+    only (density < :data:`EDGE_MIN_DENSITY` of the peak), and the count of knots changed.
+
+    Why: the least-squares coefficient of an edge knot rests on a few samples and can come out
+    with either sign; the wall beyond the table starts from it (g = c₀ + wall (start − q)), so an
+    attractive c₀ = −840 kJ mol⁻¹ nm⁻¹ at a polyethylene end bond's inner edge (0.305 nm) made a
+    spurious well at 0.22 nm, 10 kJ/mol deep, into which CG bonds fell after ~10⁴ steps."""
+    g = np.array(force, dtype=np.float64)
+    if values.size == 0:
+        return g, 0
+    density = kernel_density(knots, values, float(np.min(np.diff(knots))))
+    peak = knots[int(np.argmax(density))]
+    edge = density < EDGE_MIN_DENSITY * density.max()
+    low, high = edge & (knots < peak) & (g < 0), edge & (knots > peak) & (g > 0)
+    g[low | high] = 0.0
+    return g, int(np.count_nonzero(low | high))
+
+
 def _boltzmann_table(kind: str, samples: np.ndarray, spacing: float, temperature_K: float, wall: float) -> Table:
     """g(q) = −dU/dq of U(q) = −kBT ln[P(q)/J(q)] (J = q² for bonds, sin q for angles), P a
     Gaussian kernel density estimate on knots every ``spacing``, kept where P is above
@@ -416,10 +441,11 @@ def fit_tabulated(
             code = [k for k, v in pair_key_of.items() if v == blk.key][0]
             pairs[blk.key] = Table("pair", blk.basis.knots, np.concatenate([c, [0.0]]), beta_wall,
                                    samples=pair_counts.get(code, 0))
-        elif blk.kind == "bond":
-            bonds_t[blk.key] = Table("bond", blk.basis.knots, c, beta_wall)
-        elif blk.kind == "angle":
-            angles_t[blk.key] = Table("angle", blk.basis.knots, c, beta_wall)
+        elif blk.kind in ("bond", "angle"):
+            g, clamped = _restoring_edges(blk.basis.knots, c, samples.get((blk.kind, blk.key), np.zeros(0)))
+            (bonds_t if blk.kind == "bond" else angles_t)[blk.key] = Table(blk.kind, blk.basis.knots, g, beta_wall)
+            if clamped:
+                fit_info.setdefault("edge_knots_clamped", {})["-".join((blk.kind,) + tuple(blk.key))] = clamped
         else:
             dih[blk.key] = np.asarray(c, dtype=float)
     # Type pairs the reference never brought within the cutoff (the chain ends of one leaflet and
