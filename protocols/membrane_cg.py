@@ -390,14 +390,13 @@ def main(argv=None) -> int:
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area: what the pair tables do to the intramolecular distributions.
         Saved as DIR/``name`` (a stage output)."""
-        from multiscale.cg.analysis import bonded_values
         from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
 
         def work() -> dict:
             refined_model = refine_bonded_in_runs(
                 model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
                 mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start], boxes[start],
-                bonded_values(ref_traj, types=mapping.bead_types), rounds=rounds, temperature_K=temperature,
+                reference_bonded, rounds=rounds, temperature_K=temperature,
                 steps=s.refinement_steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
                 seed=seed, log=lambda line: say(f"{line} ({name})"))
             refined_model.save(out / name)
