@@ -23,17 +23,18 @@ CONFIG = """polymer_cg:
   chain_length: 24
   fine_cutoff_nm: 0.9
   equilibration_steps: 1000
-  sample_frames: 120
-  sample_interval: 100
+  sample_frames: 100
+  sample_interval: 50
   train_max_time_s: 60
-  train_epochs: 8
+  train_epochs: 4
   model_cutoff_nm: 0.6
   channels: 4
   prior_cutoff_nm: 0.9
   cg_timestep_ps: 0.01
-  cg_steps: 2400
+  cg_steps: 1200
   cg_report_interval: 20
   cg_npt_steps: 0
+  reference_timing_steps: 300
 """
 
 
@@ -80,22 +81,22 @@ def test_kill_minus_9_in_each_long_stage_then_rerun(tmp_path):
 
     # 3. during the CG MD: a CG checkpoint exists, the run is not finished
     proc = start(config, out)
-    kill_when(proc, lambda: 0 < cg_steps_done(out) < 2400, "the CG MD")
-    assert (out / "model" / "DONE").exists() and cg_steps_done(out) < 2400
+    kill_when(proc, lambda: 0 < cg_steps_done(out) < 1200, "the CG MD")
+    assert (out / "model" / "DONE").exists() and cg_steps_done(out) < 1200
 
     # 4. the re-run completes every stage
     result = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--config", str(config), "--out", str(out), "--no-progress"],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert cg_steps_done(out) == 2400
+    assert cg_steps_done(out) == 1200
     report = json.loads((out / "report.json").read_text())
     assert report["speedup"] > 0
     # the CG trajectory: exactly one frame per report interval, none missing, none duplicated
     cg = mdtraj.load_dcd(str(out / "cg.dcd"), top=str(out / "cg.pdb"))
-    assert cg.n_frames == 2400 // 20
+    assert cg.n_frames == 1200 // 20
     steps = np.linalg.norm(np.diff(cg.xyz, axis=0).reshape(cg.n_frames - 1, -1), axis=1)
     assert np.all(steps > 0) and np.all(np.isfinite(cg.xyz))
     # the fine recording after the interrupted sampling was redone whole
     ref = mdtraj.load_dcd(str(out / "reference_cg.dcd"), top=str(out / "reference_cg.pdb"))
-    assert ref.n_frames == 120
+    assert ref.n_frames == 100
     assert np.all(np.linalg.norm(np.diff(ref.xyz, axis=0).reshape(ref.n_frames - 1, -1), axis=1) > 0)
