@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +85,24 @@ def check_openmm_forces_by_finite_differences(system, positions, atoms_and_axes,
             values.append(context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(kj))
         fd = -(values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * h)
         assert forces[atom, axis] == pytest.approx(fd, rel=rel, abs=abs_tol)
+
+
+def run_script_here(script, *args) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` without a new interpreter: the protocol script's ``main`` through the
+    same ``run_main`` its ``__main__`` block calls, in this process, stdout and stderr captured (an
+    exception that escapes run_main, i.e. a traceback, fails the calling test). For refusals that
+    happen before any work, where a subprocess spends ~4 s importing torch and OpenMM; each
+    script keeps at least one test through its real command line."""
+    from multiscale.cli import run_main
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module = importlib.import_module(f"protocols.{Path(script).stem}")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_main(module.main, [str(a) for a in args], prog=Path(script).name)
+        except SystemExit as stop:  # argparse's own refusals print their error line, then exit 2
+            code = stop.code
+    return subprocess.CompletedProcess([str(script), *map(str, args)], code, out.getvalue(), err.getvalue())

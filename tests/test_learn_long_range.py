@@ -73,11 +73,16 @@ def test_protocol_runs_end_to_end_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "learn_long_range.json").read_text())["summary"] == report["summary"]
     # other settings into the same folder are refused, before any work
-    refused = run("--out", tmp_path / "run", *tiny[:-3], "--seeds", 1, "--no-progress")
+    from conftest import run_script_here  # a refusal before any work: no new interpreter needed
+
+    refused = run_script_here(REPO / "protocols" / "learn_long_range.py", "--out", tmp_path / "run", *tiny[:-3], "--seeds", 1,
+                              "--no-progress")
     assert refused.returncode == 2 and "other settings" in refused.stderr.strip().splitlines()[-1]
 
 
 def test_protocol_bad_input_is_one_error_line():
-    bad = run("--out", "/tmp/never-used", "--per-kind", 0)
+    from conftest import run_script_here  # refused by argparse: no new interpreter needed
+
+    bad = run_script_here(REPO / "protocols" / "learn_long_range.py", "--out", "/tmp/never-used", "--per-kind", 0)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "error:" in bad.stderr.strip().splitlines()[-1] and "--per-kind" in bad.stderr

@@ -122,7 +122,9 @@ def test_a_finished_job_resumes_without_redoing_work(job):
     (["--platform", "NoSuchPlatform"], "platform"),
 ])
 def test_bad_arguments_end_with_an_error_line(tmp_path, args, message):
-    result = run("--quick", "--out", tmp_path / "o", *args)
+    from conftest import run_script_here
+
+    result = run_script_here(SCRIPT, "--quick", "--out", tmp_path / "o", *args)
     assert result.returncode == 2
     assert "error:" in result.stderr.strip().splitlines()[-1] and message in result.stderr
     assert "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conftest import random_configuration  # noqa: E402
+from conftest import random_configuration, run_script_here as run_here  # noqa: E402
 from multiscale.data import write_extxyz  # noqa: E402
 from multiscale.data.configuration import Configuration  # noqa: E402
 
@@ -65,21 +65,21 @@ def test_empty_yaml_section(data, tmp_path):
     _, water, _ = data
     config = tmp_path / "job.yaml"
     config.write_text("model:\ntrainer:\n  epochs: 3\n")
-    assert_error_line(run(TRAIN, "--train", water, "--out", tmp_path / "o", "--config", config), "section model: is empty")
+    assert_error_line(run_here(TRAIN, "--train", water, "--out", tmp_path / "o", "--config", config), "section model: is empty")
 
 
 def test_wrongly_typed_yaml_value(data, tmp_path):
     _, water, _ = data
     config = tmp_path / "job.yaml"
     config.write_text("model:\n  cutoff: 0.5nm\n")
-    assert_error_line(run(TRAIN, "--train", water, "--out", tmp_path / "o", "--config", config), "cutoff must be a number")
+    assert_error_line(run_here(TRAIN, "--train", water, "--out", tmp_path / "o", "--config", config), "cutoff must be a number")
 
 
 def test_out_is_an_existing_file(data, tmp_path):
     _, water, _ = data
     target = tmp_path / "afile"
     target.write_text("keep me\n")
-    assert_error_line(run(TRAIN, "--train", water, "--out", target), "--out", "is a file")
+    assert_error_line(run_here(TRAIN, "--train", water, "--out", target), "--out", "is a file")
     assert target.read_text() == "keep me\n"
 
 
@@ -87,7 +87,7 @@ def test_out_is_an_existing_file(data, tmp_path):
                                                   ("--lr", "fast", "--lr"), ("--cutoff", 5, "not Å")])
 def test_impossible_numbers(data, tmp_path, flag, value, fragment):
     _, water, _ = data
-    assert_error_line(run(TRAIN, "--train", water, "--out", tmp_path / "o", flag, value), fragment)
+    assert_error_line(run_here(TRAIN, "--train", water, "--out", tmp_path / "o", flag, value), fragment)
     assert not (tmp_path / "o").exists()  # refused before the output folder was made
 
 
@@ -110,7 +110,7 @@ def test_resume_with_other_model_size_or_elements(data, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the message for a machine without CUDA")
 def test_cuda_device_without_cuda(data, tmp_path):
     _, water, _ = data
-    assert_error_line(run(TRAIN, "--train", water, "--out", tmp_path / "o", "--device", "cuda"), "CUDA")
+    assert_error_line(run_here(TRAIN, "--train", water, "--out", tmp_path / "o", "--device", "cuda"), "CUDA")
 
 
 # ------------------------------------------------------------------------------------ polymer_cg
@@ -125,7 +125,7 @@ def test_polymer_setting_with_a_unit_is_refused_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("steps", [-100, 0])
 def test_polymer_cg_steps_must_be_positive(tmp_path, steps):
-    assert_error_line(run(POLYMER, "--quick", "--out", tmp_path / "o", "--cg-steps", steps), "--cg-steps", ">= 1")
+    assert_error_line(run_here(POLYMER, "--quick", "--out", tmp_path / "o", "--cg-steps", steps), "--cg-steps", ">= 1")
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -140,14 +140,14 @@ def test_polymer_cg_steps_must_be_positive(tmp_path, steps):
 def test_polymer_config_errors(tmp_path, text, fragment):
     config = tmp_path / "c.yaml"
     config.write_text(text)
-    assert_error_line(run(POLYMER, "--quick", "--config", config, "--out", tmp_path / "o"), fragment)
+    assert_error_line(run_here(POLYMER, "--quick", "--config", config, "--out", tmp_path / "o"), fragment)
 
 
 def test_polymer_truncated_settings_json(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "settings.json").write_text('{"quick": true, "num_ch')
-    assert_error_line(run(POLYMER, "--quick", "--out", out, "--seed", 0), "settings.json is damaged")
+    assert_error_line(run_here(POLYMER, "--quick", "--out", out, "--seed", 0), "settings.json is damaged")
 
 
 @pytest.mark.parametrize("flag, value", [("--seed", -1), ("--out", None)])
@@ -155,13 +155,13 @@ def test_polymer_seed_and_out(tmp_path, flag, value):
     target = tmp_path / "afile"
     target.write_text("x")
     args = ["--quick", "--out", target] if value is None else ["--quick", "--out", tmp_path / "o", flag, value]
-    assert_error_line(run(POLYMER, *args), flag)
+    assert_error_line(run_here(POLYMER, *args), flag)
 
 
 @pytest.mark.skipif("CUDA" in [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())],
                     reason="asserts the message for a machine without OpenMM's CUDA platform")
 def test_polymer_cuda_platform_says_how_to_install_it(tmp_path):
-    assert_error_line(run(POLYMER, "--quick", "--out", tmp_path / "o", "--platform", "CUDA"), "pip install -e \".[cuda12]\"")
+    assert_error_line(run_here(POLYMER, "--quick", "--out", tmp_path / "o", "--platform", "CUDA"), "pip install -e \".[cuda12]\"")
 
 
 # ------------------------------------------------------------------------------------ hybrid_md
@@ -180,7 +180,7 @@ def test_hybrid_md_refuses_a_model_without_the_dipeptide_types(tmp_path):
     from multiscale.models import save_model
 
     save_model(make_model(types=["H", "O"]), tmp_path / "water.ckpt")
-    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--model", tmp_path / "water.ckpt"),
+    assert_error_line(run_here(HYBRID, "--quick", "--out", tmp_path / "run", "--model", tmp_path / "water.ckpt"),
                       "needs C, H, N, O", "missing ['C', 'N']")
 
 
@@ -189,17 +189,17 @@ def test_hybrid_md_electrostatic_embedding_needs_charges(tmp_path):
     from multiscale.models import save_model
 
     save_model(make_model(types=["C", "H", "N", "O"]), tmp_path / "short.ckpt")
-    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--model", tmp_path / "short.ckpt",
+    assert_error_line(run_here(HYBRID, "--quick", "--out", tmp_path / "run", "--model", tmp_path / "short.ckpt",
                           "--embedding", "electrostatic"), "family hybrid", "--embedding mechanical")
 
 
 @pytest.mark.skipif("CUDA" in [openmm.Platform.getPlatform(k).getName() for k in range(openmm.Platform.getNumPlatforms())],
                     reason="this machine has OpenMM's CUDA platform")
 def test_hybrid_md_cuda_platform_without_cuda(tmp_path):
-    assert_error_line(run(HYBRID, "--quick", "--out", tmp_path / "run", "--platform", "CUDA"), "'CUDA' is not available",
+    assert_error_line(run_here(HYBRID, "--quick", "--out", tmp_path / "run", "--platform", "CUDA"), "'CUDA' is not available",
                       "pip install -e \".[cuda12]\"")
 
 
 @pytest.mark.parametrize("flag, value", [("--embedding", "polarisable"), ("--platform", "OpenCL")])
 def test_hybrid_md_unknown_choices(tmp_path, flag, value):
-    assert_error_line(run(HYBRID, "--out", tmp_path / "run", flag, value), "invalid choice")
+    assert_error_line(run_here(HYBRID, "--out", tmp_path / "run", flag, value), "invalid choice")
