@@ -337,6 +337,7 @@ def test_validation_report_identical_and_perturbed(tmp_path):
         assert len(block["ref"]["per_chain_mean"]) == 6 and block["ref"]["sem"] is not None
         assert block["ref"]["mean"] == pytest.approx(block["cg"]["mean"])
         assert block["jsd"] == 0.0  # identical distributions
+        assert block["jsd_reference_halves"] > 0.0  # 3 frames against 3 of a random walk: a noise floor
     assert report["density"]["relative_difference_percent"] == 0.0
     assert report["density"]["reference"] == report["density"]["cg"] == pytest.approx(
         (12 * 15.035 + 36 * 14.027) / 27.0 * cga.AMU_PER_NM3_TO_G_PER_CM3)
@@ -352,6 +353,15 @@ def test_validation_report_identical_and_perturbed(tmp_path):
     assert scaled["end_to_end"]["relative_difference_percent"] == pytest.approx(10.0, abs=1e-3)
     assert scaled["radius_of_gyration"]["jsd"] > 0.05 and scaled["end_to_end"]["jsd"] > 0.05
     assert "distribution JSD" in (tmp_path / "scaled" / "report.md").read_text()
+    assert "reference half against half" in (tmp_path / "scaled" / "report.md").read_text()
+    # the noise floor is the reference's own: a reference made of two identical halves has none,
+    # and one whose second half is the stretched copy has the stretched copy's divergence
+    doubled = md.join([ref, ref])
+    assert cga.validation_report(doubled, cg, masses, out_dir=tmp_path / "doubled",
+                                 rdf_bins=30)["radius_of_gyration"]["jsd_reference_halves"] == 0.0
+    drifting = md.join([ref, cg])
+    floor = cga.validation_report(drifting, ref, masses, out_dir=tmp_path / "drifting", rdf_bins=30)
+    assert floor["radius_of_gyration"]["jsd_reference_halves"] == pytest.approx(scaled["radius_of_gyration"]["jsd"])
     assert scaled["density"]["relative_difference_percent"] == pytest.approx(100 * (1 / 1.331 - 1), abs=1e-3)
     assert scaled["bonded"]["per_kind"]["bond"] > 0.5
     assert scaled["speedup"] is None

@@ -99,8 +99,11 @@ class ChainSizeComparison(Observable):
     """Radius of gyration and end-to-end distance (nm) of the chains of ≥ 2 beads (the topology
     chains listed in the report's ``system.polymer_chains``), with block SEMs and relative
     differences, and the Jensen–Shannon divergence of their distributions (``jsd``: a mean can be
-    right while the shape is wrong, e.g. a missing compact population). Report keys
-    ``radius_of_gyration`` and ``end_to_end`` (None without such chains); plot ``chains.png``."""
+    right while the shape is wrong, e.g. a missing compact population). ``jsd_reference_halves``
+    is the same divergence between the reference's first and second halves: the sampling-noise
+    floor of ``jsd`` (slow chain conformations make a short reference disagree with itself; a CG
+    run below it cannot be told apart from the reference). Report keys ``radius_of_gyration`` and
+    ``end_to_end`` (None without such chains); plot ``chains.png``."""
 
     title = "Chains"
     #: histogram bins of the per-chain values for the ``jsd``
@@ -114,10 +117,17 @@ class ChainSizeComparison(Observable):
               radius_of_gyration_per_chain(cg, context.masses, types=context.types)[:, chains])
         ee = (end_to_end_distance(ref)[:, chains], end_to_end_distance(cg)[:, chains])
         return Comparison(
-            entries={"radius_of_gyration": {**_compare_series(*rg, context.sem_blocks), "jsd": self._jsd(*rg)},
-                     "end_to_end": {**_compare_series(*ee, context.sem_blocks), "jsd": self._jsd(*ee)}},
+            entries={"radius_of_gyration": {**_compare_series(*rg, context.sem_blocks), **self._divergences(*rg)},
+                     "end_to_end": {**_compare_series(*ee, context.sem_blocks), **self._divergences(*ee)}},
             plots={"chains.png": _plot_chains({"radius of gyration": rg, "end-to-end distance": ee})},
         )
+
+    def _divergences(self, ref_values: np.ndarray, cg_values: np.ndarray) -> Dict[str, Any]:
+        """``jsd`` (reference against CG) and ``jsd_reference_halves`` (the reference's frames
+        split in time; None for a one-frame reference)."""
+        half = len(ref_values) // 2
+        floor = self._jsd(ref_values[:half], ref_values[half:]) if half else None
+        return {"jsd": self._jsd(ref_values, cg_values), "jsd_reference_halves": floor}
 
     def _jsd(self, ref_values: np.ndarray, cg_values: np.ndarray) -> float:
         """JSD of the pooled per-chain values on common bins spanning both."""
@@ -130,7 +140,10 @@ class ChainSizeComparison(Observable):
         for key, label in (("radius_of_gyration", "Rg (nm)"), ("end_to_end", "end-to-end distance (nm)")):
             block = report.get(key)
             if block is not None:
-                shape = f" (distribution JSD {block['jsd']:.3f})" if "jsd" in block else ""
+                shape = f" (distribution JSD {block['jsd']:.3f}" if "jsd" in block else ""
+                if shape and block.get("jsd_reference_halves") is not None:
+                    shape += f"; reference half against half {block['jsd_reference_halves']:.3f}"
+                shape += ")" if shape else ""
                 rows.append(f"| {label} | {_pm(block['ref'])} | {_pm(block['cg'])} | {_relative_cell(block)}{shape} |")
         return rows
 
