@@ -93,16 +93,22 @@ def run_script_here(script, *args) -> subprocess.CompletedProcess:
     exception that escapes run_main, i.e. a traceback, fails the calling test). For refusals that
     happen before any work, where a subprocess spends ~4 s importing torch and OpenMM; each
     script keeps at least one test through its real command line."""
-    from multiscale.cli import run_main
-
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
     module = importlib.import_module(f"protocols.{Path(script).stem}")
+    return run_main_here(module.main, *args, prog=Path(script).name)
+
+
+def run_main_here(main, *args, prog: str) -> subprocess.CompletedProcess:
+    """``run_main(main, ARGS, prog)`` in this process, as a CompletedProcess (exit status, stdout,
+    stderr); see :func:`run_script_here`."""
+    from multiscale.cli import run_main
+
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = run_main(module.main, [str(a) for a in args], prog=Path(script).name)
+            code = run_main(main, [str(a) for a in args], prog=prog)
         except SystemExit as stop:  # argparse's own refusals print their error line, then exit 2
             code = stop.code
-    return subprocess.CompletedProcess([str(script), *map(str, args)], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess([prog, *map(str, args)], code, out.getvalue(), err.getvalue())

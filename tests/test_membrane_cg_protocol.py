@@ -113,7 +113,9 @@ def test_a_finished_job_resumes_without_redoing_work(job):
     result = run("--quick", "--lipid", "DMPC", "--config", config, "--out", out / "run", "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "run" / "fine" / "recording" / "manifest.json").stat().st_mtime_ns == before
-    other = run("--quick", "--lipid", "POPC", "--config", config, "--out", out / "run", "--no-progress")
+    from conftest import run_script_here  # a refusal before any work: no new interpreter needed
+
+    other = run_script_here(SCRIPT, "--quick", "--lipid", "POPC", "--config", config, "--out", out / "run", "--no-progress")
     assert other.returncode == 2 and "error:" in other.stderr and "lipid" in other.stderr
 
 

@@ -22,6 +22,7 @@ CONFIG = """polymer_cg:
   num_chains: 16
   chain_length: 24
   fine_cutoff_nm: 0.9
+  constrained_equilibration_ps: 0
   equilibration_steps: 1000
   sample_frames: 100
   sample_interval: 50
@@ -30,6 +31,7 @@ CONFIG = """polymer_cg:
   model_cutoff_nm: 0.6
   channels: 4
   prior_cutoff_nm: 0.9
+  model_family: network  # its force matching is a long stage to kill (the tabulated fit takes seconds)
   cg_timestep_ps: 0.01
   cg_steps: 1200
   cg_report_interval: 20

@@ -23,8 +23,9 @@ TINY = """polymer_cg:
   num_chains: 16
   chain_length: 24
   fine_cutoff_nm: 0.9
-  equilibration_steps: 5000
-  sample_frames: 150
+  constrained_equilibration_ps: 2
+  equilibration_steps: 2000
+  sample_frames: 100
   sample_interval: 100
   train_max_time_s: 20
   train_epochs: 2
@@ -32,6 +33,7 @@ TINY = """polymer_cg:
   channels: 4
   prior_cutoff_nm: 0.9
   prior_bond_fit: moments
+  model_family: network  # the quick preset's family is tabulated; this names the other one
   cg_timestep_ps: 0.01  # a 2-epoch network: the contract, not the step, is under test
   cg_steps: 400
   cg_report_interval: 20
@@ -40,7 +42,8 @@ TINY = """polymer_cg:
   reference_timing_steps: 300
 """
 
-TINY_TABULATED = TINY.replace("pressure_correction: true", "model_family: tabulated").replace(
+TINY_TABULATED = TINY.replace("  pressure_correction: true\n", "").replace(
+    "model_family: network  # the quick preset's family is tabulated; this names the other one", "model_family: tabulated").replace(
     "cg_timestep_ps: 0.01  # a 2-epoch network: the contract, not the step, is under test",
     "cg_timestep_ps: 0.02\n  cg_inner_steps: 2\n  density_iterations: 2\n  density_iteration_steps: 300\n"
     "  bonded_refinements: 2\n  bonded_refinement_steps: 200")
@@ -57,6 +60,7 @@ def job(tmp_path_factory):
     config.write_text(TINY)
     result = run("--quick", "--config", config, "--out", out / "run", "--no-progress")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "constrained TraPPE-UA: equilibrating the chains 2 ps at 5 fs" in result.stdout  # then the flexible model
     return out, config
 
 
@@ -71,7 +75,7 @@ def test_outputs_follow_the_file_contract(job):
     assert pdb.topology.getNumBonds() == 16 * 5  # 6 beads per chain, bead bonds from CONECT records
     cg = mdtraj.load_dcd(str(run_dir / "cg.dcd"), top=str(run_dir / "cg.pdb"))
     ref = mdtraj.load_dcd(str(run_dir / "reference_cg.dcd"), top=str(run_dir / "reference_cg.pdb"))
-    assert cg.n_frames == 400 // 20 and ref.n_frames == 150
+    assert cg.n_frames == 400 // 20 and ref.n_frames == 100
     assert [a.name for a in cg.topology.atoms] == [a.name for a in ref.topology.atoms]  # same bead order
     assert np.all(np.isfinite(cg.xyz))
     report = json.loads((run_dir / "report.json").read_text())
@@ -100,11 +104,13 @@ def test_finished_job_reruns_its_report_and_refuses_other_settings(job):
     assert after["bonded"] == before["bonded"]
     other = out / "other.yaml"
     other.write_text(TINY.replace("chain_length: 24", "chain_length: 20"))
-    refused = run("--quick", "--config", other, "--out", out / "run", "--no-progress")
+    from conftest import run_script_here  # refusals before any work: no new interpreter needed
+
+    refused = run_script_here(SCRIPT, "--quick", "--config", other, "--out", out / "run", "--no-progress")
     assert refused.returncode != 0 and "other settings" in refused.stderr and "chain_length" in refused.stderr
     bad = out / "bad.yaml"
     bad.write_text("polymer_cg:\n  chain_lenght: 20\n")
-    refused = run("--quick", "--config", bad, "--out", out / "bad", "--no-progress")
+    refused = run_script_here(SCRIPT, "--quick", "--config", bad, "--out", out / "bad", "--no-progress")
     assert refused.returncode != 0 and "chain_lenght" in refused.stderr
 
 
@@ -203,3 +209,29 @@ def test_tabulated_family_job(job, tmp_path):
     assert all(row["seconds_per_step"] > 0 for row in rows + data["fine"])
     assert next(row for row in rows if row["beads"] == 96 and row["inner_steps"] == 1)["speedup_vs_fine"] > 0
     assert (tmp_path / "bench.png").is_file()
+
+
+def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the_family(tmp_path):
+    """--quick runs the tabulated family with MTS, bonded refinement and density matching; a
+    --config that names the other family starts from that family's own preset (its step, no MTS,
+    no refinement), so one line switches the job; the full preset works the other way round."""
+    sys.path.insert(0, str(REPO))
+    from protocols.polymer_cg import FULL, QUICK_NETWORK, parse_args, settings_for
+
+    quick = settings_for(parse_args(["--quick", "--out", str(tmp_path / "a")]))
+    assert quick.model_family == "tabulated" and quick.cg_inner_steps == 3 and quick.cg_timestep_ps == 0.06
+    assert quick.bonded_refinements == 3 and quick.density_iterations == 4 and not quick.pressure_correction
+    assert (quick.num_chains, quick.sample_frames) == (QUICK_NETWORK.num_chains, QUICK_NETWORK.sample_frames)  # same reference
+    config = tmp_path / "network.yaml"
+    config.write_text("polymer_cg:\n  model_family: network\n")
+    network = settings_for(parse_args(["--quick", "--config", str(config), "--out", str(tmp_path / "b")]))
+    assert network == QUICK_NETWORK
+    assert network.cg_inner_steps == 1 and network.bonded_refinements == 0 and network.density_iterations == 0
+    config.write_text("model_family: tabulated\ncg_steps: 3000\n")  # a bare file, on the full preset
+    full = settings_for(parse_args(["--config", str(config), "--out", str(tmp_path / "c")]))
+    assert FULL.model_family == "network" and full.model_family == "tabulated" and full.cg_steps == 3000
+    assert full.num_chains == FULL.num_chains and full.cg_inner_steps == 3 and full.bonded_refinements == 3
+    for bad in ("tables", "[tabulated]"):  # a wrong name, a list: refused by the settings' own check
+        config.write_text(f"polymer_cg:\n  model_family: {bad}\n")
+        with pytest.raises(ValueError, match="model_family"):
+            settings_for(parse_args(["--quick", "--config", str(config), "--out", str(tmp_path / "d")]))

@@ -335,10 +335,16 @@ def test_cli_writes_the_report_and_gates_on_failures(tmp_path):
     assert failed.returncode == 1, failed.stderr
     assert "FAILED: energy_continuity" in failed.stdout
 
-    missing = _run_cli("--structure", tmp_path / "diatomic.pdb", cwd=tmp_path)
+    # refusals before any work: the command's main through run_main in this process (the two runs
+    # above went through the real command line)
+    from conftest import run_main_here
+    from multiscale.validate.__main__ import PROG, main
+
+    missing = run_main_here(lambda argv: main(argv, prog=PROG), "--structure", tmp_path / "diatomic.pdb", prog=PROG)
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("python -m multiscale.validate: error:")
     assert "Traceback" not in missing.stderr
-    wrong = _run_cli("--system", tmp_path / "diatomic.xml", "--structure", tmp_path / "nothing.pdb", cwd=tmp_path)
+    wrong = run_main_here(lambda argv: main(argv, prog=PROG), "--system", tmp_path / "diatomic.xml", "--structure",
+                          tmp_path / "nothing.pdb", prog=PROG)
     assert wrong.returncode == 2 and "error:" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
