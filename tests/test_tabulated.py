@@ -427,3 +427,53 @@ def test_force_matched_bonded_edges_are_made_restoring():
     below = np.linspace(0.10, 0.25, 16)
     assert np.all(np.diff(table.energy_at(below)) < 0)  # the wall below the table repels all the way
     assert _restoring_edges(knots, -KB * (knots - R0), values)[1] == 0
+
+
+def test_angle_table_is_smooth_through_the_straight_angle():
+    """A bead angle's U(θ) is smooth in the positions only with dU/dθ = 0 at π: a table that ends
+    there with a force (a harmonic well at 150°, cut at 180°) gets zero force at π, on
+    construction and after a refinement, and OpenMM's forces are then the gradient of its energy
+    for a chain passing through the straight angle (with the cusp they flipped direction there)."""
+    from multiscale.cg.tabulated import Table
+    from multiscale.cg.tabulated.refine import refine_bonded
+
+    knots = np.linspace(np.radians(100.0), np.pi, 41)
+    g = -200.0 * (knots - np.radians(150.0))  # −dU/dθ of a well at 150°: −105 kJ/mol/rad at π
+    angle = Table("angle", knots, g, 1e4)
+    assert angle.force[-1] == 0.0 and np.array_equal(angle.force[:-1], g[:-1]) and g[-1] != 0.0
+    assert Table("angle", knots[:-1], g[:-1], 1e4).force[-1] == g[-2]  # a table that stops short keeps its force
+    beyond = np.pi + np.array([0.01, 0.05])  # mirrored past π, where OpenMM's spline takes its end points
+    assert np.allclose(angle.energy_at(beyond), angle.energy_at(2 * np.pi - beyond))
+    assert np.allclose(angle.force_at(beyond), -angle.force_at(2 * np.pi - beyond))
+    flat = Table("bond", [0.3, 0.5], [0.0, 0.0], 1000.0)
+    model = TabulatedModel({}, {("A", "A"): flat}, {("A", "A", "A"): angle}, {}, "1-3", 1.0, T)
+    rng = np.random.default_rng(0)
+    refined = refine_bonded(model, {"angle": {("A", "A", "A"): rng.normal(2.8, 0.2, 4000) % np.pi}},
+                            {"angle": {("A", "A", "A"): rng.normal(2.6, 0.2, 4000) % np.pi}}, temperature_K=T)
+    assert not np.array_equal(refined.angles[("A", "A", "A")].force, angle.force)  # it moved ...
+    assert refined.angles[("A", "A", "A")].force[-1] == 0.0                       # ... but not at π
+    system = openmm.System()
+    for _ in range(3):
+        system.addParticle(50.0)
+    for force in tabulated_forces(refined, ["A"] * 3, [(0, 1), (1, 2)], [(0, 1, 2)], periodic=False):
+        system.addForce(force)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+
+    def energy(x):
+        context.setPositions(x)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    h = 1e-6
+    sideways = []
+    for bend in (2e-3, 2e-4, 2e-5):  # the middle bead 0.4 nm from both ends, the angle 179.4° ... 179.994°
+        x = np.array([[-0.4, 0.0, 0.0], [0.0, bend, 0.0], [0.4, 0.0, 0.0]])
+        context.setPositions(x)
+        f = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        step = np.zeros_like(x)
+        step[1, 1] = h
+        fd = -(energy(x + step) - energy(x - step)) / (2 * h)
+        assert f[1, 1] == pytest.approx(fd, abs=0.05 + 1e-3 * abs(fd))
+        sideways.append(abs(f[1, 1]))
+    # a smooth U: the sideways force vanishes linearly as the chain straightens (the cusp kept
+    # ~500 kJ/mol/nm, 105 kJ/mol/rad times dθ/dy = 5 rad/nm, however straight it got)
+    assert sideways[0] > 10.0 and sideways[2] < 0.05 * sideways[0] and sideways[1] < 0.5 * sideways[0]

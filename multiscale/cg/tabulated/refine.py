@@ -21,7 +21,7 @@ import numpy as np
 
 from multiscale.cg.priors.records import TypeKey, canonical_key
 from multiscale.cg.tabulated.kernel_density import kernel_density
-from multiscale.cg.tabulated.tables import TabulatedModel
+from multiscale.cg.tabulated.tables import Table, TabulatedModel
 from multiscale.units import kT
 
 #: where either density is below this fraction of its peak, ΔU is not trusted and left at 0
@@ -70,7 +70,8 @@ def refine_bonded(model: TabulatedModel, reference: Mapping[str, Mapping[TypeKey
             delta_g = np.zeros_like(q)
             delta_g[span] = -np.gradient(delta_u[span], q[span])
             delta_g[~trusted] = 0.0
-            table.force = table.force + damping * delta_g
+            # a new Table, so that its invariants hold again (an angle table's zero force at π)
+            tables[key] = Table(kind, table.knots, table.force + damping * delta_g, table.wall, samples=table.samples)
             shifts["-".join((kind,) + tuple(key))] = float(np.max(np.abs(delta_u[trusted])))
     if dihedrals:
         for key, coefficients in out.dihedrals.items():
