@@ -25,7 +25,7 @@ TINY = """polymer_cg:
   fine_cutoff_nm: 0.9
   constrained_equilibration_ps: 2
   equilibration_steps: 2000
-  sample_frames: 100
+  sample_frames: 150  # 100 left the tabulated fit's held-out residual at 1.0009 once
   sample_interval: 100
   train_max_time_s: 20
   train_epochs: 2
@@ -75,7 +75,7 @@ def test_outputs_follow_the_file_contract(job):
     assert pdb.topology.getNumBonds() == 16 * 5  # 6 beads per chain, bead bonds from CONECT records
     cg = mdtraj.load_dcd(str(run_dir / "cg.dcd"), top=str(run_dir / "cg.pdb"))
     ref = mdtraj.load_dcd(str(run_dir / "reference_cg.dcd"), top=str(run_dir / "reference_cg.pdb"))
-    assert cg.n_frames == 400 // 20 and ref.n_frames == 100
+    assert cg.n_frames == 400 // 20 and ref.n_frames == 150
     assert [a.name for a in cg.topology.atoms] == [a.name for a in ref.topology.atoms]  # same bead order
     assert np.all(np.isfinite(cg.xyz))
     report = json.loads((run_dir / "report.json").read_text())
