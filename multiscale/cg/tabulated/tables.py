@@ -56,7 +56,7 @@ class Table:
             raise ValueError("table knots must increase and forces be finite")
         if self.kind == "pair" and self.force[-1] != 0.0:
             raise ValueError("a pair table must end at the cutoff with zero force")
-        if self.kind == "angle" and self.knots[-1] >= np.pi - STRAIGHT_ANGLE_TOLERANCE and self.force[-1] != 0.0:
+        if self.ends_straight and self.force[-1] != 0.0:
             self.force = self.force.copy()
             self.force[-1] = 0.0
 
