@@ -194,6 +194,49 @@ def test_a_type_pair_never_within_the_cutoff_gets_a_wall_there(melt):
     assert np.isfinite(energy)
 
 
+def test_held_out_frames_may_bring_an_unsampled_pair_within_the_cutoff(melt):
+    # two chain ends that the fitted frames keep beyond the cutoff but a later frame brings within
+    # it, both relabelled "Z": Z–Z is unsampled (a wall) and the held-out residual must count that
+    # wall's force, as OpenMM does with the model (a run once failed here with a KeyError)
+    config = TabulatedConfig()
+    inner = config.cutoff_nm - config.pair_spacing_nm
+    ends = [k for k, t in enumerate(melt["types"]) if t == "E"]
+
+    def distances(a, b, frames):
+        d = melt["X"][frames, a] - melt["X"][frames, b]
+        lengths = np.diagonal(melt["B"][frames], axis1=1, axis2=2)
+        d -= lengths * np.round(d / lengths)
+        return np.linalg.norm(d, axis=1)
+
+    found = None
+    for a in ends:
+        for b in ends:
+            if a // 6 < b // 6 and distances(a, b, slice(0, 10)).min() > config.cutoff_nm:
+                later = distances(a, b, slice(10, None))
+                if later.min() < inner - 0.1:
+                    found = (a, b, 10 + int(np.argmin(later)))
+                    break
+        if found:
+            break
+    assert found is not None, "the melt should hold such a pair of chain ends"
+    a, b, t = found
+    types = list(melt["types"])
+    types[a] = types[b] = "Z"
+    model = fit_tabulated(melt["X"][:10], melt["F"][:10], types, melt["bonds"], melt["angles"], temperature_K=T,
+                          boxes=melt["B"][:10])
+    assert ["Z", "Z"] in model.fit["unsampled_pairs"]
+    # held-out forces: the model's own, from OpenMM (the Z–Z wall pushes hard at this distance)
+    context = _context(model, dict(melt, types=types))
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in melt["B"][t]])
+    context.setPositions(melt["X"][t])
+    own = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    wall = model.pair("Z", "Z").force_at(np.array([distances(a, b, slice(t, t + 1))[0]]))[0]
+    assert wall > 10.0 * np.abs(melt["F"][t]).mean()  # ignored, it would dominate the residual
+    again = fit_tabulated(melt["X"][:10], melt["F"][:10], types, melt["bonds"], melt["angles"], temperature_K=T,
+                          boxes=melt["B"][:10], held_out=(melt["X"][t:t + 1], own[None], melt["B"][t:t + 1]))
+    assert again.fit["relative_force_residual_held_out"] < 1e-3
+
+
 def test_intermolecular_ramp_acts_between_chains_only(melt, tmp_path):
     # the energy an intermolecular E–M ramp adds in OpenMM is A (1 − r/r_c) summed here over the
     # E–M pairs of different chains within the cutoff; pairs within a chain get nothing
