@@ -23,6 +23,8 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    feedback: a head–tail repulsion (to the reference's thickness) and an
    all-pair ramp (to the reference's area), the bonded tables refined
    again every 60 ps in its first 60 %                                      DIR/tabulated_final.json
+   then final_refinements more (NVT at the reference's area, with the      DIR/tabulated_polished.json
+   ramps found): the bonded tables settle on the final ramps
    "network": the bead network on F_mapped − F_prior                        DIR/model/
 6. CG runs from the matched state: NVT at the reference's area, then NPT   DIR/cg.pdb, cg.dcd,
    at zero tension (MonteCarloMembraneBarostat, box height fixed)           DIR/cg_npt.pdb, cg_npt.dcd
@@ -71,6 +73,8 @@ MODEL_FAMILIES = ("tabulated", "network")
 #: the step of the iterative Boltzmann refinements during the control run: damped, since each sees
 #: ~60 ps of a run whose ramps are still moving
 CONTROL_REFINEMENT_DAMPING = 0.7
+#: at most this many frames per bonded refinement run (see refined() in main)
+REFINEMENT_FRAMES = 150
 
 
 @dataclass
@@ -123,6 +127,11 @@ class Settings(YamlConfig):
     # change what each lipid's head group sees, the bonded tables change the thickness and area:
     # they converge together); 0: off
     control_refinement_ps: float = 60.0
+    # tabulated family: iterative Boltzmann refinements of the bond and angle tables after the
+    # control run, with its ramps (NVT at the reference area, refinement_steps each): the bonded
+    # tables refined during the control run saw ramps still moving, and none in its settled part;
+    # 0: off
+    final_refinements: int = 2
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
     # pressure_bar, so that its zero-tension area is the reference's
     area_matching: bool = True
@@ -143,7 +152,7 @@ class Settings(YamlConfig):
             if not getattr(self, name) > 0:
                 raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
-                     "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps"):
+                     "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps", "final_refinements"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
@@ -176,8 +185,8 @@ class Settings(YamlConfig):
 
 
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
-                 sample_interval=50, reference_timing_steps=300, cg_steps=6000, cg_npt_steps=8000,
-                 cg_report_interval=50, bonded_refinements=1)
+                 sample_interval=50, reference_timing_steps=300, cg_steps=15000, cg_npt_steps=8000,
+                 cg_report_interval=10, bonded_refinements=1)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
                 cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
@@ -193,6 +202,7 @@ STAGES = (
     Stage("tabulated_fit", outputs=("tabulated.json",)),
     Stage("bonded_refinement", outputs=("tabulated_refined.json",)),
     Stage("membrane_control", outputs=("tabulated_final.json",), marker="membrane_control.json"),
+    Stage("final_refinement", outputs=("tabulated_polished.json",)),
 )
 
 
@@ -386,19 +396,24 @@ def main(argv=None) -> int:
     areas = boxes[:, 0, 0] * boxes[:, 1, 1]
     start = int(np.argmin(np.abs(areas - areas.mean())))
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
-    def refined(model, rounds: int, seed: int, name: str):
+    def refined(model, rounds: int, seed: int, name: str, positions=None):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
-        run at the reference's area: what the pair tables do to the intramolecular distributions.
-        Saved as DIR/``name`` (a stage output)."""
+        run at the reference's area (from ``positions``, nm; default: the recorded frame): what
+        the pair tables do to the intramolecular distributions. Saved as DIR/``name`` (a stage
+        output)."""
         from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
+
+        # a frame every ~20 steps (at most 150; the first quarter dropped): the glycerol bonds'
+        # three conformer peaks need thousands of values per round
+        frames = min(REFINEMENT_FRAMES, max(40, s.refinement_steps // 20))
 
         def work() -> dict:
             refined_model = refine_bonded_in_runs(
                 model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
-                mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start], boxes[start],
+                mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, boxes[start],
                 reference_bonded, rounds=rounds, temperature_K=temperature,
                 steps=s.refinement_steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
-                seed=seed, log=lambda line: say(f"{line} ({name})"))
+                seed=seed, frames=frames, discard=frames // 4, log=lambda line: say(f"{line} ({name})"))
             refined_model.save(out / name)
             return {"rounds": rounds}
 
@@ -472,7 +487,13 @@ def main(argv=None) -> int:
                 f"bonded refinements during the run; {found['chosen']}")
         else:
             tabulated.save(out / "tabulated_final.json")
-        tabulated = TabulatedModel.load(out / "tabulated_final.json")  # the model the CG runs use, ramps included
+        tabulated = TabulatedModel.load(out / "tabulated_final.json")  # ramps included
+        if s.final_refinements > 0:
+            # 5e. the bonded tables once more, on the final ramps, in the NVT ensemble the bonded
+            # distributions are compared in
+            stages.run("final_refinement", refined(tabulated, s.final_refinements, args.seed + 700, "tabulated_polished.json",
+                                                   positions=run_start))
+            tabulated = TabulatedModel.load(out / "tabulated_polished.json")  # the model the CG runs use
 
     def cg_system(barostat=None):
         return build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],

@@ -156,6 +156,26 @@ def test_compare_bonded_identical_is_zero_and_different_is_positive():
     assert different["per_kind"]["angle"] == pytest.approx(0.0, abs=1e-12)  # scaling keeps angles
 
 
+def test_compare_bonded_reports_the_reference_half_against_half_floor():
+    ref = random_walk_melt(seed=4)
+    stretched = md.Trajectory(ref.xyz * 1.3, ref.topology, unitcell_lengths=ref.unitcell_lengths * 1.3,
+                              unitcell_angles=ref.unitcell_angles)
+    # a reference whose second half is the first stretched: its halves disagree as much as the
+    # two trajectories do, whatever the CG trajectory
+    drifting = md.join([ref, stretched])
+    result = cga.compare_bonded(drifting, drifting)
+    assert result["reference_halves"]["bond"][("M", "M")] == pytest.approx(
+        cga.compare_bonded(ref, stretched)["per_type"]["bond"][("M", "M")], abs=0.02)
+    assert result["reference_halves"]["bond"][("M", "M")] > 0.9
+    assert result["reference_halves"]["angle"][("M", "M", "M")] == pytest.approx(0.0, abs=1e-12)
+    # a reference made of one trajectory twice: identical halves, a zero floor
+    doubled = cga.compare_bonded(md.join([ref, ref]), stretched)
+    assert all(v == pytest.approx(0.0, abs=1e-12) for kind in doubled["reference_halves"].values() for v in kind.values())
+    # one frame has no halves
+    single = cga.compare_bonded(ref[0], ref[0])
+    assert all(v is None for kind in single["reference_halves"].values() for v in kind.values())
+
+
 # ----------------------------------------------------------------------------- RDF
 
 

@@ -58,7 +58,7 @@ def test_outputs_follow_the_file_contract(job):
     for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
                  "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
                  "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json",
-                 "membrane_control.json", "membrane_control.png"):
+                 "tabulated_polished.json", "membrane_control.json", "membrane_control.png"):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
     residues = list(pdb.topology.residues())
@@ -98,6 +98,11 @@ def test_outputs_follow_the_file_contract(job):
     # 1 refinement before the control run (the quick preset's), 1 during it (every 4 ps = 3
     # updates, in its first 60 %)
     assert control["revisions"] == 1 and final["fit"]["bonded_refinements"]["count"] == 2
+    # then the quick preset's 2 after it, on the final ramps (which the polished model keeps)
+    polished = json.loads((run_dir / "tabulated_polished.json").read_text())
+    assert polished["fit"]["bonded_refinements"]["count"] == 4
+    assert polished["intermolecular_ramps"] == final["intermolecular_ramps"]
+    assert polished["bonds"] != final["bonds"]
     assert control["target_area_per_lipid_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
     assert control["target_nm"] == pytest.approx(report["thickness"]["reference"])
     assert report["extra"]["membrane_control"]["A_all_kj_mol"] == pytest.approx(A_all)

@@ -134,6 +134,9 @@ def compare_bonded(ref: md.Trajectory, cg: md.Trajectory, bonds=None, angles=Non
     samples). Returns ``{"per_type": {kind: {types: jsd}}, "per_kind": {kind: mean jsd over its
     types (unweighted) or None}, "n_terms": {kind: {types: number of terms per frame}}}``; JSDs
     are base 2, in [0, 1]. A type present in only one trajectory is impossible (same topology).
+    ``"reference_halves"`` ``{kind: {types: jsd}}`` is the divergence between the reference's
+    first and second halves of frames on the same edges: the sampling-noise floor of each JSD (a
+    histogram of a few thousand correlated values disagrees with itself; None for one frame).
     """
     check_same_topology(ref, cg)
     if ref.n_frames == 0 or cg.n_frames == 0:
@@ -144,10 +147,12 @@ def compare_bonded(ref: md.Trajectory, cg: md.Trajectory, bonds=None, angles=Non
 
 
 def _compare_bonded_values(ref_values, cg_values, n_ref_frames: int, bins):
-    result: Dict[str, Any] = {"per_type": {}, "per_kind": {}, "n_terms": {}}
+    result: Dict[str, Any] = {"per_type": {}, "per_kind": {}, "n_terms": {}, "reference_halves": {}}
+    half_frames = n_ref_frames // 2
     histograms: Dict[str, Dict[TypeKey, Tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for kind in BONDED_KINDS:
         result["per_type"][kind], result["n_terms"][kind], histograms[kind] = {}, {}, {}
+        result["reference_halves"][kind] = {}
         for key in ref_values[kind]:
             a, b = ref_values[kind][key], cg_values[kind][key]
             edges = _edges(kind, bins, a, b)
@@ -160,6 +165,11 @@ def _compare_bonded_values(ref_values, cg_values, n_ref_frames: int, bins):
                 )
             result["per_type"][kind][key] = jensen_shannon(ha, hb)
             result["n_terms"][kind][key] = int(a.size // max(n_ref_frames, 1))
+            # values are frame-major (bonded_values), so the first half of frames is a prefix
+            split = half_frames * result["n_terms"][kind][key]
+            first, second = (np.histogram(part, bins=edges)[0].astype(np.float64) for part in (a[:split], a[split:2 * split]))
+            result["reference_halves"][kind][key] = (jensen_shannon(first, second) if first.sum() > 0 and second.sum() > 0
+                                                     else None)
             widths = np.diff(edges)
             histograms[kind][key] = (ha / (ha.sum() * widths), hb / (hb.sum() * widths), edges)
         values = list(result["per_type"][kind].values())

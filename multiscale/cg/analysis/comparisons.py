@@ -49,10 +49,13 @@ class BondedComparison(Observable):
 
     def markdown(self, report: Dict[str, Any]) -> List[str]:
         lines = ["## Bonded distributions (Jensen–Shannon divergence, base 2: 0 identical, 1 disjoint)", "",
-                 "| kind | types | terms/frame | JSD |", "|---|---|---|---|"]
+                 "| kind | types | terms/frame | JSD | reference half against half |", "|---|---|---|---|---|"]
+        halves = report["bonded"].get("reference_halves", {})
         for kind in BONDED_KINDS:
             for key, value in report["bonded"]["per_type"][kind].items():
-                lines.append(f"| {kind} | {key} | {report['bonded']['n_terms'][kind][key]} | {_fmt(value)} |")
+                floor = halves.get(kind, {}).get(key)
+                lines.append(f"| {kind} | {key} | {report['bonded']['n_terms'][kind][key]} | {_fmt(value)} | "
+                             f"{'—' if floor is None else _fmt(floor)} |")
         lines += ["", "| kind | mean JSD |", "|---|---|"]
         lines += [f"| {kind} | {_fmt(v)} |" for kind, v in report["bonded"]["per_kind"].items()]
         lines.append("")
