@@ -24,7 +24,8 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    all-pair ramp (to the reference's area), the bonded tables refined
    again every 60 ps in its first 60 %                                      DIR/tabulated_final.json
    then final_refinements more (NVT at the reference's area, with the      DIR/tabulated_polished.json
-   ramps found): the bonded tables settle on the final ramps
+   ramps found), if that run met both targets within 3 %: the bonded
+   tables settle on the final ramps
    "network": the bead network on F_mapped − F_prior                        DIR/model/
 6. CG runs from the matched state: NVT at the reference's area, then NPT   DIR/cg.pdb, cg.dcd,
    at zero tension (MonteCarloMembraneBarostat, box height fixed)           DIR/cg_npt.pdb, cg_npt.dcd
@@ -129,7 +130,8 @@ class Settings(YamlConfig):
     control_refinement_ps: float = 60.0
     # tabulated family: iterative Boltzmann refinements of the bond and angle tables after the
     # control run, with its ramps (NVT at the reference area, refinement_steps each): the bonded
-    # tables refined during the control run saw ramps still moving, and none in its settled part;
+    # tables refined during the control run saw ramps still moving, and none in its settled part.
+    # Made only if the control run met both targets within 3 % (membrane_matching.control_settled);
     # 0: off
     final_refinements: int = 2
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -396,6 +398,7 @@ def main(argv=None) -> int:
     areas = boxes[:, 0, 0] * boxes[:, 1, 1]
     start = int(np.argmin(np.abs(areas - areas.mean())))
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
+    final_refinement = None  # the final bonded refinement's rounds and why (tabulated family)
     def refined(model, rounds: int, seed: int, name: str, positions=None):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area (from ``positions``, nm; default: the recorded frame): what
@@ -490,10 +493,18 @@ def main(argv=None) -> int:
         tabulated = TabulatedModel.load(out / "tabulated_final.json")  # ramps included
         if s.final_refinements > 0:
             # 5e. the bonded tables once more, on the final ramps, in the NVT ensemble the bonded
-            # distributions are compared in
-            stages.run("final_refinement", refined(tabulated, s.final_refinements, args.seed + 700, "tabulated_polished.json",
-                                                   positions=run_start))
-            tabulated = TabulatedModel.load(out / "tabulated_polished.json")  # the model the CG runs use
+            # distributions are compared in; only after a control run that met its targets
+            # (membrane_matching.control_settled says why)
+            from multiscale.openmm.membrane_matching import control_settled
+
+            settled, why = control_settled(found) if s.control_steps > 0 else (True, "no control run")
+            final_refinement = {"rounds": s.final_refinements if settled else 0, "why": why}
+            if settled:
+                stages.run("final_refinement", refined(tabulated, s.final_refinements, args.seed + 700,
+                                                       "tabulated_polished.json", positions=run_start))
+                tabulated = TabulatedModel.load(out / "tabulated_polished.json")  # the model the CG runs use
+            else:
+                say(f"no final bonded refinement: {why}; the CG runs use tabulated_final.json")
 
     def cg_system(barostat=None):
         return build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
@@ -548,7 +559,8 @@ def main(argv=None) -> int:
                                       "timesteps_ps": {"reference": s.fine_timestep_ps, "cg": s.cg_timestep_ps,
                                                        "cg_inner_steps": s.cg_inner_steps},
                                       "tabulated_fit": None if tabulated is None else tabulated.fit,
-                                      "membrane_control": matching_summary("membrane_control")})
+                                      "membrane_control": matching_summary("membrane_control"),
+                                      "final_refinement": final_refinement})
     report["reference_speed"] = reference_speed
     report["model_family"] = s.model_family
     report["restarts"] = {name: run.get("restarts", 0) for name, run in runs.items()}
@@ -561,9 +573,12 @@ def main(argv=None) -> int:
              f"reference's {reference_speed['ps_per_wall_second']:.3f} ps/s at {s.fine_timestep_ps * 1000:g} fs, water included)",
              f"- CG restarts: {report['restarts']}", ""]
     atomic_write_text(out / "report.md", (out / "report.md").read_text() + "\n".join(lines))
+    thickness = (f"{thick['reference']:.2f} → {thick['cg']:.2f} nm ({thick['relative_difference_percent']:+.1f} %)"
+                 if thick["cg"] is not None else
+                 f"{thick['reference']:.2f} nm → the CG bilayer fell apart ({thick['not_a_bilayer_frames']['cg']} frames "
+                 "with all heads on one side)")
     say(f"done: speed-up {speedup:.0f}×; area per lipid {apl['reference']:.3f} → {apl['cg']:.3f} nm² "
-        f"({apl['relative_difference_percent']:+.1f} %), thickness {thick['reference']:.2f} → {thick['cg']:.2f} nm "
-        f"({thick['relative_difference_percent']:+.1f} %), lipids lost {report['stability']['cg']['lost']} (NVT), "
+        f"({apl['relative_difference_percent']:+.1f} %), thickness {thickness}, lipids lost {report['stability']['cg']['lost']} (NVT), "
         f"{(report['stability'].get('cg_npt') or {}).get('lost')} (NPT); report in {out / 'report.md'}")
     return 0
 

@@ -118,3 +118,27 @@ def test_membrane_report(tmp_path):
     for name in ("density_profiles.png", "tail_order.png", "lateral_rdf.png", "bonded_bond.png", "report.md"):
         assert (tmp_path / name).stat().st_size > 0
     assert "area per lipid" in (tmp_path / "report.md").read_text()
+
+
+def test_a_bilayer_that_fell_apart_is_reported_not_refused(tmp_path):
+    ref, types = _bilayer(seed=1)
+    heads = np.arange(0, ref.n_atoms, 3)
+    # every head on one side of the mid-plane in the second half of the CG NPT run: a micelle-like
+    # blob, not a bilayer (the heads stay near z = 4.8, the tails spread below them)
+    broken, _ = _bilayer(seed=3)
+    xyz = broken.xyz.copy()
+    xyz[10:, heads, 2] = 4.8 + np.random.default_rng(0).normal(scale=0.05, size=(10, heads.size))
+    broken.xyz = xyz
+    with pytest.raises(ValueError, match="frame 10 has all heads on one side"):
+        bilayer_thickness(broken, heads)
+    values = bilayer_thickness(broken, heads, not_a_bilayer="nan")
+    assert np.all(np.isfinite(values[:10])) and np.all(np.isnan(values[10:]))
+    cg, _ = _bilayer(seed=2, thickness=3.6)
+    report = validation_report(ref, cg, {"PO": 100.0, "C": 56.0}, out_dir=tmp_path, types=types, speedup=50.0,
+                               observables=membrane_observables(npt_traj=broken, reference_frame_ps=1.0, cg_frame_ps=2.0))
+    block = report["thickness"]
+    assert block["cg"] is None and block["relative_difference_percent"] is None
+    assert block["not_a_bilayer_frames"] == {"cg": 10, "cg_nvt": 0}
+    assert block["reference"] == pytest.approx(4.0, abs=0.01) and block["cg_nvt"] == pytest.approx(3.6, abs=0.01)
+    assert report["stability"]["cg_npt"]["flip_flop"] > 0       # the run's lost lipids are counted
+    assert "not a bilayer in 10 frames" in (tmp_path / "report.md").read_text()

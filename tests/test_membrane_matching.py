@@ -6,7 +6,8 @@ molecule."""
 import numpy as np
 import pytest
 
-from multiscale.openmm.membrane_matching import control_membrane
+from multiscale.openmm.membrane_matching import control_membrane, control_settled
+from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
 from multiscale.openmm.ramp_iteration import iterate_ramp
 
 
@@ -52,3 +53,19 @@ def test_rescale_area_moves_whole_molecules():
         np.testing.assert_allclose(y[m][:, 2], x[m][:, 2])
     with pytest.raises(ValueError, match="factor"):
         rescale_area(x, box, np.diag([6.0, 6.0, 6.0]), molecules)
+
+
+def test_control_settled_asks_both_targets_within_the_tolerance():
+    def found(thickness, area):
+        return {"channels": {INTERMOLECULAR_SCALE: {"value": thickness, "target": 3.5},
+                             INTERMOLECULAR_ALL_PAIRS: {"value": area, "target": 10.0}}}
+
+    ok, why = control_settled(found(3.5 * 1.02, 10.0 * 0.975))
+    assert ok and "within 3 %" in why
+    ok, why = control_settled(found(3.5 * 0.933, 10.1))       # the thickness at −6.7 %
+    assert not ok and "thickness -6.7 %" in why and "box area" not in why
+    ok, why = control_settled(found(3.5, 10.0 * 1.05))
+    assert not ok and "box area +5.0 %" in why
+    assert control_settled(found(3.5 * 1.04, 10.0), tolerance=0.05)[0]
+    with pytest.raises(ValueError, match="fraction"):
+        control_settled(found(3.5, 10.0), tolerance=3.0)  # a percentage, not a fraction

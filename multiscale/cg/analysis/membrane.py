@@ -99,15 +99,31 @@ class ThicknessComparison(_NPTObservable):
         names = bead_types(ref.topology, context.types)
         _, heads = lipid_head_beads(ref.topology, names, self.head_type)
         source = cg if self.npt_traj is None else self.npt_traj
-        block = _stats(bilayer_thickness(ref, heads), bilayer_thickness(source, heads), context.sem_blocks)
-        nvt = bilayer_thickness(cg, heads)
-        block.update({"cg_nvt": float(nvt.mean()), "cg_nvt_sem": block_sem(nvt, context.sem_blocks),
+        reference = bilayer_thickness(ref, heads)
+        # a CG run whose bilayer fell apart is reported as such (stability counts its lost lipids)
+        runs = {"cg": bilayer_thickness(source, heads, not_a_bilayer="nan"),
+                "cg_nvt": bilayer_thickness(cg, heads, not_a_bilayer="nan")}
+        broken = {name: int(np.isnan(values).sum()) for name, values in runs.items()}
+        if broken["cg"]:
+            block = {"reference": float(reference.mean()), "reference_sem": block_sem(reference, context.sem_blocks),
+                     "cg": None, "cg_sem": None, "relative_difference_percent": None,
+                     "relative_difference_percent_sem": None}
+        else:
+            block = _stats(reference, runs["cg"], context.sem_blocks)
+        nvt = runs["cg_nvt"]
+        block.update({"cg_nvt": None if broken["cg_nvt"] else float(nvt.mean()),
+                      "cg_nvt_sem": None if broken["cg_nvt"] else block_sem(nvt, context.sem_blocks),
+                      "not_a_bilayer_frames": {"cg": broken["cg"], "cg_nvt": broken["cg_nvt"]},
                       "cg_source": self.source, "head_type": self.head_type, "unit": "nm"})
         return Comparison(entries={"thickness": block})
 
     def table_rows(self, report: Dict[str, Any]) -> List[str]:
-        return _row(f"thickness, {report['thickness']['head_type']}–{report['thickness']['head_type']} (nm)",
-                    report.get("thickness"))
+        block = report.get("thickness")
+        label = f"thickness, {block['head_type']}–{block['head_type']} (nm)" if block else ""
+        if block is not None and block["cg"] is None:
+            return [f"| {label} | {_fmt(block['reference'])} ± {_fmt(block['reference_sem'], 2)} | not a bilayer in "
+                    f"{block['not_a_bilayer_frames']['cg']} frames | — |"]
+        return _row(label, block)
 
 
 class DensityProfileComparison(Observable):
