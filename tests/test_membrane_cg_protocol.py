@@ -37,6 +37,7 @@ TINY = """membrane_cg:
   control_steps: 600
   control_refinement_ps: 4
   refinement_steps: 200
+  final_refinements: 2
 """
 
 
@@ -100,8 +101,8 @@ def test_outputs_follow_the_file_contract(job):
     # 1 refinement before the control run (the quick preset's), 1 during it (every 4 ps = 3
     # updates, in its first 60 %)
     assert control["revisions"] == 1 and final["fit"]["bonded_refinements"]["count"] == 2
-    # then the quick preset's 2 after it, on the final ramps (which the polished model keeps),
-    # only if the control run met its targets within 3 %; the report says which
+    # then (final_refinements, off by default) 2 after it, on the final ramps (which the polished
+    # model keeps), only if the control run met its targets within 3 %; the report says which
     settled, why = control_settled(control)
     assert report["extra"]["final_refinement"] == {"rounds": 2 if settled else 0, "why": why}
     used = report["extra"]["tabulated_fit"]["bonded_refinements"]["count"]
