@@ -357,16 +357,8 @@ def constrained_equilibration(topology, positions, box, s: Settings, args):
     """``constrained_equilibration_ps`` of the published TraPPE-UA (constrained bonds, NPT at
     ``reference_timestep_ps``) from the packed melt: the chains' conformations and the density
     relax at a fifth of the flexible model's cost per ps. Returns (positions, box) in nm."""
-    system = trappe_system(topology, box, cutoff_nm=s.fine_cutoff_nm, constrain_bonds=True)
-    Barostat(s.pressure_bar, s.temperature_K, seed=args.seed + 17).add_to(system)
-    integrator = openmm.LangevinMiddleIntegrator(s.temperature_K * unit.kelvin, 1.0 / unit.picosecond,
-                                                 s.reference_timestep_ps * unit.picosecond)
-    integrator.setRandomNumberSeed(args.seed + 18)
-    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(args.platform))
-    context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box, dtype=np.float64)])
-    context.setPositions(positions)
-    context.applyConstraints(1e-6)
-    context.setVelocitiesToTemperature(s.temperature_K * unit.kelvin, args.seed + 19)
+    context, integrator = trappe_npt_context(topology, positions, box, s, args, constrained=True,
+                                             timestep_ps=s.reference_timestep_ps, seeds=(17, 18, 19))
     steps = max(int(round(s.constrained_equilibration_ps / s.reference_timestep_ps)), 1)
     chunk = max(steps // 20, 1)
     say(f"constrained TraPPE-UA: equilibrating the chains {s.constrained_equilibration_ps:g} ps at "
@@ -378,6 +370,28 @@ def constrained_equilibration(topology, positions, box, s: Settings, args):
             state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
 
 
+def trappe_npt_context(topology, positions, box, s: Settings, args, *, constrained: bool, timestep_ps: float,
+                       seeds: tuple):
+    """(Context, integrator) of the TraPPE-UA melt, NPT at ``pressure_bar`` (Langevin,
+    ``timestep_ps``), bonds constrained or flexible, at ``positions`` in ``box`` (nm), with
+    velocities drawn; ``seeds``: offsets from --seed of the barostat, the integrator (None: OpenMM
+    picks) and the velocities."""
+    barostat_seed, integrator_seed, velocity_seed = seeds
+    system = trappe_system(topology, box, cutoff_nm=s.fine_cutoff_nm, constrain_bonds=constrained)
+    Barostat(s.pressure_bar, s.temperature_K, seed=args.seed + barostat_seed).add_to(system)
+    integrator = openmm.LangevinMiddleIntegrator(s.temperature_K * unit.kelvin, 1.0 / unit.picosecond,
+                                                 timestep_ps * unit.picosecond)
+    if integrator_seed is not None:
+        integrator.setRandomNumberSeed(args.seed + integrator_seed)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(args.platform))
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box, dtype=np.float64)])
+    context.setPositions(positions)
+    if constrained:
+        context.applyConstraints(1e-6)
+    context.setVelocitiesToTemperature(s.temperature_K * unit.kelvin, args.seed + velocity_seed)
+    return context, integrator
+
+
 def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
     """Simulated ps per wall second of the published TraPPE-UA (constrained bonds, at
     ``reference_timestep_ps``) and of the flexible model that gave the forces (at
@@ -387,15 +401,8 @@ def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
     box = rec["boxes"][-1].astype(np.float64)
     runs = {}
     for name, constrained, dt in (("constrained", True, s.reference_timestep_ps), ("flexible", False, s.fine_timestep_ps)):
-        system = trappe_system(topology, box, cutoff_nm=s.fine_cutoff_nm, constrain_bonds=constrained)
-        Barostat(s.pressure_bar, s.temperature_K, seed=args.seed + 15).add_to(system)
-        integrator = openmm.LangevinMiddleIntegrator(s.temperature_K * unit.kelvin, 1.0 / unit.picosecond, dt * unit.picosecond)
-        context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(args.platform))
-        context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
-        context.setPositions(positions)
-        if constrained:
-            context.applyConstraints(1e-6)
-        context.setVelocitiesToTemperature(s.temperature_K * unit.kelvin, args.seed + 16)
+        context, integrator = trappe_npt_context(topology, positions, box, s, args, constrained=constrained,
+                                                 timestep_ps=dt, seeds=(15, None, 16))
         integrator.step(200)  # warm-up (kernels, neighbour lists)
         runs[name] = (context, integrator, dt, [])
     steps = max(s.reference_timing_steps // blocks, 1)

@@ -273,7 +273,11 @@ def fit_tabulated(
         problem.add_block("dihedral", key, config.dihedral_order + 1)
     M = problem.columns
     pair_block_of = {code: problem.blocks[("pair", pair_key_of[code])] for code in closest}
-    unsampled_start = config.cutoff_nm - config.pair_spacing_nm  # where an unsampled pair's wall starts (see below)
+
+    def unsampled_wall() -> Table:
+        # the table of a type pair never within the cutoff in the fitted frames: the wall alone,
+        # from one knot inside the cutoff (see the end of the fit)
+        return Table("pair", [config.cutoff_nm - config.pair_spacing_nm, config.cutoff_nm], [0.0, 0.0], beta_wall)
     bond_blocks = [problem.blocks[("bond", k)] for k in problem.keys(problem.bonds)] if not fixed else []
     angle_blocks = [problem.blocks[("angle", k)] for k in problem.keys(problem.angles)] if not fixed else []
     bond_tables = [fixed[("bond", k)] for k in problem.keys(problem.bonds)] if fixed else []
@@ -344,11 +348,9 @@ def fit_tabulated(
             fitted = np.isin(pk, list(pair_block_of))
             if not fitted.all():
                 # a type pair that the fitted frames never brought within the cutoff, within it in
-                # these (held-out) frames: its table is the wall alone (below), so is its force here
-                extra = beta_wall * np.maximum(unsampled_start - r[~fitted], 0.0)
-                np.add.at(wall_force, np.stack([i, j], 1)[~fitted].ravel(),
-                          (extra[:, None, None] * grads[~fitted]).reshape(-1, 3))
-                virial_const += float((extra * proj[~fitted]).sum())
+                # these (held-out) frames: its force is its table's, the wall alone
+                add_fixed([unsampled_wall()] * int((~fitted).sum()), r[~fitted], grads[~fitted],
+                          np.stack([i, j], 1)[~fitted], proj[~fitted])
             add_hat([pair_block_of[int(c)] for c in pk[fitted]], r[fitted], grads[fitted], np.stack([i, j], 1)[fitted],
                     proj[fitted])
         if len(problem.bonds):
@@ -465,6 +467,6 @@ def fit_tabulated(
     # instead of refusing to run or letting them overlap freely.
     unsampled = [pair_key_of[code] for code in sorted(pair_key_of) if pair_key_of[code] not in pairs]
     for key in unsampled:
-        pairs[key] = Table("pair", [unsampled_start, config.cutoff_nm], [0.0, 0.0], beta_wall)
+        pairs[key] = unsampled_wall()
     fit_info["unsampled_pairs"] = [list(key) for key in unsampled]
     return TabulatedModel(pairs, bonds_t, angles_t, dih, config.exclusion, config.cutoff_nm, float(temperature_K), fit_info)
