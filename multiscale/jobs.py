@@ -50,10 +50,21 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return flat
 
 
-def settings_differences(stored: Mapping[str, Any], current: Mapping[str, Any], extendable: Iterable[str] = ()) -> List[str]:
+def settings_differences(
+    stored: Mapping[str, Any],
+    current: Mapping[str, Any],
+    extendable: Iterable[str] = (),
+    added: Optional[Mapping[str, Any]] = None,
+) -> List[str]:
     """``["key: old -> new", ...]`` for every setting (nested keys joined by '.') that differs,
-    except the ``extendable`` ones."""
+    except the ``extendable`` ones.
+
+    ``added`` names settings introduced after older folders were made, each with the value that
+    reproduces what those folders did: a stored folder without such a key is taken as having had
+    that value, so it resumes under a newer version as long as the current value is the same."""
     old, new = _flatten(stored), _flatten(current)
+    for key, value in (added or {}).items():
+        old.setdefault(key, json.loads(json.dumps(value)))
     allowed = set(extendable)
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
             if key not in allowed and old.get(key) != new.get(key)]
@@ -64,7 +75,8 @@ class ResumableJob:
 
     ``settings`` is a JSON-serialisable mapping (nested mappings allowed). ``stages`` lists the
     stages in order (names must be unique). ``extendable`` names the settings that may change
-    when the job is resumed."""
+    when the job is resumed; ``added`` names settings introduced since older folders were made,
+    with the value that reproduces those folders (see :func:`settings_differences`)."""
 
     def __init__(
         self,
@@ -73,6 +85,7 @@ class ResumableJob:
         stages: Sequence[Stage] = (),
         *,
         extendable: Iterable[str] = (),
+        added: Optional[Mapping[str, Any]] = None,
         settings_file: str = "settings.json",
         what: str = "job",
     ):
@@ -83,6 +96,7 @@ class ResumableJob:
         self.stages: Dict[str, Stage] = {}
         self.add_stages(stages)
         self.extendable = tuple(extendable)
+        self.added = dict(added or {})
         self.settings_path = self.directory / settings_file
         self.what = what
 
@@ -108,7 +122,7 @@ class ResumableJob:
         stored = self.stored_settings()
         if stored is None:
             return
-        changes = settings_differences(stored, self.settings, self.extendable)
+        changes = settings_differences(stored, self.settings, self.extendable, self.added)
         if changes:
             allowed = f" (only {', '.join(self.extendable)} may change, to extend the run)" if self.extendable else ""
             raise ValueError(

@@ -198,6 +198,10 @@ FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=
 #: settings that may change between a run and its resumption (they only lengthen the CG runs)
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
+#: settings added after earlier job folders were made, with the value that reproduces them (such a
+#: folder resumes as long as the setting keeps that value)
+ADDED_SETTINGS = {"final_refinements": 0}
+
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
     Stage("reference", outputs=("fine/recording/manifest.json",), marker="fine/recording/DONE"),
@@ -301,7 +305,8 @@ def main(argv=None) -> int:
     out = args.out
     torch.manual_seed(args.seed)
     recorded = {"quick": args.quick, "lipid": args.lipid, "platform": args.platform, "seed": args.seed, **asdict(s)}
-    stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, what="membrane_cg job").begin()
+    stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, added=ADDED_SETTINGS,
+                          what="membrane_cg job").begin()
     t0 = time.perf_counter()
 
     # 1–2. all-atom bilayer and its NPT reference
