@@ -38,6 +38,11 @@ class TabulatedConfig(YamlConfig):
     pressure_axes: "xyz" (the pressure, for a bulk phase) or "xy" (the lateral pressure
         (P_xx + P_yy)/2, for a bilayer in the xy plane at zero surface tension).
     table_spacing_nm, table_spacing_rad: spacing of the energy tables handed to OpenMM.
+    pair_force_prior: when set (kJ/mol/nm), a Gaussian prior of this width on every pair knot's
+        force, centred on 0 (ridge regression with the weight σ²/s², σ² the mean-square residual
+        of a mapped force component): a knot that rests on fewer samples than it takes to tell
+        its force from the mapped forces' noise is drawn to 0 force instead of fitting that
+        noise; well-sampled knots are not moved. None: off.
     """
 
     SECTION = "tabulated"
@@ -57,6 +62,7 @@ class TabulatedConfig(YamlConfig):
     bonded: str = "force_matching"
     table_spacing_nm: float = 0.0005
     table_spacing_rad: float = 0.002
+    pair_force_prior: Optional[float] = None
 
     def __post_init__(self) -> None:
         for name in ("cutoff_nm", "pair_spacing_nm", "bond_spacing_nm", "angle_spacing_rad", "wall_kT_nm",
@@ -82,3 +88,5 @@ class TabulatedConfig(YamlConfig):
             raise ValueError(f"pressure_axes must be 'xyz' (bulk) or 'xy' (lateral, a bilayer), got {self.pressure_axes!r}")
         if self.pressure_bar is not None and not (math.isfinite(self.pressure_bar) and abs(self.pressure_bar) < 1e5):
             raise ValueError(f"pressure_bar={self.pressure_bar} is not a plausible pressure in bar")
+        if self.pair_force_prior is not None and not (math.isfinite(self.pair_force_prior) and self.pair_force_prior > 0):
+            raise ValueError(f"pair_force_prior={self.pair_force_prior} must be a force > 0 in kJ/mol/nm (None: off)")

@@ -416,10 +416,31 @@ def fit_tabulated(
         R[s, s] += config.smoothness * scale * (D.T @ D)
     R += 1e-10 * np.trace(H) / max(M, 1) * np.eye(M)
     free = np.linalg.solve(H + R, b)
-    coefficients = free
     fit_info: Dict[str, Any] = {"columns": M, "frames": int(x.shape[0]),
                                 "columns_per_kind": {k: sum(bl.size for bl in problem.blocks.values() if bl.kind == k)
                                                      for k in ("pair", "bond", "angle", "dihedral")}}
+    if config.pair_force_prior is not None:
+        # Gaussian prior N(0, s²) on each pair knot's force: with noise of variance σ² on every
+        # mapped force component, the posterior mean solves (H + σ²/s² I) c = b. σ² from the
+        # residual of the smooth fit (the mapped forces of a solvated system are mostly the
+        # solvent's kicks: noise to the CG model). A knot with H_kk ≪ σ²/s² (few samples) goes to
+        # 0 force; one with H_kk ≫ σ²/s² keeps its fitted force.
+        sigma2 = max(float(free @ H @ free - 2.0 * b @ free + ff), 0.0) / (3 * problem.n * x.shape[0])
+        weight = sigma2 / config.pair_force_prior ** 2
+        held_by_prior = {}
+        for blk in problem.blocks.values():
+            if blk.kind != "pair":
+                continue
+            s_ = slice(blk.offset, blk.offset + blk.size)
+            R[s_, s_] += weight * np.eye(blk.size)
+            few = int(np.sum(np.diag(H)[s_] < weight))
+            if few:
+                held_by_prior["-".join(blk.key)] = few
+        free = np.linalg.solve(H + R, b)
+        fit_info["pair_force_prior"] = {"width_kj_mol_nm": float(config.pair_force_prior),
+                                        "noise_rms_kj_mol_nm": float(np.sqrt(sigma2)), "weight": float(weight),
+                                        "knots_mostly_prior": held_by_prior}
+    coefficients = free
     if boxes is not None:
         fit_info["pressure_unconstrained_bar"] = float((p_row @ free + p_const) * KJ_PER_MOL_NM3_TO_BAR)
     if config.pressure_bar is not None:
