@@ -36,7 +36,7 @@ Modules: one observable per module (:mod:`~.bonded`, :mod:`~.rdf`, :mod:`~.radiu
 :mod:`~.leaflet_exchange`, :mod:`~.lateral_diffusion`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
 :mod:`~.divergence`, :mod:`~.statistics`), and the report (:mod:`~.observable`: the contract;
 :mod:`~.comparisons`: the standard observables; :mod:`~.membrane`: a bilayer's; :mod:`~.report`: :func:`validation_report`;
-:mod:`~.plots`).
+:mod:`~.plots`), and :mod:`~.pair_counts` (what the pair tables' iterative Boltzmann inversion compares).
 """
 
 from multiscale.cg.analysis.area_per_lipid import area_per_lipid
@@ -78,6 +78,7 @@ from multiscale.cg.analysis.membrane import (
 )
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
 from multiscale.cg.analysis.order_parameter import bond_order_parameter
+from multiscale.cg.analysis.pair_counts import PairCounts, pair_counts
 from multiscale.cg.analysis.radius_of_gyration import radius_of_gyration_per_chain
 from multiscale.cg.analysis.rdf import compare_rdfs, rdf, rdf_difference, rdf_pairs
 from multiscale.cg.analysis.report import validation_report
@@ -126,6 +127,8 @@ __all__ = [
     "bilayer_thickness",
     "density_profile",
     "bond_order_parameter",
+    "PairCounts",
+    "pair_counts",
     "lateral_rdf",
     "lipids_leaving_leaflet",
     "lipid_lateral_msd",
