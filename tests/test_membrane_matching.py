@@ -69,3 +69,8 @@ def test_control_settled_asks_both_targets_within_the_tolerance():
     assert control_settled(found(3.5 * 1.04, 10.0), tolerance=0.05)[0]
     with pytest.raises(ValueError, match="fraction"):
         control_settled(found(3.5, 10.0), tolerance=3.0)  # a percentage, not a fraction
+    # the thickness observed, not controlled (control_membrane(thickness=False))
+    observed = {"channels": {INTERMOLECULAR_ALL_PAIRS: {"value": 10.1, "target": 10.0}},
+                "observed": {"thickness": {"value": 3.5 * 1.05, "target": 3.5}}}
+    ok, why = control_settled(observed)
+    assert not ok and "thickness +5.0 %" in why

@@ -97,3 +97,23 @@ def test_a_revised_system_takes_over_from_the_current_state():
     with pytest.raises(ValueError, match="revise_every"):
         control_ramps(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, [channel], temperature_K=300.0, steps=200,
                       timestep_ps=0.01, updates=10, revise=revise)
+
+
+def test_fixed_parameters_hold_and_observed_values_are_reported():
+    """``push`` fixed at 0.1 k moves ⟨x⟩ by push/2/k (coupling 0.5), so holding ⟨x⟩ = 1.3 needs
+    pull = 0.3 k − 0.05 k; ⟨y⟩ = 1 + push/k = 1.1 is only observed. The settled part is the
+    last 40 %."""
+    channel = ControlChannel("pull", lambda x, box, p: float(x[:, 0].mean()), 1.3, 1.0 / (K * 1.3), 10.0, limit=100.0)
+    result = control_ramps(_wells(coupling=0.5, n=256), np.full((256, 3), 1.0), np.eye(3) * 5.0, [channel],
+                           temperature_K=300.0, steps=20000, timestep_ps=0.01, platform="CPU", seed=9, updates=400,
+                           settled=0.4, fixed={"push": 0.1 * K},
+                           observe={"y": lambda x, box, p: float(x[:, 1].mean()), "push": lambda x, box, p: p["push"]})
+    assert result["channels"]["pull"]["A"] == pytest.approx(0.25 * K, rel=0.06)
+    assert set(result["observed"]) == {"y", "push"} and "push" not in result["channels"]
+    assert len(result["observed"]["y"]["trace"]) == 400
+    assert result["observed"]["y"]["value"] == pytest.approx(1.1, abs=0.01)
+    assert result["observed"]["y"]["value"] == pytest.approx(np.mean([t["value"] for t in result["observed"]["y"]["trace"][240:]]))
+    assert all(t["value"] == 0.1 * K for t in result["observed"]["push"]["trace"])  # held, as the measure saw it
+    with pytest.raises(ValueError, match="both controlled and fixed"):
+        control_ramps(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, [channel], temperature_K=300.0, steps=200,
+                      timestep_ps=0.01, updates=10, fixed={"pull": 1.0})

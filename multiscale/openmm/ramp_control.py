@@ -81,7 +81,8 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
                   steps: int, timestep_ps: float, inner_steps: int = 1, platform: str = "CPU", seed: int = 0,
                   updates: int = 400, settled: float = 0.15, minimize: bool = True,
                   revise: Optional[Callable[[np.ndarray, np.ndarray], Optional[openmm.System]]] = None,
-                  revise_every: int = 0, revise_until: float = 1.0,
+                  revise_every: int = 0, revise_until: float = 1.0, fixed: Optional[Mapping[str, float]] = None,
+                  observe: Optional[Mapping[str, Measure]] = None,
                   log: Optional[Callable[[str], None]] = None) -> Dict:
     """Run ``system`` (Langevin, ``steps`` steps from ``positions`` in ``box``, nm) while one PI
     controller per channel sets its global parameter so that its measured value (taken
@@ -92,6 +93,10 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
     and global parameters; e.g. bonded tables refined on those frames) that the run goes on with
     from its current state; it is called only within the first ``revise_until`` fraction of the
     run and never within the settled part, so that the controllers settle on the last System.
+    ``fixed``: global parameters held at these values throughout (not controlled). ``observe``:
+    values measured at every update alongside, without a controller (``measure(x, cell,
+    parameters)``), returned under "observed" as {"value": mean over the settled part, "trace":
+    [{"time_ps", "value"}]}.
 
     Returns ``{"channels": {parameter: {"A": mean parameter over the last ``settled`` fraction of
     the run, "value", "value_sem": the measured value there, "target", "trace": [{"time_ps", "A",
@@ -107,9 +112,14 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
         raise ValueError(f"settled={settled} must be a fraction of the run in (0, 1]")
     if steps < 2 * updates or updates < 10:
         raise ValueError(f"need updates >= 10 and steps >= 2 x updates (got {updates}, {steps})")
+    fixed = dict(fixed or {})
+    observe = dict(observe or {})
+    if set(fixed) & set(names):
+        raise ValueError(f"a parameter cannot be both controlled and fixed: {sorted(set(fixed) & set(names))}")
     context, integrator = langevin_context(system, positions, box, temperature_K=temperature_K, timestep_ps=timestep_ps,
                                            inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize,
-                                           parameters={c.parameter: c.start for c in channels})
+                                           parameters={**fixed, **{c.parameter: c.start for c in channels}})
+    observed: Dict[str, list] = {name: [] for name in observe}
 
     chunk = int(steps) // int(updates)
     dt = chunk * timestep_ps
@@ -129,6 +139,8 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
         if not np.all(np.isfinite(x)):
             raise RuntimeError(f"the controlled run blew up (NaN positions) after {(k + 1) * chunk} steps at {current}")
         values = {c.parameter: float(c.measure(x, cell, dict(current))) for c in channels}
+        for name, measure in observe.items():
+            observed[name].append({"time_ps": (k + 1) * dt, "value": float(measure(x, cell, {**fixed, **current}))})
         for c in channels:
             name, value = c.parameter, values[c.parameter]
             traces[name].append({"time_ps": (k + 1) * dt, "A": current[name], "value": value})
@@ -156,14 +168,16 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
                     context, integrator = langevin_context(revised, x, cell, temperature_K=temperature_K,
                                                            timestep_ps=timestep_ps, inner_steps=inner_steps,
                                                            platform=platform, seed=seed + 7919 * (k + 1), minimize=False,
-                                                           parameters=current)
+                                                           parameters={**fixed, **current})
                     context.setVelocities(velocities)
                     revisions += 1
         if log is not None and (k + 1) % max(updates // 8, 1) == 0:
             log(f"controller at {(k + 1) * dt:.0f} ps: " + "; ".join(
                 f"{c.parameter} = {current[c.parameter]:.3f} (value {values[c.parameter]:.4g}, target {c.target:.4g})"
                 for c in channels))
-    out = {"channels": {}, "positions": x.tolist(), "box": cell.tolist(), "revisions": revisions}
+    out = {"channels": {}, "positions": x.tolist(), "box": cell.tolist(), "revisions": revisions,
+           "observed": {name: {"value": float(np.mean([t["value"] for t in trace[first_settled:]])), "trace": trace}
+                        for name, trace in observed.items()}}
     for c in channels:
         last = traces[c.parameter][first_settled:]
         v = np.array([t["value"] for t in last])
