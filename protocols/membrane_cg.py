@@ -17,8 +17,11 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    a repulsive pair prior)
 5. force matching, model_family "tabulated" (default): MS-CG pair (and     DIR/tabulated.json, tabulated.png
    bending–torsion) tables with the lateral virial constraint (zero-tension
-   area) on Boltzmann-inverted bond and angle tables; iterative Boltzmann   DIR/tabulated_refined.json
-   refinement of the bonded tables (NVT at the reference's area); then, in  DIR/membrane_control.json,
+   area) on Boltzmann-inverted bond and angle tables, each pair knot's force
+   under a Gaussian prior at 0 (the mapped forces are ~99 % noise); iterative
+   Boltzmann refinement of the bonded tables (NVT at the reference's area); DIR/tabulated_refined.json
+   iterative Boltzmann inversion of the pair tables on the pair counts,     DIR/tabulated_pairs_refined.json
+   with the bonded tables, each NVT run continuing the last; then, in       DIR/membrane_control.json,
    one run at zero tension, two intermolecular ramps set together by        membrane_control.png
    feedback: a head–tail repulsion (to the reference's thickness) and an
    all-pair ramp (to the reference's area), the bonded tables refined
@@ -75,6 +78,12 @@ MODEL_FAMILIES = ("tabulated", "network")
 CONTROL_REFINEMENT_DAMPING = 0.7
 #: at most this many frames per bonded refinement run (see refined() in main)
 REFINEMENT_FRAMES = 150
+#: the step of the pair tables' iterative Boltzmann inversion: at 0.5 the DMPC quick patch's
+#: thickness swung between 2.6 and 3.8 nm from round to round (target 3.47), at 0.25 it settled
+#: within 3 rounds
+PAIR_REFINEMENT_DAMPING = 0.25
+#: the reference frames whose pair counts the inversion compares against (at most; evenly spaced)
+PAIR_REFERENCE_FRAMES = 1000
 
 
 @dataclass
@@ -108,6 +117,12 @@ class Settings(YamlConfig):
     tabulated_pair_spacing_nm: float = 0.02
     # the combined bending–torsion terms of the tails (0: off)
     tabulated_dihedral_order: int = 0
+    # width (kJ/mol/nm) of the Gaussian prior at 0 on each pair knot's force (TabulatedConfig.
+    # pair_force_prior): the mapped forces are ~99 % the water's noise (765 kJ/mol/nm rms per
+    # component), and the rarely met pairs' tables fitted that noise (a -27 kJ/mol chain end-choline
+    # well in one run, which pulled heads into the core); 30 is Martini's strongest pair attraction
+    # (epsilon 5.6 kJ/mol, sigma 0.47 nm: 2.4 epsilon/sigma = 29 kJ/mol/nm); 0: off
+    tabulated_pair_force_prior: float = 30.0
     # bond and angle tables: "boltzmann" (inverted from the mapped distributions; the pairs are
     # then force-matched on what is left) or "force_matching" (fitted with the pairs). The mapped
     # forces of a solvated lipid are ~97 % noise (the water's kicks), which fitted bonded tables
@@ -122,6 +137,17 @@ class Settings(YamlConfig):
     # fixed), a head–tail repulsion to the reference's thickness (the CG thickness relaxes over
     # ~100 ps) and an all-pair ramp to the reference's area; 0: off
     control_steps: int = 24000
+    # tabulated family: the control run also sets the head–tail ramp to the reference's thickness
+    # (False: the area alone, the head–tail ramp at 0: after the pair tables' inversion the volume
+    # per lipid is the reference's, and with both channels on the two ramps fought in two of three
+    # quick runs; multiscale.openmm.membrane_matching)
+    control_thickness: bool = False
+    # tabulated family: rounds of iterative Boltzmann inversion of the pair tables, with the bonded
+    # tables, on the pair counts of pair_refinement_steps NVT runs at the reference area, each run
+    # continuing the last (the fitted tables' core came out ~20 % too dense, the bilayer 16 % thin,
+    # which no ramp restored: multiscale.cg.tabulated.pair_refinement); 0: off
+    pair_refinements: int = 6
+    pair_refinement_steps: int = 5000
     # tabulated family: during the first 60 % of the control run, an iterative Boltzmann refinement
     # of the bonded tables every control_refinement_ps on the frames since the last (the ramps
     # change what each lipid's head group sees, the bonded tables change the thickness and area:
@@ -155,7 +181,8 @@ class Settings(YamlConfig):
             if not getattr(self, name) > 0:
                 raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
-                     "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps", "final_refinements"):
+                     "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps", "final_refinements",
+                     "tabulated_pair_force_prior", "pair_refinements", "pair_refinement_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
@@ -188,7 +215,7 @@ class Settings(YamlConfig):
 
 
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
-                 sample_interval=50, reference_timing_steps=300, cg_steps=15000, cg_npt_steps=8000,
+                 sample_interval=50, reference_timing_steps=300, cg_steps=15000, cg_npt_steps=20000,
                  cg_report_interval=10, bonded_refinements=1)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
@@ -200,7 +227,8 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
 #: folder resumes as long as the setting keeps that value)
-ADDED_SETTINGS = {"final_refinements": 0}
+ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
+                  "pair_refinement_steps": 5000, "control_thickness": True}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -208,6 +236,7 @@ STAGES = (
     Stage("force_matching", outputs=("model/model.ckpt",), marker="model/DONE"),
     Stage("tabulated_fit", outputs=("tabulated.json",)),
     Stage("bonded_refinement", outputs=("tabulated_refined.json",)),
+    Stage("pair_refinement", outputs=("tabulated_pairs_refined.json",)),
     Stage("membrane_control", outputs=("tabulated_final.json",), marker="membrane_control.json"),
     Stage("final_refinement", outputs=("tabulated_polished.json",)),
 )
@@ -357,7 +386,8 @@ def main(argv=None) -> int:
             config = TabulatedConfig(cutoff_nm=s.cg_cutoff_nm, pair_spacing_nm=s.tabulated_pair_spacing_nm,
                                      dihedral_order=s.tabulated_dihedral_order, exclusion=prior_config.exclusion,
                                      pressure_bar=s.pressure_bar if s.area_matching else None, pressure_axes="xy",
-                                     bonded=s.tabulated_bonded)
+                                     bonded=s.tabulated_bonded,
+                                     pair_force_prior=s.tabulated_pair_force_prior or None)
             dihedrals = mapping.bead_dihedrals if s.tabulated_dihedral_order > 0 else []
             fitted = fit_tabulated(cg_pos[:split], cg_forces[:split], mapping.bead_types, mapping.bead_bonds,
                                    mapping.bead_angles, dihedrals, temperature_K=temperature, boxes=boxes[:split],
@@ -405,26 +435,42 @@ def main(argv=None) -> int:
     start = int(np.argmin(np.abs(areas - areas.mean())))
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     final_refinement = None  # the final bonded refinement's rounds and why (tabulated family)
-    def refined(model, rounds: int, seed: int, name: str, positions=None):
+    def refined(model, rounds: int, seed: int, name: str, positions=None, pairs: bool = False):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area (from ``positions``, nm; default: the recorded frame): what
-        the pair tables do to the intramolecular distributions. Saved as DIR/``name`` (a stage
-        output)."""
+        the pair tables do to the intramolecular distributions. With ``pairs``, the pair tables
+        too (pair_refinement_steps each, every run continuing the last). Saved as DIR/``name``
+        (a stage output)."""
         from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
 
+        steps = s.pair_refinement_steps if pairs else s.refinement_steps
         # a frame every ~20 steps (at most 150; the first quarter dropped): the glycerol bonds'
         # three conformer peaks need thousands of values per round
-        frames = min(REFINEMENT_FRAMES, max(40, s.refinement_steps // 20))
+        frames = min(REFINEMENT_FRAMES, max(40, steps // 20))
+        extra = {}
+        if pairs:
+            from multiscale.cg.analysis import pair_counts
+
+            def count(traj):
+                return pair_counts(traj, mapping.bead_bonds, cutoff_nm=s.cg_cutoff_nm, spacing_nm=s.tabulated_pair_spacing_nm,
+                                   exclusion=prior_config.exclusion, types=mapping.bead_types)
+
+            every = max(1, ref_traj.n_frames // PAIR_REFERENCE_FRAMES)
+            extra = {"pair_reference": count(ref_traj[::every]), "count_pairs": count, "pair_damping": PAIR_REFINEMENT_DAMPING,
+                     "continue_runs": True}
 
         def work() -> dict:
             refined_model = refine_bonded_in_runs(
                 model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
                 mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, boxes[start],
                 reference_bonded, rounds=rounds, temperature_K=temperature,
-                steps=s.refinement_steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
-                seed=seed, frames=frames, discard=frames // 4, log=lambda line: say(f"{line} ({name})"))
+                steps=steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
+                seed=seed, frames=frames, discard=frames // 4, log=lambda line: say(f"{line} ({name})"), **extra)
             refined_model.save(out / name)
-            return {"rounds": rounds}
+            result = {"rounds": rounds}
+            if pairs:
+                result["pair_refinements"] = refined_model.fit.get("pair_refinements")
+            return result
 
         return work
 
@@ -448,6 +494,10 @@ def main(argv=None) -> int:
         if s.bonded_refinements > 0:
             stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json"))
             tabulated = TabulatedModel.load(out / "tabulated_refined.json")
+        if s.pair_refinements > 0:
+            stages.run("pair_refinement", refined(tabulated, s.pair_refinements, args.seed + 600, "tabulated_pairs_refined.json",
+                                                  pairs=True))
+            tabulated = TabulatedModel.load(out / "tabulated_pairs_refined.json")
         if s.control_steps > 0:
             target = float(bilayer_thickness(ref_traj, phosphates).mean())
             target_area = float(np.abs(np.cross(boxes[:, 0], boxes[:, 1])[:, 2]).mean())  # the reference's box area
@@ -476,12 +526,17 @@ def main(argv=None) -> int:
                                          target_area_nm2=target_area, temperature_K=temperature, steps=s.control_steps,
                                          timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
                                          seed=args.seed + 300, revise=revise if s.control_refinement_ps > 0 else None,
-                                         revise_every_ps=s.control_refinement_ps, log=say)
+                                         revise_every_ps=s.control_refinement_ps, thickness=s.control_thickness, log=say)
                 channels = found["channels"]
-                plot_controls([{**channels[INTERMOLECULAR_SCALE], "value_label": "thickness (nm)",
-                                "ramp_label": "head–tail ramp (kJ/mol)"},
+                if s.control_thickness:
+                    thickness_panel = channels[INTERMOLECULAR_SCALE]
+                else:  # observed only: the head–tail ramp held at 0
+                    observed = found["observed"]["thickness"]
+                    thickness_panel = {**observed, "trace": [{**row, "A": 0.0} for row in observed["trace"]]}
+                plot_controls([{**thickness_panel, "value_label": "thickness (nm)", "ramp_label": "head–tail ramp (kJ/mol)"},
                                {**channels[INTERMOLECULAR_ALL_PAIRS], "value_label": "box area at zero tension (nm²)",
-                                "ramp_label": "all-pair ramp (kJ/mol)"}], out / "membrane_control.png")
+                                "ramp_label": "all-pair ramp (kJ/mol)"}], out / "membrane_control.png",
+                              settled=0.15 if s.control_thickness else 0.4)
                 (model["bonded"].with_pair_ramp(found["A_head_tail_kj_mol"], head_tail, intermolecular=True)
                  .with_pair_ramp(found["A_all_kj_mol"], intermolecular=True)).save(out / "tabulated_final.json")
                 return {**found, "head_tail_pairs": [list(p) for p in head_tail], "target_nm": target,
@@ -551,9 +606,11 @@ def main(argv=None) -> int:
         """A control stage's result without its end state and trace (in DIR/<name>.json)."""
         if not stages.is_done(name):
             return None
-        summary = {k: v for k, v in stages.result(name).items() if k not in ("positions", "box", "channels")}
-        summary["channels"] = {parameter: {k: v for k, v in channel.items() if k != "trace"}
-                               for parameter, channel in stages.result(name).get("channels", {}).items()}
+        result = stages.result(name)
+        summary = {k: v for k, v in result.items() if k not in ("positions", "box", "channels", "observed")}
+        for part in ("channels", "observed"):
+            summary[part] = {parameter: {k: v for k, v in channel.items() if k != "trace"}
+                             for parameter, channel in result.get(part, {}).items()}
         return summary
 
     report = validation_report(ref, cg, mapping.bead_masses, out_dir=out, speedup=speedup, types=mapping.bead_types,

@@ -37,6 +37,8 @@ TINY = """membrane_cg:
   control_steps: 600
   control_refinement_ps: 4
   refinement_steps: 200
+  pair_refinements: 2
+  pair_refinement_steps: 200
   final_refinements: 2
 """
 
@@ -60,7 +62,7 @@ def test_outputs_follow_the_file_contract(job):
     run_dir = out / "run"
     for name in ("cg.pdb", "cg.dcd", "cg_npt.dcd", "reference_cg.pdb", "reference_cg.dcd", "report.json", "report.md",
                  "density_profiles.png", "bonded_bond.png", "tail_order.png", "lateral_rdf.png", "priors.png",
-                 "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_final.json",
+                 "mapping.json", "tabulated.json", "tabulated_refined.json", "tabulated_pairs_refined.json", "tabulated_final.json",
                  "membrane_control.json", "membrane_control.png"):
         assert (run_dir / name).is_file(), name
     pdb = app.PDBFile(str(run_dir / "cg.pdb"))
@@ -88,19 +90,28 @@ def test_outputs_follow_the_file_contract(job):
                 "reference_speed", "restarts"):
         assert report[key] is not None, key
     control = json.loads((run_dir / "membrane_control.json").read_text())
-    thickness = control["channels"]["cg_intermolecular_ramp_scale"]
+    # the default: the area controlled, the thickness observed with the head–tail ramp held at 0
+    assert "cg_intermolecular_ramp_scale" not in control["channels"]
+    thickness = control["observed"]["thickness"]
     area = control["channels"]["cg_intermolecular_all_pair_ramp"]
     assert len(thickness["trace"]) == len(area["trace"]) == 10  # 600 steps, an update every 60
-    assert control["A_head_tail_kj_mol"] == pytest.approx(np.mean([t["A"] for t in thickness["trace"][-2:]]))  # last 15 %
-    assert control["A_all_kj_mol"] == pytest.approx(np.mean([t["A"] for t in area["trace"][-2:]]))
+    assert control["A_head_tail_kj_mol"] == 0.0
+    assert control["A_all_kj_mol"] == pytest.approx(np.mean([t["A"] for t in area["trace"][-4:]]))  # last 40 %
+    assert control["thickness_nm"] == pytest.approx(np.mean([t["value"] for t in thickness["trace"][-4:]]))
+    assert thickness["target"] == pytest.approx(control["target_nm"])
     final = json.loads((run_dir / "tabulated_final.json").read_text())
     ramps = {tuple(r["types"]): r["A_kj_mol"] for r in final["intermolecular_ramps"]}
     A_ht, A_all = control["A_head_tail_kj_mol"], control["A_all_kj_mol"]
-    assert ramps[("C", "PO")] == pytest.approx(A_ht + A_all)  # head–tail + all-pair
+    assert ramps[("C", "PO")] == pytest.approx(A_ht + A_all)  # head–tail (0 here) + all-pair
     assert ramps[("C", "C")] == pytest.approx(A_all)
-    # 1 refinement before the control run (the quick preset's), 1 during it (every 4 ps = 3
-    # updates, in its first 60 %)
-    assert control["revisions"] == 1 and final["fit"]["bonded_refinements"]["count"] == 2
+    # 1 bonded refinement before the control run (the quick preset's), 2 with the pair tables'
+    # inversion, 1 during the control run (every 4 ps = 3 updates, in its first 60 %)
+    assert control["revisions"] == 1 and final["fit"]["bonded_refinements"]["count"] == 4
+    assert final["fit"]["pair_refinements"]["count"] == 2
+    pairs_refined = json.loads((run_dir / "tabulated_pairs_refined.json").read_text())
+    fitted = json.loads((run_dir / "tabulated.json").read_text())
+    assert pairs_refined["pairs"] != fitted["pairs"]  # the inversion moved the pair tables
+    assert fitted["fit"]["pair_force_prior"]["width_kj_mol_nm"] == 30.0  # the preset's prior on the pair knots
     # then (final_refinements, off by default) 2 after it, on the final ramps (which the polished
     # model keeps), only if the control run met its targets within 3 %; the report says which
     settled, why = control_settled(control)
@@ -108,11 +119,11 @@ def test_outputs_follow_the_file_contract(job):
     used = report["extra"]["tabulated_fit"]["bonded_refinements"]["count"]
     if settled:
         polished = json.loads((run_dir / "tabulated_polished.json").read_text())
-        assert polished["fit"]["bonded_refinements"]["count"] == used == 4
+        assert polished["fit"]["bonded_refinements"]["count"] == used == 6
         assert polished["intermolecular_ramps"] == final["intermolecular_ramps"]
         assert polished["bonds"] != final["bonds"]
     else:
-        assert not (run_dir / "tabulated_polished.json").exists() and used == 2
+        assert not (run_dir / "tabulated_polished.json").exists() and used == 4
     assert control["target_area_per_lipid_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
     assert control["target_nm"] == pytest.approx(report["thickness"]["reference"])
     assert report["extra"]["membrane_control"]["A_all_kj_mol"] == pytest.approx(A_all)
