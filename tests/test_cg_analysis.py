@@ -330,6 +330,34 @@ def test_block_sem():
     assert cga.block_sem(y, n_blocks=4) == pytest.approx(np.std(np.arange(4.0), ddof=1) / 2)
 
 
+def _ar1(phi: float, n: int, realisations: int, rng) -> np.ndarray:
+    """AR(1) series x_t = phi x_(t-1) + e_t, started in its stationary distribution."""
+    x = np.empty((realisations, n))
+    x[:, 0] = rng.normal(size=realisations) / math.sqrt(1.0 - phi ** 2)
+    noise = rng.normal(size=(realisations, n))
+    for t in range(1, n):
+        x[:, t] = phi * x[:, t - 1] + noise[:, t]
+    return x
+
+
+def test_statistical_inefficiency_and_correlated_sem_against_an_ar1_process():
+    rng = np.random.default_rng(7)
+    # theory: g = (1 + phi) / (1 - phi) for AR(1); 19 at phi = 0.9, 1 for white noise
+    assert cga.statistical_inefficiency(_ar1(0.9, 200_000, 1, rng)[0]) == pytest.approx(19.0, rel=0.1)
+    assert cga.statistical_inefficiency(rng.normal(size=20_000)) == pytest.approx(1.0, abs=0.1)
+    assert cga.statistical_inefficiency(np.full(50, 2.5)) == 1.0
+    assert cga.correlated_sem(np.full(50, 2.5)) == 0.0
+    # a run only ~10 correlation times long (g ~ 200 of 2000 samples), as a small bilayer's area:
+    # against the spread of the means of 400 independent runs, ten blocks understate the error
+    # more than the autocorrelation estimate does
+    runs = _ar1(0.99, 2000, 400, rng)
+    spread = runs.mean(axis=1).std(ddof=1)
+    correlated = np.median([cga.correlated_sem(r) for r in runs]) / spread
+    blocks = np.median([cga.block_sem(r) for r in runs]) / spread
+    assert 0.7 < correlated < 1.2
+    assert blocks < correlated - 0.05
+
+
 # ----------------------------------------------------------------------------- report
 
 

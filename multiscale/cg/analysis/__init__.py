@@ -82,7 +82,7 @@ from multiscale.cg.analysis.pair_counts import PairCounts, pair_counts
 from multiscale.cg.analysis.radius_of_gyration import radius_of_gyration_per_chain
 from multiscale.cg.analysis.rdf import compare_rdfs, rdf, rdf_difference, rdf_pairs
 from multiscale.cg.analysis.report import validation_report
-from multiscale.cg.analysis.statistics import block_sem
+from multiscale.cg.analysis.statistics import block_sem, correlated_sem, statistical_inefficiency
 from multiscale.cg.analysis.thickness import bilayer_thickness
 
 __all__ = [
@@ -117,6 +117,8 @@ __all__ = [
     "chain_diffusion_coefficient",
     "density",
     "block_sem",
+    "correlated_sem",
+    "statistical_inefficiency",
     "polymer_observables",
     "validation_report",
     "midplane",

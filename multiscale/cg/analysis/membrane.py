@@ -29,13 +29,13 @@ from multiscale.cg.analysis.observable import Comparison, Observable, ReportCont
 from multiscale.cg.analysis.order_parameter import bond_order_parameter
 from multiscale.cg.analysis.plots import _figure, _png
 from multiscale.cg.analysis.rdf import rdf_difference
-from multiscale.cg.analysis.statistics import _relative, block_sem
+from multiscale.cg.analysis.statistics import _relative, correlated_sem
 from multiscale.cg.analysis.text import _fmt
 
 
 def _stats(ref_series: np.ndarray, cg_series: np.ndarray, blocks: int) -> Dict[str, Any]:
-    ref = {"mean": float(np.mean(ref_series)), "sem": block_sem(ref_series, blocks)}
-    cg = {"mean": float(np.mean(cg_series)), "sem": block_sem(cg_series, blocks)}
+    ref = {"mean": float(np.mean(ref_series)), "sem": correlated_sem(ref_series, blocks)}
+    cg = {"mean": float(np.mean(cg_series)), "sem": correlated_sem(cg_series, blocks)}
     rel, rel_sem = _relative(ref["mean"], cg["mean"], ref["sem"], cg["sem"])
     return {"reference": ref["mean"], "cg": cg["mean"], "reference_sem": ref["sem"], "cg_sem": cg["sem"],
             "relative_difference_percent": rel, "relative_difference_percent_sem": rel_sem}
@@ -105,14 +105,14 @@ class ThicknessComparison(_NPTObservable):
                 "cg_nvt": bilayer_thickness(cg, heads, not_a_bilayer="nan")}
         broken = {name: int(np.isnan(values).sum()) for name, values in runs.items()}
         if broken["cg"]:
-            block = {"reference": float(reference.mean()), "reference_sem": block_sem(reference, context.sem_blocks),
+            block = {"reference": float(reference.mean()), "reference_sem": correlated_sem(reference, context.sem_blocks),
                      "cg": None, "cg_sem": None, "relative_difference_percent": None,
                      "relative_difference_percent_sem": None}
         else:
             block = _stats(reference, runs["cg"], context.sem_blocks)
         nvt = runs["cg_nvt"]
         block.update({"cg_nvt": None if broken["cg_nvt"] else float(nvt.mean()),
-                      "cg_nvt_sem": None if broken["cg_nvt"] else block_sem(nvt, context.sem_blocks),
+                      "cg_nvt_sem": None if broken["cg_nvt"] else correlated_sem(nvt, context.sem_blocks),
                       "not_a_bilayer_frames": {"cg": broken["cg"], "cg_nvt": broken["cg_nvt"]},
                       "cg_source": self.source, "head_type": self.head_type, "unit": "nm"})
         return Comparison(entries={"thickness": block})

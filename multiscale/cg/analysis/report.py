@@ -56,7 +56,8 @@ def _markdown(report: Dict[str, Any], observables: Sequence[Observable]) -> str:
     lines += [f"{meta['n_beads']} beads in {meta['n_chains']} chains; bead types {', '.join(meta['bead_types'])}; "
               f"{meta['n_frames']['ref']} reference frames, {meta['n_frames']['cg']} CG frames. "
               "Uncertainties are standard errors of the mean from block averaging "
-              f"({report['settings']['sem_blocks']} blocks).", ""]
+              f"({report['settings']['sem_blocks']} blocks; a bilayer's area and thickness take the larger of that "
+              "and the autocorrelation estimate).", ""]
     if report.get("speedup") is not None:
         lines += [f"**Speed-up (CG vs reference): {_fmt(report['speedup'])}×**", ""]
     for observable in observables:
