@@ -7,15 +7,17 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-from multiscale.cg.analysis import (area_per_lipid, bilayer_thickness, bond_order_parameter, density_profile,
-                                    lateral_diffusion_coefficient, lateral_rdf, lipids_leaving_leaflet, membrane_observables,
-                                    midplane, validation_report)
+from multiscale.cg.analysis import (TailPhaseComparison, area_per_lipid, bilayer_thickness, bond_order_parameter,
+                                    density_profile, lateral_diffusion_coefficient, lateral_rdf, lipids_leaving_leaflet,
+                                    membrane_observables, midplane, validation_report)
+from multiscale.cg.analysis.observable import ReportContext
 
 TYPES_PER_LIPID = ["PO", "C", "C"]
 
 
-def _bilayer(n_per_leaflet=36, frames=20, side=4.0, height=8.0, thickness=4.0, z_mid=4.0, seed=0):
-    """Lipids of 3 beads (head PO, two tail beads), heads at ±thickness/2, tails pointing inward."""
+def _bilayer(n_per_leaflet=36, frames=20, side=4.0, height=8.0, thickness=4.0, z_mid=4.0, seed=0, tail_spread=0.05):
+    """Lipids of 3 beads (head PO, two tail beads), heads at ±thickness/2, tails pointing inward;
+    each bead off its lipid's axis in x and y by a normal deviate of ``tail_spread`` (nm)."""
     rng = np.random.default_rng(seed)
     top = md.Topology()
     n = 2 * n_per_leaflet
@@ -31,7 +33,7 @@ def _bilayer(n_per_leaflet=36, frames=20, side=4.0, height=8.0, thickness=4.0, z
             sign = 1 if k < n_per_leaflet else -1
             xy = rng.uniform(0, side, 2)
             for b, depth in enumerate((0.0, 0.5, 1.0)):
-                xyz[t, 3 * k + b, :2] = xy + rng.normal(scale=0.05, size=2)
+                xyz[t, 3 * k + b, :2] = xy + rng.normal(scale=tail_spread, size=2)
                 xyz[t, 3 * k + b, 2] = z_mid + sign * (thickness / 2 - depth) + rng.normal(scale=0.02)
     xyz[..., 2] %= height
     cells = np.tile(np.diag([side, side, height]), (frames, 1, 1))
@@ -115,6 +117,7 @@ def test_membrane_report(tmp_path):
     assert report["thickness"]["reference"] == pytest.approx(4.0, abs=0.01)
     assert report["thickness"]["cg_nvt"] == pytest.approx(3.6, abs=0.01)
     assert report["stability"]["cg"]["lost"] == 0
+    assert report["tail_phase"]["ordered"] is False  # all three equally ordered
     for name in ("density_profiles.png", "tail_order.png", "lateral_rdf.png", "bonded_bond.png", "report.md"):
         assert (tmp_path / name).stat().st_size > 0
     assert "area per lipid" in (tmp_path / "report.md").read_text()
@@ -142,3 +145,31 @@ def test_a_bilayer_that_fell_apart_is_reported_not_refused(tmp_path):
     assert block["reference"] == pytest.approx(4.0, abs=0.01) and block["cg_nvt"] == pytest.approx(3.6, abs=0.01)
     assert report["stability"]["cg_npt"]["flip_flop"] > 0       # the run's lost lipids are counted
     assert "not a bilayer in 10 frames" in (tmp_path / "report.md").read_text()
+
+
+def test_a_bilayer_that_freezes_at_zero_tension_is_reported_ordered():
+    """The tail phase: a fluid-like reference (tails splayed, P₂ well below 1), an NPT run whose
+    tails straighten in its second half (ordered), and one that stays as splayed (fluid)."""
+    ref, types = _bilayer(seed=1, tail_spread=0.3)
+    fluid, _ = _bilayer(seed=2, tail_spread=0.3)
+    straight, _ = _bilayer(seed=3, tail_spread=0.02)
+    freezing = md.Trajectory(np.concatenate([fluid.xyz, straight.xyz]), fluid.topology)
+    freezing.unitcell_vectors = np.concatenate([fluid.unitcell_vectors, straight.unitcell_vectors])
+    tail_bonds = np.array([(3 * k + 1, 3 * k + 2) for k in range(ref.n_atoms // 3)])
+    expected = float(bond_order_parameter(ref, tail_bonds).mean())
+    assert expected < 0.6  # the splay makes the reference's tails fluid-like
+    context = ReportContext(masses={"PO": 100.0, "C": 56.0}, types=types)
+
+    block = TailPhaseComparison(("C",), freezing).compare(ref, fluid, context).entries["tail_phase"]
+    assert block["reference"] == pytest.approx(expected)  # the tail bonds only (C-C, not PO-C)
+    assert block["n_bonds"] == len(tail_bonds)
+    first, second = block["cg_npt_halves"]
+    assert first == pytest.approx(float(bond_order_parameter(fluid, tail_bonds).mean()))
+    assert second > 0.95 and second - block["reference"] > block["threshold"]
+    assert block["ordered"] is True
+
+    block = TailPhaseComparison(("C",), fluid).compare(ref, fluid, context).entries["tail_phase"]
+    assert block["ordered"] is False
+    assert TailPhaseComparison(("C",)).compare(ref, fluid, context).entries["tail_phase"]["ordered"] is None
+    with pytest.raises(ValueError, match="pass tail_types"):
+        TailPhaseComparison(("CT",), fluid).compare(ref, fluid, context)

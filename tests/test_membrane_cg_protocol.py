@@ -87,8 +87,11 @@ def test_outputs_follow_the_file_contract(job):
     assert 0.4 < report["area_per_lipid"]["reference"] < 0.8      # nm² per lipid
     assert 2.5 < report["thickness"]["reference"] < 4.5           # nm, phosphate to phosphate
     for key in ("density_profiles", "bonded", "tail_order", "lateral_rdf", "stability", "lateral_diffusion",
-                "reference_speed", "restarts"):
+                "reference_speed", "restarts", "tail_phase"):
         assert report[key] is not None, key
+    # the tail phase is judged on the NPT run (its two halves), over the tail bonds of both tails
+    assert isinstance(report["tail_phase"]["ordered"], bool) and len(report["tail_phase"]["cg_npt_halves"]) == 2
+    assert report["tail_phase"]["n_bonds"] > 0 and -0.5 <= report["tail_phase"]["reference"] <= 1.0
     control = json.loads((run_dir / "membrane_control.json").read_text())
     # the default: the area controlled, the thickness observed with the head–tail ramp held at 0
     assert "cg_intermolecular_ramp_scale" not in control["channels"]

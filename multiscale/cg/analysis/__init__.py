@@ -73,6 +73,7 @@ from multiscale.cg.analysis.membrane import (
     LateralRDFComparison,
     StabilityComparison,
     TailOrderComparison,
+    TailPhaseComparison,
     ThicknessComparison,
     membrane_observables,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "ThicknessComparison",
     "DensityProfileComparison",
     "TailOrderComparison",
+    "TailPhaseComparison",
     "LateralRDFComparison",
     "StabilityComparison",
     "LateralDiffusionComparison",

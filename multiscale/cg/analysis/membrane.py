@@ -1,6 +1,6 @@
 """The observables of a lipid bilayer's validation report: area per lipid, thickness, density
-profiles along the normal, tail order, in-plane head RDF, stability (lipids lost) and lateral
-diffusion; :func:`membrane_observables` lists them (with the bonded distributions) in report
+profiles along the normal, tail order, tail phase (fluid or ordered at zero tension), in-plane
+head RDF, stability (lipids lost) and lateral diffusion; :func:`membrane_observables` lists them (with the bonded distributions) in report
 order. Each is an :class:`~multiscale.cg.analysis.observable.Observable`, so the polymer
 observables stay untouched.
 
@@ -201,6 +201,64 @@ class TailOrderComparison(Observable):
         return lines + [""]
 
 
+#: a CG bilayer at zero tension whose tails' mean P₂ exceeds the reference's by more than this is
+#: reported as ordered (gel-like) instead of fluid. Measured on the DMPC quick patch (fluid
+#: all-atom reference: 0.47): fluid CG runs 0.45–0.62; a seed whose pair-refined model froze at
+#: zero tension 0.70–0.79 while its area fell 11–13 %, and 0.84–0.91 once fully ordered
+ORDERED_P2_EXCESS = 0.2
+
+
+class TailPhaseComparison(_NPTObservable):
+    """Whether the CG bilayer at zero tension stayed fluid: the mean P₂ of the tail–tail bonds
+    (both beads of a ``tail_types`` type) in the reference, the structural CG run (at the
+    reference's area) and the CG run at zero tension (``npt_traj``), that run's two halves
+    apart (a rising order is a freezing bilayer), and ``ordered``: its second half's P₂ above the
+    reference's by more than :data:`ORDERED_P2_EXCESS`. A solvent-free CG model can have an
+    ordered phase that the structural run at the reference's area never shows: at zero tension
+    the bilayer then contracts and its tails straighten, which the area alone does not tell
+    from a soft fluid. Report key ``tail_phase`` (``ordered`` None without ``npt_traj``)."""
+
+    title = "Tail phase"
+
+    def __init__(self, tail_types=("C", "CT"), npt_traj: Optional[md.Trajectory] = None):
+        super().__init__(npt_traj)
+        self.tail_types = tuple(tail_types)
+
+    def compare(self, ref: md.Trajectory, cg: md.Trajectory, context: ReportContext) -> Comparison:
+        names = bead_types(ref.topology, context.types)
+        bonds = np.array([(a.index, b.index) for a, b in ref.topology.bonds
+                          if names[a.index] in self.tail_types and names[b.index] in self.tail_types],
+                         dtype=np.int64).reshape(-1, 2)
+        if len(bonds) == 0:
+            raise ValueError(f"no bond joins two beads of the tail types {list(self.tail_types)}; the topology's bead "
+                             f"types are {sorted(set(names))}: pass tail_types")
+
+        def p2(traj: md.Trajectory) -> float:
+            return float(bond_order_parameter(traj, bonds).mean())
+
+        block: Dict[str, Any] = {"reference": p2(ref), "cg": p2(cg), "cg_npt": None, "cg_npt_halves": None,
+                                 "ordered": None, "threshold": ORDERED_P2_EXCESS, "tail_types": list(self.tail_types),
+                                 "n_bonds": int(len(bonds))}
+        if self.npt_traj is not None:
+            half = self.npt_traj.n_frames // 2
+            halves = [p2(self.npt_traj[:half]), p2(self.npt_traj[half:])] if half > 0 else [p2(self.npt_traj)] * 2
+            block.update({"cg_npt": p2(self.npt_traj), "cg_npt_halves": halves,
+                          "ordered": bool(halves[1] - block["reference"] > ORDERED_P2_EXCESS)})
+        return Comparison(entries={"tail_phase": block})
+
+    def markdown(self, report: Dict[str, Any]) -> List[str]:
+        block = report["tail_phase"]
+        lines = ["## Tail phase (mean P₂ of the tail bonds)", "",
+                 f"reference {_fmt(block['reference'], 3)}, CG at the reference's area {_fmt(block['cg'], 3)}"]
+        if block["cg_npt"] is not None:
+            first, second = block["cg_npt_halves"]
+            verdict = ("**ordered (gel-like)**: its area and thickness are not the fluid bilayer's" if block["ordered"]
+                       else "fluid")
+            lines[-1] += (f", CG at zero tension {_fmt(block['cg_npt'], 3)} (halves {_fmt(first, 3)} → "
+                          f"{_fmt(second, 3)}): {verdict} (ordered above reference + {block['threshold']:g})")
+        return lines + [""]
+
+
 class LateralRDFComparison(Observable):
     """In-plane RDF of the ``head_type`` beads within each leaflet. Report key ``lateral_rdf``
     (:func:`~multiscale.cg.analysis.rdf.rdf_difference` of the curves); plot ``lateral_rdf.png``."""
@@ -292,14 +350,14 @@ class LateralDiffusionComparison(Observable):
 
 def membrane_observables(*, head_type: str = "PO", npt_traj: Optional[md.Trajectory] = None, bonded_bins=None,
                          reference_frame_ps: Optional[float] = None, cg_frame_ps: Optional[float] = None,
-                         profile_half_width_nm: float = 3.5) -> List[Observable]:
+                         profile_half_width_nm: float = 3.5, tail_types=("C", "CT")) -> List[Observable]:
     """The observables of a bilayer's report, in report order: area per lipid, thickness, density
-    profiles, bonded distributions, tail order, in-plane head RDF, stability and (when both frame
-    intervals are given) lateral diffusion."""
+    profiles, bonded distributions, tail order, tail phase (``tail_types``: the tail beads' types),
+    in-plane head RDF, stability and (when both frame intervals are given) lateral diffusion."""
     observables: List[Observable] = [
         AreaPerLipidComparison(npt_traj), ThicknessComparison(head_type, npt_traj),
         DensityProfileComparison(profile_half_width_nm), BondedComparison(bonded_bins), TailOrderComparison(),
-        LateralRDFComparison(head_type), StabilityComparison(head_type, npt_traj)]
+        TailPhaseComparison(tail_types, npt_traj), LateralRDFComparison(head_type), StabilityComparison(head_type, npt_traj)]
     if reference_frame_ps is not None and cg_frame_ps is not None:
         observables.append(LateralDiffusionComparison(reference_frame_ps, cg_frame_ps))
     return observables
