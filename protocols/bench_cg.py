@@ -2,7 +2,7 @@
 """Cost of a CG step against bead count, for each CG model family with and without multiple time
 stepping, and of the fine (TraPPE-UA, constrained) reference against site count, in one run.
 
-    python protocols/bench_cg.py --jobs DIR [DIR ...] [--out bench_cg.json] [--max-beads 100000]
+    python protocols/bench_cg.py --jobs DIR [DIR ...] [--out bench_cg.json] [--max-beads 100000] [--profile]
 
 Each DIR is a finished ``protocols/polymer_cg.py`` job; a job fitted with model_family "network"
 gives the network family (priors + bead network), one with "tabulated" the MS-CG family. Its
@@ -10,6 +10,11 @@ last CG frame (and the fine model's last recorded frame) is tiled n×n×n times 
 beads (the fine melt to as many sites). Each point is the median wall time per step over timed blocks after a warm-up; speeds are
 also given as ratios to the fine reference of the same melt (4 sites per bead in the quick
 preset), measured in this run. Writes the JSON and a PNG next to it (``--out``).
+
+``--profile`` adds, for the network family, the bead network's own cost per call (energy and
+forces, eager PyTorch, outside OpenMM) at every bead count, and at the smallest one where that
+time goes: torch.profiler's operators by self time, with how many operators one call runs (JSON
+key ``network_profile``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,36 @@ def time_steps(system, positions, box, integrator, platform, budget_s=3.0, block
     return float(np.median(per_step)), per_step
 
 
+def network_call_cost(model, positions, box, types, *, calls: int = 5, top: int = 12, breakdown: bool = False):
+    """The bead network's energy-and-forces call (``model.compute``, eager) on one frame: median
+    wall ms per call over ``calls`` after a warm-up, and with ``breakdown`` torch.profiler's
+    operators by self CPU time per call (the ``top`` most costly) and the operators per call."""
+    import torch
+
+    model.compute(positions, types, box)  # warm-up (allocations, neighbour list)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        model.compute(positions, types, box)
+        times.append(time.perf_counter() - start)
+    row = {"beads": len(positions), "ms_per_call": 1e3 * float(np.median(times)), "threads": torch.get_num_threads()}
+    if breakdown:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                model.compute(positions, types, box)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        self_total = sum(e.self_cpu_time_total for e in events)  # µs; self times do not overlap
+        row.update({"profiled_ms_per_call": self_total / calls / 1e3,
+                    "operators_per_call": sum(e.count for e in events) / calls,
+                    "distinct_operators": len(events),
+                    "top": [{"operator": e.key, "self_ms_per_call": e.self_cpu_time_total / calls / 1e3,
+                             "count_per_call": e.count / calls, "share": e.self_cpu_time_total / self_total}
+                            for e in events[:top]]})
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", nargs="+", required=True, type=Path, help="finished polymer_cg job folders")
@@ -81,6 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-beads", type=positive_int, default=100_000)
     p.add_argument("--platform", default="CPU")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of timed stepping per point")
+    p.add_argument("--profile", action="store_true", help="also the network's own cost per call and its operators")
     args = p.parse_args(argv)
     from multiscale.cg.mapping import Mapping
     from multiscale.cg.priors.records import Priors
@@ -118,7 +154,7 @@ def main(argv=None) -> int:
 
     fine_top = app.PDBFile(str(fine["pdb"])).topology
     fine_bonds = np.array([(b[0].index, b[1].index) for b in fine_top.bonds()])
-    results = {"platform": args.platform, "fine": [], "cg": []}
+    results = {"platform": args.platform, "fine": [], "cg": [], "network_profile": []}
     base_sites = len(fine["x"])
     for n in tqdm(TILES, desc="fine reference"):
         if base_sites * n ** 3 > args.max_beads:
@@ -156,6 +192,8 @@ def main(argv=None) -> int:
                                                       mapping.bead_dihedrals)
             types = list(mapping.bead_types) * n ** 3
             masses = np.tile(mapping.bead_masses, n ** 3)
+            if family == "network" and args.profile:
+                results["network_profile"].append(network_call_cost(model, x, box, types, breakdown=n == TILES[0]))
             if family == "network":
                 terms = [PriorTerms(data["priors"], types, bonds, angles, [],
                                     nonbonded_cutoff_nm=float(data["settings"].get("prior_cutoff_nm", 1.0)), periodic=True),
@@ -190,6 +228,13 @@ def main(argv=None) -> int:
         ratio = f"  {row['speedup_vs_fine']:7.1f}x fine" if "speedup_vs_fine" in row else ""
         print(f"{row['family']:9} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
               f"{row['ps_per_wall_second']:8.2f} ps/s{ratio}")
+    for row in results["network_profile"]:
+        print(f"network call {row['beads']:>7} beads  {row['ms_per_call']:9.2f} ms ({row['threads']} threads)")
+        for op in row.get("top", []):
+            print(f"    {op['operator']:<40} {op['self_ms_per_call']:7.3f} ms  x{op['count_per_call']:.0f}  {100 * op['share']:4.1f} %")
+        if "operators_per_call" in row:
+            print(f"    {row['operators_per_call']:.0f} operators per call ({row['distinct_operators']} distinct), "
+                  f"{row['profiled_ms_per_call']:.2f} ms of self time under the profiler")
     atomic_write_json(args.out, results)
     plot(results, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")

@@ -146,6 +146,27 @@ def test_multiscale_validate_runs_on_the_jobs_cg_model(job):
     assert done.returncode in (0, 1) and "recommended step" in done.stdout, done.stderr[-2000:]
 
 
+def test_bench_cg_profiles_the_bead_network(job, tmp_path):
+    """bench_cg --profile on a network job: the network's own cost per call at each bead count,
+    and at the smallest where it goes (operators by self time, most costly first, their shares
+    of the profiled time adding up to at most 1)."""
+    run_dir = job[0] / "run"
+    bench = subprocess.run([sys.executable, str(REPO / "protocols" / "bench_cg.py"), "--jobs", run_dir, "--max-beads", "400",
+                            "--budget", "0.2", "--profile", "--out", tmp_path / "bench.json"],
+                           capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["beads"] for row in data["network_profile"]] == [96]
+    row = data["network_profile"][0]
+    assert row["ms_per_call"] > 0 and row["profiled_ms_per_call"] > 0
+    assert row["operators_per_call"] >= row["distinct_operators"] >= len(row["top"]) > 0
+    self_ms = [op["self_ms_per_call"] for op in row["top"]]
+    assert self_ms == sorted(self_ms, reverse=True)
+    assert 0 < sum(op["share"] for op in row["top"]) <= 1 + 1e-9
+    assert "operators per call" in bench.stdout
+    assert {r["family"] for r in data["cg"]} == {"network"}
+
+
 def test_tabulated_family_job(job, tmp_path):
     """model_family tabulated: MS-CG tables instead of the network, run natively under MTS; the
     report carries the density, diffusion and constrained-reference entries of the contract. The
