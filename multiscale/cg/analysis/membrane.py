@@ -1,7 +1,7 @@
 """The observables of a lipid bilayer's validation report: area per lipid, thickness, density
 profiles along the normal, tail order, tail phase (fluid or ordered at zero tension), in-plane
-head RDF, stability (lipids lost) and lateral diffusion; :func:`membrane_observables` lists them (with the bonded distributions) in report
-order. Each is an :class:`~multiscale.cg.analysis.observable.Observable`, so the polymer
+head RDF, stability (lipids lost) and lateral diffusion; :func:`membrane_observables` lists them
+(with the bonded distributions) in report order. Each is an :class:`~multiscale.cg.analysis.observable.Observable`, so the polymer
 observables stay untouched.
 
 Ensembles: the reference is NPT at zero surface tension. The structural CG run (``cg``) is NVT at
