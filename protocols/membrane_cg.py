@@ -148,6 +148,11 @@ class Settings(YamlConfig):
     # which no ramp restored: multiscale.cg.tabulated.pair_refinement); 0: off
     pair_refinements: int = 6
     pair_refinement_steps: int = 5000
+    # each inversion step smoothed over the knots by a Gaussian of this width (nm; 0: not
+    # smoothed). Unsmoothed steps built a narrow tail–tail well at the close-packing distance in
+    # the quick run whose bilayer froze at zero tension. Smoothed over 0.08 nm, that run still
+    # froze, so it is off (multiscale.cg.tabulated.pair_refinement)
+    pair_refinement_smoothing_nm: float = 0.0
     # tabulated family: during the first 60 % of the control run, an iterative Boltzmann refinement
     # of the bonded tables every control_refinement_ps on the frames since the last (the ramps
     # change what each lipid's head group sees, the bonded tables change the thickness and area:
@@ -182,7 +187,8 @@ class Settings(YamlConfig):
                 raise ValueError(f"membrane_cg setting {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
                      "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps", "final_refinements",
-                     "tabulated_pair_force_prior", "pair_refinements", "pair_refinement_steps"):
+                     "tabulated_pair_force_prior", "pair_refinements", "pair_refinement_steps",
+                     "pair_refinement_smoothing_nm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
@@ -193,6 +199,9 @@ class Settings(YamlConfig):
             raise ValueError(f"control_steps={self.control_steps}: the controller needs at least 300 steps (0: off)")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
+        if self.pair_refinement_smoothing_nm >= 0.5:
+            raise ValueError(f"pair_refinement_smoothing_nm={self.pair_refinement_smoothing_nm} is not a smoothing width in nm "
+                             "(the pair tables' knots are 0.02 nm apart; e.g. 0.08, or 0: off, the default)")
         if self.fine_timestep_ps > 0.005:
             raise ValueError(f"fine_timestep_ps={self.fine_timestep_ps} ps is too long for the all-atom bilayer (4 fs = 0.004 "
                              "with hydrogen-mass repartitioning); time steps are in ps")
@@ -228,7 +237,7 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
 #: folder resumes as long as the setting keeps that value)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
-                  "pair_refinement_steps": 5000, "control_thickness": True}
+                  "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -457,7 +466,7 @@ def main(argv=None) -> int:
 
             every = max(1, ref_traj.n_frames // PAIR_REFERENCE_FRAMES)
             extra = {"pair_reference": count(ref_traj[::every]), "count_pairs": count, "pair_damping": PAIR_REFINEMENT_DAMPING,
-                     "continue_runs": True}
+                     "pair_smoothing_nm": s.pair_refinement_smoothing_nm, "continue_runs": True}
 
         def work() -> dict:
             refined_model = refine_bonded_in_runs(

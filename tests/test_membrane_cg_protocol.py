@@ -167,3 +167,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
     result = run("--quick", "--config", config, "--out", tmp_path / "o")
     assert result.returncode == 2 and "ps" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o" / "fine").exists()
+    config.write_text("membrane_cg:\n  pair_refinement_smoothing_nm: 2.0\n")  # Å, not nm
+    result = run("--quick", "--config", config, "--out", tmp_path / "p")
+    assert result.returncode == 2 and "pair_refinement_smoothing_nm" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "p" / "fine").exists()

@@ -11,6 +11,7 @@ import multiscale  # noqa: F401
 from multiscale.cg.analysis import PairCounts, bonded_values, pair_counts
 from multiscale.cg.priors.contacts import excluded_pairs
 from multiscale.cg.tabulated import Table, TabulatedModel, refine_pairs
+from multiscale.cg.tabulated.pair_refinement import gaussian_smooth
 from multiscale.units import kT
 
 T = 300.0
@@ -91,6 +92,25 @@ def test_the_step_is_minus_the_gradient_of_kT_log_of_the_count_ratio():
     record = refined.fit["pair_refinements"]
     assert record["count"] == 1
     assert record["max_abs_delta_u_kj_mol"]["A-A"] == pytest.approx(a, rel=0.02)
+
+    # smoothed steps: the step above averaged with Gaussian weights over the knots (untrusted knots
+    # and the cutoff still untouched), which for a Gaussian bump of width w is the derivative of the
+    # bump widened to sqrt(w² + s²) with its area kept (the convolution, in closed form)
+    s = 0.05
+    smooth = refine_pairs(model, ref, cg, temperature_K=T, damping=0.5, smoothing_nm=s)
+    step_s = smooth.pairs[("A", "A")].force - force
+    expected = gaussian_smooth(knots, np.where(knots < 0.42, 0.0, step), s)
+    expected[knots < 0.42] = 0.0
+    expected[-1] = 0.0
+    np.testing.assert_allclose(step_s, expected, atol=1e-9)
+    wide = np.hypot(width, s)
+    widened = a * width / wide * np.exp(-0.5 * ((r - centre) / wide) ** 2)
+    analytic_s = -0.5 * np.interp(knots, r, -(r - centre) / wide ** 2 * widened)
+    middle = (knots > 0.48) & (knots < 1.0)
+    np.testing.assert_allclose(step_s[middle], analytic_s[middle], atol=0.03 * np.abs(analytic_s).max())
+    assert np.abs(step_s).max() < 0.9 * np.abs(step).max()  # the bump's slopes are flattened
+    with pytest.raises(ValueError, match="smoothing_nm"):
+        refine_pairs(model, ref, cg, temperature_K=T, smoothing_nm=2.0)
 
     same = refine_pairs(model, ref, ref, temperature_K=T)
     np.testing.assert_array_equal(same.pairs[("A", "A")].force, force)

@@ -30,7 +30,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
                           frames: int = 40, discard: int = 10, dihedrals: bool = False, damping: float = 1.0,
                           pair_reference: Optional[PairCounts] = None,
                           count_pairs: Optional[Callable[[mdtraj.Trajectory], PairCounts]] = None,
-                          pair_damping: float = 0.25, continue_runs: bool = False,
+                          pair_damping: float = 0.25, pair_smoothing_nm: float = 0.0, continue_runs: bool = False,
                           log: Optional[Callable[[str], None]] = None) -> TabulatedModel:
     """``rounds`` refinements of ``model``: each runs ``system_for(current model)`` for ``steps``
     steps from ``positions`` in ``box`` (nm), drops the first ``discard`` of ``frames`` frames,
@@ -38,7 +38,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
     coefficients) towards ``reference`` (:func:`bonded_values` of the mapped reference, grouped by
     the bead types ``types``). With ``pair_reference`` (the mapped reference's pair counts) and
     ``count_pairs`` (the same counting for a run), the pair tables move too, by ``pair_damping``
-    × the inversion step. ``continue_runs``: each run starts where the last one ended instead of
+    × the inversion step, smoothed over ``pair_smoothing_nm`` (:func:`refine_pairs`). ``continue_runs``: each run starts where the last one ended instead of
     at ``positions``, so that a property that relaxes slower than one run (a bilayer's thickness,
     ~100 ps) is measured nearer its steady state. Returns the refined model;
     ``fit["bonded_refinements"]`` (and ``fit["pair_refinements"]``) count them."""
@@ -59,7 +59,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
         pairs_line = ""
         if pair_reference is not None:
             current = refine_pairs(current, pair_reference, count_pairs(traj), temperature_K=temperature_K,
-                                   damping=pair_damping)
+                                   damping=pair_damping, smoothing_nm=pair_smoothing_nm)
             done = current.fit["pair_refinements"]
             deviation = done["mean_relative_count_deviation"]
             pairs_line = (f"; pair counts off by {100 * float(np.mean(list(deviation.values()) or [0.0])):.0f} % "
