@@ -38,9 +38,10 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
     coefficients) towards ``reference`` (:func:`bonded_values` of the mapped reference, grouped by
     the bead types ``types``). With ``pair_reference`` (the mapped reference's pair counts) and
     ``count_pairs`` (the same counting for a run), the pair tables move too, by ``pair_damping``
-    × the inversion step, smoothed over ``pair_smoothing_nm`` (:func:`refine_pairs`). ``continue_runs``: each run starts where the last one ended instead of
-    at ``positions``, so that a property that relaxes slower than one run (a bilayer's thickness,
-    ~100 ps) is measured nearer its steady state. Returns the refined model;
+    × the inversion step, smoothed over ``pair_smoothing_nm`` (:func:`refine_pairs`).
+    ``continue_runs``: each run starts where the last one ended instead of at ``positions``, so
+    that a property that relaxes slower than one run (a bilayer's thickness, ~100 ps) is measured
+    nearer its steady state. Returns the refined model;
     ``fit["bonded_refinements"]`` (and ``fit["pair_refinements"]``) count them."""
     if rounds < 0 or not 0 <= discard < frames:
         raise ValueError(f"need rounds >= 0 and 0 <= discard < frames, got rounds={rounds}, discard={discard}, frames={frames}")

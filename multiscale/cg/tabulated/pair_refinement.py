@@ -87,11 +87,11 @@ def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *
         delta_g = np.zeros_like(q)
         delta_g[span] = -np.gradient(delta_u[span], q[span])
         delta_g[~trusted] = 0.0
-        delta_g[-1] = 0.0
+        delta_g[-1] = 0.0  # no force at the cutoff
         if smoothing_nm > 0:
             delta_g = gaussian_smooth(q, delta_g, smoothing_nm)
             delta_g[~trusted] = 0.0  # below the trusted span the table stays as it is
-        delta_g[-1] = 0.0  # no force at the cutoff
+            delta_g[-1] = 0.0
         out.pairs[key] = Table("pair", q, table.force + damping * delta_g, table.wall, samples=table.samples)
         name = "-".join(key)
         shifts[name] = float(np.max(np.abs(delta_u[trusted] - delta_u[trusted][-1])))
