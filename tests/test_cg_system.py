@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_model  # noqa: E402
 from multiscale.cg.mapping import MappingDefinition, PolymerRule, build_mapping  # noqa: E402
 from multiscale.cg.priors import PriorConfig, fit_priors  # noqa: E402
-from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
+from multiscale.openmm.cg_simulation import ERROR_SUMMARY_CHARS, CGSimulation, error_summary  # noqa: E402
 from multiscale.openmm.cg_system import build_cg_system, force_matching_set, prior_only_system  # noqa: E402
 from multiscale.openmm.recording import ForceRecorder, load_recording  # noqa: E402
 from systems.polyethylene import build_melt  # noqa: E402
@@ -145,6 +145,23 @@ def test_cg_md_blow_up_names_the_step_and_keeps_the_checkpoint(pipeline, tmp_pat
     assert result["resumed"] and result["steps"] == kept
     traj = mdtraj.load_dcd(str(tmp_path / "cg.dcd"), top=str(tmp_path / "cg.pdb"))
     assert traj.n_frames == kept // 10 and np.all(np.isfinite(traj.xyz))
+
+
+def test_instability_message_quotes_a_traceback_as_one_line():
+    """A TorchScript model's error reaches OpenMM as the interpreter's whole traceback; the
+    instability message quotes its first line and the line that names the error, not all of it."""
+    traceback = ("The following operation failed in the TorchScript interpreter.\n"
+                 "Traceback of TorchScript, serialized code (most recent call last):\n"
+                 + "".join(f'  File "code/__torch__/model.py", line {k}, in forward\n    x = torch.mm(a, b)\n'
+                           for k in range(40))
+                 + "RuntimeError: expected scalar type Double but found Float\n")
+    summary = error_summary(openmm.OpenMMException(traceback))
+    assert "\n" not in summary and len(summary) <= ERROR_SUMMARY_CHARS
+    assert summary.startswith("The following operation failed")
+    assert summary.endswith("RuntimeError: expected scalar type Double but found Float")
+    assert error_summary(ValueError("Particle coordinate is NaN")) == "Particle coordinate is NaN"
+    long = error_summary(ValueError("x" * 1000))
+    assert len(long) == ERROR_SUMMARY_CHARS and long.endswith("...")
 
 
 def test_cg_md_restarts_from_the_checkpoint_after_a_blow_up(pipeline, tmp_path):

@@ -64,6 +64,27 @@ class CGInstabilityError(RuntimeError):
     """CG MD produced NaN coordinates (the integrator became unstable)."""
 
 
+#: the most characters of the underlying error that a :class:`CGInstabilityError` message quotes
+ERROR_SUMMARY_CHARS = 300
+
+
+def error_summary(error: BaseException, limit: int = ERROR_SUMMARY_CHARS) -> str:
+    """One line for an error whose message may be a whole traceback (a TorchScript model's error
+    reaches OpenMM as its interpreter's traceback, dozens of lines): its first line and, when
+    there are more, the last line that names an error (``RuntimeError: ...``), cut to ``limit``
+    characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    summary = lines[0]
+    if len(lines) > 1:
+        named = [line for line in lines[1:] if "Error" in line or "error" in line]
+        last = named[-1] if named else lines[-1]
+        if last != summary:
+            summary = f"{summary} ... {last}"
+    return summary if len(summary) <= limit else summary[: limit - 3] + "..."
+
+
 class CGSimulation:
     """Langevin dynamics of a CG System with checkpoint/restart.
 
@@ -231,7 +252,7 @@ class CGSimulation:
                 kept = (f"its last checkpoint ({paths['chk'].name}, step {saved}) and the frames before it are intact"
                         if saved is not None else "no checkpoint was written yet")
                 raise CGInstabilityError(
-                    f"{self.name} MD became unstable between steps {done} and {done + chunk} ({error}); {kept}. "
+                    f"{self.name} MD became unstable between steps {done} and {done + chunk} ({error_summary(error)}); {kept}. "
                     f"Use a smaller time step (now {self.timestep_ps} ps), or check the priors (torsions between "
                     "near-linear angles diverge) and the bead network"
                 ) from error
