@@ -11,6 +11,16 @@ beads (the fine melt to as many sites). Each point is the median wall time per s
 also given as ratios to the fine reference of the same melt (4 sites per bead in the quick
 preset), measured in this run. Writes the JSON and a PNG next to it (``--out``).
 
+``--kernels`` adds what OpenMM's CPU kernels cost for each form a CG term can take, on the same
+tiled frames of the first job: the pair force as the tabulated family ships it (one table lookup
+per pair, picked by type), one table for all pairs, a closed-form expression, and OpenMM's own
+NonbondedForce; bonds and angles as tables (CustomCompoundBondForce), as expressions
+(CustomBondForce, CustomAngleForce) and as OpenMM's harmonic forces; and one integrator step of
+a System with no force (JSON key ``kernel_costs``: ms per energy-and-forces call at fixed
+positions, so neighbour lists are built once). The forms of a term evaluate one stand-in
+potential (a 12-6 pair; a polynomial bond and angle, tabulated or as an expression), so their
+energies agree (``energy_kj_mol``) and only their cost differs. It says which forms a faster CG tier has to take.
+
 ``--profile`` adds, for the network family, the bead network's own cost per call (energy and
 forces, eager PyTorch, outside OpenMM) at every bead count, and at the smallest one where that
 time goes: torch.profiler's operators by self time, with how many operators one call runs (JSON
@@ -109,6 +119,143 @@ def network_call_cost(model, positions, box, types, *, calls: int = 5, top: int 
     return row
 
 
+#: the forms ``--kernels`` times, by term: the first of each is what the tabulated family ships
+KERNEL_FORMS = {
+    "pairs": ("table by type pair (shipped)", "one table", "expression", "NonbondedForce"),
+    "bonds": ("table (shipped)", "expression", "HarmonicBondForce"),
+    "angles": ("table (shipped)", "expression", "HarmonicAngleForce"),
+    "integrator": ("LangevinMiddle step, no force",),
+}
+#: the stand-in potentials the kernel forms evaluate (their cost, not their physics, is measured):
+#: a 12-6 pair of this sigma (nm) and epsilon (kJ/mol), tabulated every KERNEL_TABLE_SPACING_NM,
+#: and bond/angle polynomials of KERNEL_POLYNOMIAL_ORDER, as a fitted table would be projected
+KERNEL_SIGMA_NM, KERNEL_EPSILON = 0.45, 0.5
+KERNEL_TABLE_SPACING_NM = 0.0005
+KERNEL_TABLE_PAD = 8
+KERNEL_POLYNOMIAL_ORDER = 6
+
+
+def _kernel_force(term: str, form: str, n: int, types, bonds, angles, cutoff_nm: float):
+    """One OpenMM force of ``term`` in ``form`` over ``n`` particles (None for the bare integrator)."""
+    sigma, eps = KERNEL_SIGMA_NM, KERNEL_EPSILON
+    if term == "pairs":
+        # knots every KERNEL_TABLE_SPACING_NM from 0.6 sigma to the cutoff (the shipped tables' default
+        # spacing), KERNEL_TABLE_PAD more either side (the 12-6 below, 0 past the cutoff), so that the
+        # cubic spline does not ring where one type pair's table meets the next
+        r_lo = 0.6 * sigma
+        pad = KERNEL_TABLE_PAD
+        grid = r_lo + KERNEL_TABLE_SPACING_NM * np.arange(-pad, int(np.ceil((cutoff_nm - r_lo) / KERNEL_TABLE_SPACING_NM)) + 1 + pad)
+        u = np.where(grid <= cutoff_nm, 4 * eps * ((sigma / grid) ** 12 - (sigma / grid) ** 6), 0.0)  # unshifted, as NonbondedForce
+        span = (len(grid) - 1) * KERNEL_TABLE_SPACING_NM
+        codes = {t: k for k, t in enumerate(sorted(set(types)))}
+        if form == "NonbondedForce":
+            force = openmm.NonbondedForce()
+            force.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+            force.setUseDispersionCorrection(False)
+            for _ in range(n):
+                force.addParticle(0.0, sigma, eps)
+            for i, j in bonds:
+                force.addException(int(i), int(j), 0.0, sigma, 0.0)
+        else:
+            if form == "expression":
+                force = openmm.CustomNonbondedForce(f"4*{eps}*((({sigma}/r)^6)^2-({sigma}/r)^6)")
+            elif form == "one table":
+                force = openmm.CustomNonbondedForce(f"upair(r-{float(grid[0])!r})")
+                force.addTabulatedFunction("upair", openmm.Continuous1DFunction(u.tolist(), 0.0, span))
+            else:  # the shipped form: every type pair's table end to end, picked by an offset
+                m = len(codes)
+                force = openmm.CustomNonbondedForce(f"upair(r-{float(grid[0])!r}+pairstart(type1, type2))")
+                force.addTabulatedFunction("upair", openmm.Continuous1DFunction(
+                    np.tile(u, m * m).tolist(), 0.0, (m * m * len(grid) - 1) * KERNEL_TABLE_SPACING_NM))
+                step = len(grid) * KERNEL_TABLE_SPACING_NM
+                force.addTabulatedFunction("pairstart", openmm.Discrete2DFunction(m, m, [k * step for k in range(m * m)]))
+            force.addPerParticleParameter("type")
+            for t in types:
+                force.addParticle([float(codes[t])])
+            for i, j in bonds:
+                force.addExclusion(int(i), int(j))
+            force.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+        force.setCutoffDistance(cutoff_nm)
+        return force
+    if term == "integrator":
+        return None
+    width = 2 if term == "bonds" else 3
+    rows = np.asarray(bonds if term == "bonds" else angles, dtype=int).reshape(-1, width)
+    centre, lo, hi = (0.45, 0.2, 0.8) if term == "bonds" else (2.6, 0.0, np.pi)
+    variable = "distance(p1,p2)" if term == "bonds" else "angle(p1,p2,p3)"
+    polynomial = "+".join(f"{k + 1}*(x-{centre})^{k + 2}" for k in range(KERNEL_POLYNOMIAL_ORDER - 1))
+    if form == "table (shipped)":  # the expression's polynomial, tabulated
+        grid = np.linspace(lo, hi, 201)
+        values = sum((k + 1) * (grid - centre) ** (k + 2) for k in range(KERNEL_POLYNOMIAL_ORDER - 1))
+        # as multiscale.openmm.tabulated builds it: analytic walls outside the knots, per-term parameters
+        force = openmm.CustomCompoundBondForce(
+            width, f"select(step(lo-x), ulo+flo*(lo-x)+hw*(lo-x)^2, select(step(x-hi), uhi-fhi*(x-hi)+hw*(x-hi)^2, u(x-lo))); x={variable}")
+        force.addTabulatedFunction("u", openmm.Continuous1DFunction(values.tolist(), 0.0, hi - lo))
+        for name in ("lo", "hi", "ulo", "uhi", "flo", "fhi", "hw"):
+            force.addPerBondParameter(name)
+        for row in rows:
+            force.addBond([int(i) for i in row], [lo, hi, 0.0, 0.0, 0.0, 0.0, 100.0])
+    elif form == "expression":
+        force = (openmm.CustomBondForce(f"{polynomial}; x=r") if term == "bonds"
+                 else openmm.CustomAngleForce(f"{polynomial}; x=theta"))
+        for row in rows:
+            (force.addBond if term == "bonds" else force.addAngle)(*[int(i) for i in row], [])
+    elif term == "bonds":
+        force = openmm.HarmonicBondForce()
+        for i, j in rows:
+            force.addBond(int(i), int(j), centre, 1500.0)
+    else:
+        force = openmm.HarmonicAngleForce()
+        for i, j, k in rows:
+            force.addAngle(int(i), int(j), int(k), centre, 10.0)
+    force.setUsesPeriodicBoundaryConditions(True)
+    return force
+
+
+def kernel_costs(positions, box, masses, types, bonds, angles, *, cutoff_nm: float, platform: str = "CPU",
+                 budget_s: float = 1.0, blocks: int = 3):
+    """ms per energy-and-forces call of each :data:`KERNEL_FORMS` form on one frame (the median of
+    ``blocks``, after a warm-up), and of one integrator step with no force; one row per form."""
+    rows = []
+    for term, forms in KERNEL_FORMS.items():
+        for form in forms:
+            system = openmm.System()
+            for mass in masses:
+                system.addParticle(float(mass))
+            system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
+            force = _kernel_force(term, form, len(positions), types, bonds, angles, cutoff_nm)
+            if force is not None:
+                system.addForce(force)
+            integrator = openmm.LangevinMiddleIntegrator(450, 1.0, 0.02)
+            context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
+            context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in box])
+            context.setPositions(positions)
+
+            def call():
+                if force is None:
+                    integrator.step(1)
+                    return 0.0
+                return context.getState(getEnergy=True, getForces=True).getPotentialEnergy().value_in_unit(
+                    unit.kilojoule_per_mole)
+
+            energy = call()
+            start = time.perf_counter()
+            call()
+            first = max(time.perf_counter() - start, 1e-6)
+            repeats = max(int(budget_s / blocks / first), 3)
+            per_call = []
+            for _ in range(blocks):
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    call()
+                per_call.append((time.perf_counter() - start) / repeats)
+            del context
+            rows.append({"beads": len(positions), "term": term, "form": form, "ms_per_call": 1e3 * float(np.median(per_call)),
+                         "energy_kj_mol": energy, "cutoff_nm": cutoff_nm, "blocks_ms": [1e3 * t for t in per_call],
+                         "terms": {"pairs": len(positions), "bonds": len(bonds), "angles": len(angles)}.get(term, 0)})
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", nargs="+", required=True, type=Path, help="finished polymer_cg job folders")
@@ -117,6 +264,7 @@ def main(argv=None) -> int:
     p.add_argument("--platform", default="CPU")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of timed stepping per point")
     p.add_argument("--profile", action="store_true", help="also the network's own cost per call and its operators")
+    p.add_argument("--kernels", action="store_true", help="also OpenMM's cost for each form a CG term can take (pairs, bonds, angles)")
     args = p.parse_args(argv)
     from multiscale.cg.mapping import Mapping
     from multiscale.cg.priors.records import Priors
@@ -154,7 +302,7 @@ def main(argv=None) -> int:
 
     fine_top = app.PDBFile(str(fine["pdb"])).topology
     fine_bonds = np.array([(b[0].index, b[1].index) for b in fine_top.bonds()])
-    results = {"platform": args.platform, "fine": [], "cg": [], "network_profile": []}
+    results = {"platform": args.platform, "fine": [], "cg": [], "network_profile": [], "kernel_costs": []}
     base_sites = len(fine["x"])
     for n in tqdm(TILES, desc="fine reference"):
         if base_sites * n ** 3 > args.max_beads:
@@ -192,6 +340,12 @@ def main(argv=None) -> int:
                                                       mapping.bead_dihedrals)
             types = list(mapping.bead_types) * n ** 3
             masses = np.tile(mapping.bead_masses, n ** 3)
+            if args.kernels and family == next(iter(families)):
+                # the family's pair range, within half the (tiled) box
+                cutoff = float(tabulated.cutoff_nm) if tabulated is not None else float(data["settings"].get("prior_cutoff_nm", 1.0))
+                cutoff = min(cutoff, 0.49 * float(np.min(np.diag(box))))
+                results["kernel_costs"].extend(kernel_costs(x, box, masses, types, bonds, angles, cutoff_nm=cutoff,
+                                                            platform=args.platform, budget_s=args.budget))
             if family == "network" and args.profile:
                 results["network_profile"].append(network_call_cost(model, x, box, types, breakdown=n == TILES[0]))
             if family == "network":
@@ -235,6 +389,8 @@ def main(argv=None) -> int:
         if "operators_per_call" in row:
             print(f"    {row['operators_per_call']:.0f} operators per call ({row['distinct_operators']} distinct), "
                   f"{row['profiled_ms_per_call']:.2f} ms of self time under the profiler")
+    for row in results["kernel_costs"]:
+        print(f"kernel {row['beads']:>7} beads  {row['term']:<10} {row['form']:<30} {row['ms_per_call']:9.3f} ms")
     atomic_write_json(args.out, results)
     plot(results, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")

@@ -149,10 +149,12 @@ def test_multiscale_validate_runs_on_the_jobs_cg_model(job):
 def test_bench_cg_profiles_the_bead_network(job, tmp_path):
     """bench_cg --profile on a network job: the network's own cost per call at each bead count,
     and at the smallest where it goes (operators by self time, most costly first, their shares
-    of the profiled time adding up to at most 1)."""
+    of the profiled time adding up to at most 1). With --kernels, every form a CG term can take
+    is timed on the same frame, and the forms of one term give one energy: the pair tables agree
+    with OpenMM's own NonbondedForce, and the bond and angle tables with their expressions."""
     run_dir = job[0] / "run"
     bench = subprocess.run([sys.executable, str(REPO / "protocols" / "bench_cg.py"), "--jobs", run_dir, "--max-beads", "400",
-                            "--budget", "0.2", "--profile", "--out", tmp_path / "bench.json"],
+                            "--budget", "0.2", "--profile", "--kernels", "--out", tmp_path / "bench.json"],
                            capture_output=True, text=True, timeout=600)
     assert bench.returncode == 0, bench.stderr[-3000:]
     data = json.loads((tmp_path / "bench.json").read_text())
@@ -165,6 +167,18 @@ def test_bench_cg_profiles_the_bead_network(job, tmp_path):
     assert 0 < sum(op["share"] for op in row["top"]) <= 1 + 1e-9
     assert "operators per call" in bench.stdout
     assert {r["family"] for r in data["cg"]} == {"network"}
+    from protocols.bench_cg import KERNEL_FORMS
+
+    kernels = data["kernel_costs"]
+    assert {(r["term"], r["form"]) for r in kernels} == {(term, form) for term, forms in KERNEL_FORMS.items() for form in forms}
+    assert all(r["beads"] == 96 and r["ms_per_call"] > 0 for r in kernels)
+    energy = {(r["term"], r["form"]): r["energy_kj_mol"] for r in kernels}
+    reference = energy[("pairs", "NonbondedForce")]
+    assert abs(reference) > 1.0  # the frame has pairs inside the cutoff
+    for form in KERNEL_FORMS["pairs"][:3]:
+        assert energy[("pairs", form)] == pytest.approx(reference, rel=1e-3), form
+    for term in ("bonds", "angles"):
+        assert energy[(term, "table (shipped)")] == pytest.approx(energy[(term, "expression")], rel=1e-3), term
 
 
 def test_tabulated_family_job(job, tmp_path):
