@@ -19,7 +19,8 @@ NonbondedForce; bonds and angles as tables (CustomCompoundBondForce), as express
 a System with no force (JSON key ``kernel_costs``: ms per energy-and-forces call at fixed
 positions, so neighbour lists are built once). The forms of a term evaluate one stand-in
 potential (a 12-6 pair; a polynomial bond and angle, tabulated or as an expression), so their
-energies agree (``energy_kj_mol``) and only their cost differs. It says which forms a faster CG tier has to take.
+energies agree (``energy_kj_mol``) and only their cost differs. It says which forms a faster CG
+tier has to take.
 
 ``--profile`` adds, for the network family, the bead network's own cost per call (energy and
 forces, eager PyTorch, outside OpenMM) at every bead count, and at the smallest one where that
