@@ -40,6 +40,7 @@ def build_cg_system(
     pressure_correction=None,
     barostat: Optional[Barostat] = None,
     adjustable_ramps: bool = False,
+    tabulated_form: str = "tables",
 ) -> Tuple[openmm.System, app.Topology]:
     """The CG System (priors + optional ML bead potential + optional corrections) and the CG Topology.
 
@@ -56,6 +57,7 @@ def build_cg_system(
     on the mapping's bonds, angles and dihedrals; ``priors`` may then be None (the tables alone,
     or the tables under the network). ``adjustable_ramps``: its intermolecular ramps times a
     global parameter a Context may change (:data:`multiscale.openmm.tabulated.INTERMOLECULAR_SCALE`).
+    ``tabulated_form``: "tables" or "closed" (:data:`multiscale.openmm.tabulated.FORMS`).
     """
     topology = cg_topology(mapping)
     periodic = box is not None
@@ -86,7 +88,7 @@ def build_cg_system(
             raise ValueError(f"the tabulated pair cutoff {tabulated.cutoff_nm} nm is not below half the box")
         terms.append(TabulatedTerms(tabulated, mapping.bead_types, mapping.bead_bonds, mapping.bead_angles,
                                     mapping.bead_dihedrals if tabulated.dihedrals else [], periodic=periodic,
-                                    adjustable_ramps=adjustable_ramps))
+                                    adjustable_ramps=adjustable_ramps, form=tabulated_form))
     if model is not None:
         missing = sorted(set(mapping.bead_types) - set(model.type_names))
         if missing:

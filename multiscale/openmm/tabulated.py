@@ -45,6 +45,10 @@ INTERMOLECULAR_SCALE = "cg_intermolecular_ramp_scale"
 #: A (1 − r/r_c) on every pair of beads of different molecules, on top of the model's own
 INTERMOLECULAR_ALL_PAIRS = "cg_intermolecular_all_pair_ramp"
 
+#: how a tabulated model becomes OpenMM forces: its tables as tabulated functions, or each table
+#: projected onto a polynomial (:mod:`multiscale.openmm.closed_form`)
+FORMS = ("tables", "closed")
+
 #: pair tables start at this fraction of the closest fitted knot (their wall is tens of kBT high
 #: there; closer pairs would see U = 0, but never get there)
 PAIR_TABLE_START = 0.3
@@ -117,13 +121,63 @@ def _concatenated(segments: Sequence[Tuple[Callable[[np.ndarray], np.ndarray], f
     return openmm.Continuous1DFunction(values, 0.0, (len(values) - 1) * spacing), starts
 
 
+def grouped_terms(names: Sequence[str], index: np.ndarray, kind: str, tables) -> dict:
+    """The rows of ``index`` (bonded terms) grouped by their canonical type key; a key without a
+    table is refused."""
+    groups: dict = {}
+    for row in index.tolist():
+        key = canonical_key([names[i] for i in row])
+        if key not in tables:
+            raise ValueError(f"the tabulated model has no {kind} table for types {key} (it has {sorted(tables)}); "
+                             "refit it on data containing this term")
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
+def bending_torsion_force(model: TabulatedModel, names: Sequence[str], dihedral_idx: np.ndarray, periodic: bool):
+    """The combined bending–torsion terms "cg_tabulated_torsions" (a CustomCompoundBondForce), or
+    None without dihedrals."""
+    groups = grouped_terms(names, dihedral_idx, "dihedral", model.dihedrals)
+    if not groups:
+        return None
+    # Σ aₙ cos nφ = Σ bₘ cᵐ with c = cos φ (Chebyshev to power basis), evaluated by Horner's
+    # rule: one cosine per term instead of one per order
+    from numpy.polynomial.chebyshev import cheb2poly
+
+    order = len(next(iter(model.dihedrals.values())))
+    horner = f"b{order - 1}"
+    for m in range(order - 2, -1, -1):
+        horner = f"b{m}+c*({horner})"
+    force = openmm.CustomCompoundBondForce(
+        4, f"sin(t1)^3*sin(t2)^3*({horner}); c=cos(dihedral(p1,p2,p3,p4)); t1=angle(p1,p2,p3); t2=angle(p2,p3,p4)")
+    force.setName("cg_tabulated_torsions")
+    for m in range(order):
+        force.addPerBondParameter(f"b{m}")
+    for key, rows in sorted(groups.items()):
+        power = cheb2poly(np.asarray(model.dihedrals[key], dtype=float))
+        power = np.concatenate([power, np.zeros(order - len(power))])
+        for row in rows:
+            force.addBond([int(i) for i in row], [float(b) for b in power])
+    force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    return force
+
+
 def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: Any, angles: Any = (), dihedrals: Any = (),
                      *, periodic: bool, table_spacing_nm: float = 0.0005, table_spacing_rad: float = 0.002,
-                     adjustable_ramps: bool = False) -> List[Any]:
+                     adjustable_ramps: bool = False, form: str = "tables") -> List[Any]:
     """The OpenMM forces of ``model`` on beads of ``bead_types`` with the given bonded terms.
     ``adjustable_ramps``: the model's intermolecular ramps times a global parameter
     (:data:`INTERMOLECULAR_SCALE`, 1 by default) plus an all-pair intermolecular ramp
-    (:data:`INTERMOLECULAR_ALL_PAIRS`, 0 by default) that a Context may change (slower per step)."""
+    (:data:`INTERMOLECULAR_ALL_PAIRS`, 0 by default) that a Context may change (slower per step).
+    ``form``: "tables" (tabulated functions, exact) or "closed" (each table projected onto a
+    polynomial, 3-5 times cheaper per call on the CPU: :mod:`multiscale.openmm.closed_form`)."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if form == "closed":
+        from multiscale.openmm.closed_form import closed_form_forces
+
+        return closed_form_forces(model, bead_types, bonds, angles, dihedrals, periodic=periodic,
+                                  adjustable_ramps=adjustable_ramps)
     names = [str(t) for t in bead_types]
     n = len(names)
     bond_idx = _as_index(bonds, 2, "bonds", n)
@@ -131,19 +185,9 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
     dihedral_idx = _as_index(dihedrals, 4, "dihedrals", n)
     forces: List[Any] = []
 
-    def grouped(index, kind, tables):
-        groups = {}
-        for row in index.tolist():
-            key = canonical_key([names[i] for i in row])
-            if key not in tables:
-                raise ValueError(f"the tabulated model has no {kind} table for types {key} (it has {sorted(tables)}); "
-                                 "refit it on data containing this term")
-            groups.setdefault(key, []).append(row)
-        return groups
-
     for kind, index, tables, q, spacing in (("bond", bond_idx, model.bonds, "distance(p1,p2)", table_spacing_nm),
                                             ("angle", angle_idx, model.angles, "angle(p1,p2,p3)", table_spacing_rad)):
-        groups = grouped(index, kind, tables)
+        groups = grouped_terms(names, index, kind, tables)
         if not groups:
             continue
         # one force for all types: one lookup in the types' tables laid end to end, at the term's
@@ -175,28 +219,9 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
         force.setUsesPeriodicBoundaryConditions(bool(periodic))
         forces.append(force)
 
-    groups = grouped(dihedral_idx, "dihedral", model.dihedrals)
-    if groups:
-        # Σ aₙ cos nφ = Σ bₘ cᵐ with c = cos φ (Chebyshev to power basis), evaluated by Horner's
-        # rule: one cosine per term instead of one per order
-        from numpy.polynomial.chebyshev import cheb2poly
-
-        order = len(next(iter(model.dihedrals.values())))
-        horner = f"b{order - 1}"
-        for m in range(order - 2, -1, -1):
-            horner = f"b{m}+c*({horner})"
-        force = openmm.CustomCompoundBondForce(
-            4, f"sin(t1)^3*sin(t2)^3*({horner}); c=cos(dihedral(p1,p2,p3,p4)); t1=angle(p1,p2,p3); t2=angle(p2,p3,p4)")
-        force.setName("cg_tabulated_torsions")
-        for m in range(order):
-            force.addPerBondParameter(f"b{m}")
-        for key, rows in sorted(groups.items()):
-            power = cheb2poly(np.asarray(model.dihedrals[key], dtype=float))
-            power = np.concatenate([power, np.zeros(order - len(power))])
-            for row in rows:
-                force.addBond([int(i) for i in row], [float(b) for b in power])
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
-        forces.append(force)
+    torsions = bending_torsion_force(model, names, dihedral_idx, periodic)
+    if torsions is not None:
+        forces.append(torsions)
 
     if model.pairs:
         unique = sorted(set(names))
@@ -288,10 +313,11 @@ class TabulatedTerms:
     dihedrals: Any = ()
     periodic: bool = True
     adjustable_ramps: bool = False
+    form: str = "tables"
 
     def add_to(self, system: openmm.System) -> int:
         index = -1
         for force in tabulated_forces(self.model, self.bead_types, self.bonds, self.angles, self.dihedrals,
-                                      periodic=self.periodic, adjustable_ramps=self.adjustable_ramps):
+                                      periodic=self.periodic, adjustable_ramps=self.adjustable_ramps, form=self.form):
             index = system.addForce(force)
         return index
