@@ -24,7 +24,7 @@ job resumes, and the CG MD itself resumes from its last checkpoint):
 The speed-up is CG simulated time per wall second over the constrained reference's; the chains'
 centre-of-mass diffusion, CG against reference, is reported apart from it (report "diffusion").
 
-``--quick`` (~12 minutes on 2 CPU cores) runs the tabulated family with bonded refinement and
+``--quick`` (~8 minutes on 2 CPU cores) runs the tabulated family in closed form with bonded refinement and
 density matching; the full run (longer chains, more sampling, the bead network) is meant for a
 GPU. ``model_family`` in a --config file switches either to the other family's settings.
 """
@@ -261,7 +261,7 @@ PRESETS = {(True, "tabulated"): QUICK, (True, "network"): QUICK_NETWORK,
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=output_dir)
-    p.add_argument("--quick", action="store_true", help="small melt, short runs, tabulated family: ~12 min on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="small melt, short runs, tabulated family: ~8 min on 2 CPU cores")
     p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, OpenCL, Reference")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--cg-steps", type=positive_int, help="override the CG MD length (steps); a finished run is extended")
