@@ -426,6 +426,11 @@ def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
             for name, (_, _, dt, speeds) in runs.items()}
 
 
+#: settings introduced after older job folders were made, each with the value those folders used:
+#: such a folder resumes as long as the current value is the same
+ADDED_SETTINGS = {"tabulated_form": "tables"}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     s = settings_for(args)
@@ -435,7 +440,8 @@ def main(argv=None) -> int:
     recorded = {"quick": args.quick, "platform": args.platform, "seed": args.seed, **asdict(s)}
     # the settings are stored only now that every one passed, so a corrected re-run into the same
     # --out is not refused; a DIR made with other settings is
-    stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, what="polymer_cg job").begin()
+    stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, added=ADDED_SETTINGS,
+                          what="polymer_cg job").begin()
     t0 = time.perf_counter()
 
     # 1–2. fine model
