@@ -129,3 +129,42 @@ def dihedral_angles(positions: np.ndarray, dihedrals: Any, boxes: Optional[np.nd
     n2 = np.cross(b2, b3)
     y = np.linalg.norm(b2, axis=-1) * np.einsum("tmk,tmk->tm", b1, n2)
     return np.arctan2(y, np.einsum("tmk,tmk->tm", n1, n2))
+
+
+def whole_molecules(positions: np.ndarray, bonds: Any, box: Optional[np.ndarray]) -> np.ndarray:
+    """``positions`` (N, 3) nm with every molecule (a connected part of the graph of ``bonds``
+    (M, 2)) made whole: each bead moved by whole cell vectors of ``box`` (3, 3) to the image
+    nearest the bead it is bonded to, walking each molecule outwards from its first bead. Unbonded
+    and first beads stay where they are; ``box=None`` returns a copy."""
+    x = np.array(positions, dtype=float)
+    if box is None or x.size == 0:
+        return x
+    idx = _as_index(bonds, 2, "bonds", x.shape[0])
+    if len(idx) == 0:
+        return x
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order
+
+    n = x.shape[0]
+    # one breadth-first walk from a virtual bead n joined to the first bead of every molecule
+    from scipy.sparse.csgraph import connected_components
+
+    _, label = connected_components(coo_matrix((np.ones(len(idx)), (idx[:, 0], idx[:, 1])), shape=(n, n)), directed=False)
+    _, first = np.unique(label, return_index=True)
+    rows = np.concatenate([idx[:, 0], np.full(len(first), n)])
+    cols = np.concatenate([idx[:, 1], first])
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n + 1, n + 1)).tocsr()
+    order, predecessors = breadth_first_order(graph, n, directed=False, return_predecessors=True)
+    parent = np.where(predecessors[:n] == n, -1, predecessors[:n])
+    depth = np.zeros(n, dtype=int)
+    for v in order[1:]:  # BFS order: a bead's parent comes before it
+        if parent[v] >= 0:
+            depth[v] = depth[parent[v]] + 1
+    moved = np.nonzero(parent >= 0)[0]
+    # bond vectors in the minimum image (of the input: moving beads by cell vectors keeps them)
+    step = np.zeros_like(x)
+    step[moved] = minimum_image((x[moved] - x[parent[moved]])[None], np.asarray(box, dtype=float)[None])[0]
+    for level in range(1, int(depth.max()) + 1):
+        at = moved[depth[moved] == level]
+        x[at] = x[parent[at]] + step[at]
+    return x

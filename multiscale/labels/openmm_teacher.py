@@ -11,8 +11,10 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from multiscale.cg.geometry import whole_molecules
 from multiscale.data.configuration import Configuration
 from multiscale.labels.result import LabelResult
+from multiscale.openmm.molecules import bonded_pairs, needs_whole_molecules
 
 #: Step size of the integrator the Context needs; it is never stepped.
 _UNUSED_STEP_PS = 0.001
@@ -51,6 +53,9 @@ class OpenMMLabeller:
         )
         self._periodic = system.usesPeriodicBoundaryConditions()
         self._virtual_sites = any(system.isVirtualSite(i) for i in range(system.getNumParticles()))
+        # a force in raw coordinates (the tabulated CG model's bending–torsion terms) needs each
+        # molecule whole: its bonded pairs, found once
+        self._whole_pairs = bonded_pairs(system) if needs_whole_molecules(system) else None
 
     @property
     def name(self) -> str:
@@ -120,7 +125,11 @@ class OpenMMLabeller:
         nm set first when given; no checks (:meth:`label` checks whole configurations)."""
         if box is not None:
             self.context.setPeriodicBoxVectors(*(openmm.Vec3(*map(float, row)) for row in np.asarray(box)))
-        self.context.setPositions(np.asarray(positions, dtype=np.float64))
+        positions = np.asarray(positions, dtype=np.float64)
+        if self._whole_pairs is not None:  # forces in raw coordinates: molecules made whole first
+            current = self.context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+            positions = whole_molecules(positions, self._whole_pairs, np.asarray(current))
+        self.context.setPositions(positions)
         if self._virtual_sites:
             self.context.computeVirtualSites()
         state = self.context.getState(getEnergy=True, getForces=True)

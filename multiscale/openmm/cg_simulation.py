@@ -22,6 +22,7 @@ import openmm
 from openmm import app, unit
 
 from multiscale.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from multiscale.openmm.molecules import whole_positions
 
 #: columns of the energy log (OpenMM units)
 ENERGY_COLUMNS = ("step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "temperature_K", "volume_nm3")
@@ -142,7 +143,8 @@ class CGSimulation:
             integrator = mts_langevin(system, temperature_K, friction_per_ps, timestep_ps, inner_steps)
         integrator.setRandomNumberSeed(seed + 1)
         self.simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName(platform))
-        self.simulation.context.setPositions(np.asarray(positions_nm))
+        # molecules whole: the bending–torsion terms are written in raw coordinates
+        self.simulation.context.setPositions(whole_positions(system, positions_nm, None))
         self.temperature_K = float(temperature_K)
         self.seed = int(seed)
         self.topology = topology

@@ -14,6 +14,7 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from multiscale.openmm.molecules import whole_positions
 from multiscale.openmm.platforms import get_platform
 
 #: unit roundoff of the arithmetic a platform's forces use: Reference computes in double; CPU,
@@ -155,7 +156,7 @@ def _context(system, integrator, positions, box, platform, properties):
         context = openmm.Context(system, integrator, get_platform(platform), dict(properties or {}))
     if box is not None:
         context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box)])
-    context.setPositions(_vec3s(positions))
+    context.setPositions(_vec3s(whole_positions(system, positions, box)))
     if system.getNumConstraints():
         context.applyConstraints(1e-8)
     return context

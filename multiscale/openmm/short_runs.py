@@ -20,6 +20,7 @@ def langevin_context(system: openmm.System, positions, box, *, temperature_K: fl
     time stepping when ``inner_steps`` > 1) at ``positions`` in ``box`` (nm) with the global
     ``parameters`` set, energy-minimised when ``minimize``, velocities drawn at ``temperature_K``.
     A parameter the System lacks raises ValueError."""
+    from multiscale.openmm.molecules import whole_positions
     from multiscale.openmm.mts import mts_langevin
 
     system = openmm.XmlSerializer.clone(system)
@@ -30,7 +31,7 @@ def langevin_context(system: openmm.System, positions, box, *, temperature_K: fl
     integrator.setRandomNumberSeed(seed + 1)
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform))
     context.setPeriodicBoxVectors(*[openmm.Vec3(*map(float, row)) for row in np.asarray(box, dtype=float)])
-    context.setPositions(np.asarray(positions))
+    context.setPositions(whole_positions(system, positions, box))
     for name, value in (parameters or {}).items():
         if name not in context.getParameters():
             raise ValueError(f"the System has no global parameter {name!r} (it has {sorted(context.getParameters())})")

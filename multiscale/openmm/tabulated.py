@@ -14,7 +14,8 @@
   take no tabulated functions), the types' tables end to end in one Continuous1DFunction of the
   distance or angle, each term at its table's offset (a per-term parameter);
 * combined bending–torsion terms: one CustomCompoundBondForce,
-  sin³θ₁ sin³θ₂ Σₙ aₙ cos nφ with per-term coefficients.
+  sin³θ₁ sin³θ₂ Σₙ aₙ cos nφ with per-term coefficients, written in the beads' coordinates
+  (7x cheaper on the CPU than with angle functions; molecules must be whole, as OpenMM keeps them).
 
 Outside a bond or angle table's knots its walls (:class:`~multiscale.cg.tabulated.Table`) are
 analytic expressions with per-term parameters (a Continuous1DFunction is 0 outside its range). Names:
@@ -134,22 +135,45 @@ def grouped_terms(names: Sequence[str], index: np.ndarray, kind: str, tables) ->
     return groups
 
 
-def bending_torsion_force(model: TabulatedModel, names: Sequence[str], dihedral_idx: np.ndarray, periodic: bool):
-    """The combined bending–torsion terms "cg_tabulated_torsions" (a CustomCompoundBondForce), or
-    None without dihedrals."""
-    groups = grouped_terms(names, dihedral_idx, "dihedral", model.dihedrals)
-    if not groups:
-        return None
-    # Σ aₙ cos nφ = Σ bₘ cᵐ with c = cos φ (Chebyshev to power basis), evaluated by Horner's
-    # rule: one cosine per term instead of one per order
-    from numpy.polynomial.chebyshev import cheb2poly
+#: the bending–torsion expression's guard (nm⁸) against 0/0 when three beads are exactly
+#: collinear (|b₁ × b₂|² |b₂ × b₃|² = 0, or a rounding error below it, clipped to 0); typical
+#: values are ~10⁻³ nm⁸, so it changes nothing else
+COLLINEAR_GUARD_NM8 = 1e-24
 
-    order = len(next(iter(model.dihedrals.values())))
+
+def bending_torsion_expression(order: int) -> str:
+    """sin³θ₁ sin³θ₂ Σₘ bₘ cosᵐφ of the beads p1..p4 as an expression of their coordinates.
+
+    Written with the bond vectors a, b, c rather than OpenMM's angle() and dihedral(): with
+    n₁ = |a × b|² = |a|²|b|² − (a·b)², n₂ = |b × c|² likewise,
+    sin²θ₁ sin²θ₂ = n₁ n₂ / (|a|² |b|⁴ |c|²) and cos φ = ((a·b)(b·c) − (a·c)|b|²) / √(n₁ n₂),
+    so (sin²θ₁ sin²θ₂)^1.5 has a finite derivative where a bead angle is straight. OpenMM's CPU
+    platform runs every custom bonded force through its reference kernels; there, 96 terms cost
+    0.12 ms per call in this form against 0.86 ms with three angle functions (0.50 without
+    periodic images). Coordinates are not wrapped: the beads of a term must be one periodic image
+    apart at most, as OpenMM keeps them once a molecule is whole (:func:`whole_molecules`)."""
     horner = f"b{order - 1}"
     for m in range(order - 2, -1, -1):
         horner = f"b{m}+c*({horner})"
-    force = openmm.CustomCompoundBondForce(
-        4, f"sin(t1)^3*sin(t2)^3*({horner}); c=cos(dihedral(p1,p2,p3,p4)); t1=angle(p1,p2,p3); t2=angle(p2,p3,p4)")
+    return (f"w^1.5*({horner}); w=n1*n2/(aa*bb*bb*cc); c=(ab*bc-ac*bb)/sqrt(n1*n2+{COLLINEAR_GUARD_NM8:g}); "
+            "n1=max(0,aa*bb-ab^2); n2=max(0,bb*cc-bc^2); "
+            "aa=ax*ax+ay*ay+az*az; bb=bx*bx+by*by+bz*bz; cc=cx*cx+cy*cy+cz*cz; "
+            "ab=ax*bx+ay*by+az*bz; bc=bx*cx+by*cy+bz*cz; ac=ax*cx+ay*cy+az*cz; "
+            "ax=x2-x1; ay=y2-y1; az=z2-z1; bx=x3-x2; by=y3-y2; bz=z3-z2; cx=x4-x3; cy=y4-y3; cz=z4-z3")
+
+
+def bending_torsion_force(model: TabulatedModel, names: Sequence[str], dihedral_idx: np.ndarray, periodic: bool):
+    """The combined bending–torsion terms "cg_tabulated_torsions" (a CustomCompoundBondForce of
+    the beads' coordinates, :func:`bending_torsion_expression`), or None without dihedrals.
+    ``periodic`` is accepted for symmetry with the other terms: the expression needs no images."""
+    groups = grouped_terms(names, dihedral_idx, "dihedral", model.dihedrals)
+    if not groups:
+        return None
+    # Σ aₙ cos nφ = Σ bₘ cᵐ with c = cos φ (Chebyshev to power basis), evaluated by Horner's rule
+    from numpy.polynomial.chebyshev import cheb2poly
+
+    order = len(next(iter(model.dihedrals.values())))
+    force = openmm.CustomCompoundBondForce(4, bending_torsion_expression(order))
     force.setName("cg_tabulated_torsions")
     for m in range(order):
         force.addPerBondParameter(f"b{m}")
@@ -158,7 +182,6 @@ def bending_torsion_force(model: TabulatedModel, names: Sequence[str], dihedral_
         power = np.concatenate([power, np.zeros(order - len(power))])
         for row in rows:
             force.addBond([int(i) for i in row], [float(b) for b in power])
-    force.setUsesPeriodicBoundaryConditions(bool(periodic))
     return force
 
 
