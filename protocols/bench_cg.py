@@ -5,7 +5,9 @@ stepping, and of the fine (TraPPE-UA, constrained) reference against site count,
     python protocols/bench_cg.py --jobs DIR [DIR ...] [--out bench_cg.json] [--max-beads 100000] [--profile]
 
 Each DIR is a finished ``protocols/polymer_cg.py`` job; a job fitted with model_family "network"
-gives the network family (priors + bead network), one with "tabulated" the MS-CG family. Its
+gives the network family (priors + bead network), one with "tabulated" the MS-CG family (the
+model the job ran, after its bonded refinements), timed in both its forms: "tabulated/tables"
+(tabulated functions) and "tabulated/closed" (polynomials). Its
 last CG frame (and the fine model's last recorded frame) is tiled n×n×n times to reach 10²–10⁵
 beads (the fine melt to as many sites). Each point is the median wall time per step over timed blocks after a warm-up; speeds are
 also given as ratios to the fine reference of the same melt (4 sites per bead in the quick
@@ -273,7 +275,7 @@ def main(argv=None) -> int:
     from multiscale.openmm.assembly import MLTerm, PriorTerms, assemble_system
     from multiscale.openmm.mts import mts_langevin
     from multiscale.openmm.recording import load_recording
-    from multiscale.openmm.tabulated import TabulatedTerms
+    from multiscale.openmm.tabulated import FORMS as TABULATED_FORMS, TabulatedTerms
     from systems.polyethylene import trappe_system
     import mdtraj
 
@@ -291,7 +293,10 @@ def main(argv=None) -> int:
         cg = mdtraj.load_dcd(str(job / "cg.dcd"), top=str(job / "cg.pdb"))
         families[family] = dict(job=job, mapping=mapping, x=cg.xyz[-1].astype(float), box=cg.unitcell_vectors[-1].astype(float),
                                 priors=Priors.from_dict(json.loads((job / "priors.json").read_text())),
-                                model_path=job / "model" / "model.ckpt", tabulated=job / "tabulated.json",
+                                model_path=job / "model" / "model.ckpt",
+                                # the model the job ran: after its bonded refinements, if any
+                                tabulated=next((job / name for name in ("tabulated_refined.json", "tabulated.json")
+                                                if (job / name).is_file()), job / "tabulated.json"),
                                 dt=report["extra"]["timesteps_ps"]["cg"] / report["extra"]["timesteps_ps"].get("cg_inner_steps", 1),
                                 settings=settings)
         if fine is None:
@@ -350,27 +355,32 @@ def main(argv=None) -> int:
             if family == "network" and args.profile:
                 results["network_profile"].append(network_call_cost(model, x, box, types, breakdown=n == TILES[0]))
             if family == "network":
-                terms = [PriorTerms(data["priors"], types, bonds, angles, [],
-                                    nonbonded_cutoff_nm=float(data["settings"].get("prior_cutoff_nm", 1.0)), periodic=True),
-                         MLTerm(model, types, True)]
-            else:
-                terms = [TabulatedTerms(tabulated, types, bonds, angles, dihedrals if tabulated.dihedrals else [], periodic=True)]
-            for inner in (1, MTS_INNER):
-                system = assemble_system(masses, box_nm=box, terms=terms)
-                dt = data["dt"] * inner  # the bonded forces always at the job's (inner) step
-                integrator = (openmm.LangevinMiddleIntegrator(450, 1.0, dt) if inner == 1
-                              else mts_langevin(system, 450.0, 1.0, dt, inner))
-                try:
-                    per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
-                except (RuntimeError, MemoryError, openmm.OpenMMException) as error:
-                    results["cg"].append({"family": family, "beads": beads, "inner_steps": inner, "error": str(error)[:200]})
-                    continue
-                results["cg"].append({"family": family, "beads": beads, "inner_steps": inner, "timestep_ps": dt,
-                                      "seconds_per_step": per_step, "blocks": blocks, "ps_per_wall_second": dt / per_step})
+                variants = {"network": [PriorTerms(data["priors"], types, bonds, angles, [],
+                                                   nonbonded_cutoff_nm=float(data["settings"].get("prior_cutoff_nm", 1.0)),
+                                                   periodic=True),
+                                        MLTerm(model, types, True)]}
+            else:  # both forms of the tabulated family: tabulated functions, and polynomials
+                variants = {f"tabulated/{form}": [TabulatedTerms(tabulated, types, bonds, angles,
+                                                                 dihedrals if tabulated.dihedrals else [], periodic=True,
+                                                                 form=form)]
+                            for form in TABULATED_FORMS}
+            for label, terms in variants.items():
+                for inner in (1, MTS_INNER):
+                    system = assemble_system(masses, box_nm=box, terms=terms)
+                    dt = data["dt"] * inner  # the bonded forces always at the job's (inner) step
+                    integrator = (openmm.LangevinMiddleIntegrator(450, 1.0, dt) if inner == 1
+                                  else mts_langevin(system, 450.0, 1.0, dt, inner))
+                    try:
+                        per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
+                    except (RuntimeError, MemoryError, openmm.OpenMMException) as error:
+                        results["cg"].append({"family": label, "beads": beads, "inner_steps": inner, "error": str(error)[:200]})
+                        continue
+                    results["cg"].append({"family": label, "beads": beads, "inner_steps": inner, "timestep_ps": dt,
+                                          "seconds_per_step": per_step, "blocks": blocks, "ps_per_wall_second": dt / per_step})
     # ratios to the fine reference of the same melt (same chains: sites = beads × monomers per bead)
     fine_by_sites = {r["sites"]: r for r in results["fine"]}
     for row in results["cg"]:
-        families_mapping = families[row["family"]]["mapping"]
+        families_mapping = families[row["family"].split("/")[0]]["mapping"]
         sites = row["beads"] * families_mapping.n_atoms // families_mapping.n_beads
         if "ps_per_wall_second" in row and sites in fine_by_sites:
             row["speedup_vs_fine"] = row["ps_per_wall_second"] / fine_by_sites[sites]["ps_per_wall_second"]
@@ -381,7 +391,7 @@ def main(argv=None) -> int:
             print(f"{row['family']:9} {row['beads']:>7} beads  MTS {row['inner_steps']}: failed ({row['error'][:60]})")
             continue
         ratio = f"  {row['speedup_vs_fine']:7.1f}x fine" if "speedup_vs_fine" in row else ""
-        print(f"{row['family']:9} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
+        print(f"{row['family']:17} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
               f"{row['ps_per_wall_second']:8.2f} ps/s{ratio}")
     for row in results["network_profile"]:
         print(f"network call {row['beads']:>7} beads  {row['ms_per_call']:9.2f} ms ({row['threads']} threads)")

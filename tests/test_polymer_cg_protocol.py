@@ -233,14 +233,16 @@ def test_tabulated_family_job(job, tmp_path):
     assert {"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions"} <= names
     assert not any(isinstance(f, openmm.HarmonicBondForce) for f in system.getForces())
     assert "Speed and dynamics" in (run_dir / "report.md").read_text()
-    # the benchmark runs on the finished job: CG family with and without MTS, the fine reference
+    # the benchmark runs on the finished job: CG family (both forms) with and without MTS, the fine reference
     bench = subprocess.run([sys.executable, str(REPO / "protocols" / "bench_cg.py"), "--jobs", run_dir, "--max-beads", "1000",
                             "--budget", "0.3", "--out", tmp_path / "bench.json"], capture_output=True, text=True, timeout=600)
     assert bench.returncode == 0, bench.stderr[-3000:]
     data = json.loads((tmp_path / "bench.json").read_text())
     assert [row["sites"] for row in data["fine"]] == [384]
     rows = [row for row in data["cg"] if "seconds_per_step" in row]
-    assert {(row["beads"], row["inner_steps"]) for row in rows} == {(96, 1), (96, 3), (768, 1), (768, 3)}
+    # both forms of the tabulated family, each with and without MTS, at each bead count
+    assert {(row["family"], row["beads"], row["inner_steps"]) for row in rows} == {
+        (family, beads, inner) for family in ("tabulated/tables", "tabulated/closed") for beads in (96, 768) for inner in (1, 3)}
     assert all(row["seconds_per_step"] > 0 for row in rows + data["fine"])
     assert next(row for row in rows if row["beads"] == 96 and row["inner_steps"] == 1)["speedup_vs_fine"] > 0
     assert (tmp_path / "bench.png").is_file()

@@ -22,10 +22,9 @@ BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.Per
                  openmm.RBTorsionForce, openmm.CustomBondForce, openmm.CustomAngleForce, openmm.CustomTorsionForce,
                  openmm.CustomCompoundBondForce)
 #: bonded forces that go on the outer step all the same: the tabulated model's combined
-#: bending–torsion terms, a few kJ/mol and damped by sin³θ₁ sin³θ₂ (soft), and on the CPU the
-#: costliest bonded force (a CustomCompoundBondForce of three angles: 0.8 ms per call for this
-#: job's 96 terms, more than its closed-form pairs). On the inner step they cost 2.4 ms per 60 fs
-#: step of 8.1; on the outer one 5.8 ms per step (tables) or 2.3 against 4.7 (closed form).
+#: bending–torsion terms, a few kJ/mol and damped by sin³θ₁ sin³θ₂ (soft). With OpenMM's angle
+#: functions they cost 0.86 ms per call for the quick job's 96 terms on the CPU (on the inner step:
+#: 2.4 ms of an 8.1 ms step with tables); written in coordinates, 0.12 ms.
 SLOW_BONDED_NAMES = ("cg_tabulated_torsions",)
 #: the force groups :func:`split_fast_slow` assigns
 FAST_GROUP, SLOW_GROUP = 0, 1
