@@ -232,7 +232,8 @@ QUICK_NETWORK = Settings(
 # over six runs of 100 ps its mean Rg ranged 0.63–0.66 nm and its halves' Rg distributions
 # differed by JSD 0.011–0.017.
 # The tables run in closed form (polynomials): 2-3x cheaper per CG step on the CPU, with the same
-# structure after the refinements (seed 0: speed-up 5.4x against 2.4-2.9x with tabulated functions).
+# structure after the refinements (speed-up 7.0-7.5x over seeds 0-2 with the bending-torsion terms
+# in coordinates, against 2.4-2.9x with tabulated functions; README).
 QUICK = replace(
     QUICK_NETWORK, model_family="tabulated", cg_timestep_ps=0.06, cg_inner_steps=3, cg_steps=10_000, cg_npt_steps=15_000,
     cg_report_interval=20, bonded_refinements=3, bonded_refinement_steps=3_000, density_iterations=4, density_iteration_steps=5_000,
