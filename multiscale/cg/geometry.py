@@ -143,12 +143,10 @@ def whole_molecules(positions: np.ndarray, bonds: Any, box: Optional[np.ndarray]
     if len(idx) == 0:
         return x
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import breadth_first_order
+    from scipy.sparse.csgraph import breadth_first_order, connected_components
 
     n = x.shape[0]
     # one breadth-first walk from a virtual bead n joined to the first bead of every molecule
-    from scipy.sparse.csgraph import connected_components
-
     _, label = connected_components(coo_matrix((np.ones(len(idx)), (idx[:, 0], idx[:, 1])), shape=(n, n)), directed=False)
     _, first = np.unique(label, return_index=True)
     rows = np.concatenate([idx[:, 0], np.full(len(first), n)])

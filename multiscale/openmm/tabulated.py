@@ -151,7 +151,8 @@ def bending_torsion_expression(order: int) -> str:
     platform runs every custom bonded force through its reference kernels; there, 96 terms cost
     0.12 ms per call in this form against 0.86 ms with three angle functions (0.50 without
     periodic images). Coordinates are not wrapped: the beads of a term must be one periodic image
-    apart at most, as OpenMM keeps them once a molecule is whole (:func:`whole_molecules`)."""
+    apart at most, as OpenMM keeps them once a molecule is whole
+    (:func:`multiscale.openmm.molecules.whole_positions`)."""
     horner = f"b{order - 1}"
     for m in range(order - 2, -1, -1):
         horner = f"b{m}+c*({horner})"
