@@ -388,7 +388,7 @@ def main(argv=None) -> int:
         print(f"fine  {row['sites']:>7} sites  {row['seconds_per_step'] * 1e3:9.3f} ms/step  {row['ps_per_wall_second']:8.3f} ps/s")
     for row in results["cg"]:
         if "error" in row:
-            print(f"{row['family']:9} {row['beads']:>7} beads  MTS {row['inner_steps']}: failed ({row['error'][:60]})")
+            print(f"{row['family']:17} {row['beads']:>7} beads  MTS {row['inner_steps']}: failed ({row['error'][:60]})")
             continue
         ratio = f"  {row['speedup_vs_fine']:7.1f}x fine" if "speedup_vs_fine" in row else ""
         print(f"{row['family']:17} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
