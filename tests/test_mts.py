@@ -1,15 +1,16 @@
-"""Multiple time stepping (OpenMM's MTSLangevinIntegrator through CGSimulation): bonded forces on
-the inner step, pair forces on the outer one, sample the same ensemble as plain Langevin at the
-inner step: temperature, bond lengths and pair energy of an OpenMM bead-spring melt."""
+"""Multiple time stepping (RespaLangevinIntegrator through CGSimulation): bonded forces on the
+inner step, pair forces on the outer one, sample the same ensemble as plain Langevin at the inner
+step: temperature, bond lengths and pair energy of an OpenMM bead-spring melt; without friction
+the integrator follows OpenMM's own MTSLangevinIntegrator, with and without constraints."""
 
 import numpy as np
 import openmm
 import pytest
-from openmm import app
+from openmm import app, unit
 
 import multiscale  # noqa: F401
 from multiscale.openmm.cg_simulation import CGSimulation
-from multiscale.openmm.mts import FAST_GROUP, SLOW_GROUP, mts_langevin, split_fast_slow
+from multiscale.openmm.mts import FAST_GROUP, SLOW_GROUP, RespaLangevinIntegrator, mts_langevin, split_fast_slow
 from test_tabulated import T, _bead_spring
 
 
@@ -70,3 +71,76 @@ def test_force_groups_and_refusals():
     bonded_only.addForce(openmm.HarmonicBondForce())
     with pytest.raises(ValueError, match="inner_steps=1"):
         mts_langevin(bonded_only, T, 1.0, 0.02, 4)
+
+
+def _pair(data, integrator, positions, velocities):
+    system = openmm.XmlSerializer.clone(data["system"])
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    context.setVelocities(velocities)
+    return context
+
+
+def _state(context):
+    state = context.getState(getPositions=True, getVelocities=True)
+    return state.getPositions(asNumpy=True)._value, state.getVelocities(asNumpy=True)._value
+
+
+@pytest.mark.parametrize("constraints", [False, True])
+def test_respa_without_friction_follows_openmms_mts_integrator(constraints):
+    """With friction 1e-20/ps (a = 1 and b = 0 in double precision) the thermostat drops out and
+    both integrators are velocity-Verlet RESPA: from one state, 25 outer steps of 60 fs with 4
+    bonded sub-steps give one trajectory to rounding (Reference platform, double precision); with
+    constraints (a System whose first bonds are constrained) the constraint steps are OpenMM's."""
+    data = _bead_spring(frames=1)
+    system = data["system"] = openmm.XmlSerializer.clone(data["system"])
+    if constraints:
+        for i, j in data["bonds"][:10]:
+            system.addConstraint(int(i), int(j), float(np.linalg.norm(data["X"][-1][i] - data["X"][-1][j])))
+    split_fast_slow(system)
+    rng = np.random.default_rng(0)
+    x = data["X"][-1]
+    v = rng.normal(scale=0.3, size=x.shape)
+    ours = RespaLangevinIntegrator(T, 1e-20, 0.06, 4, constraints=constraints)
+    theirs = openmm.MTSLangevinIntegrator(T, 1e-20, 0.06, [(SLOW_GROUP, 1), (FAST_GROUP, 4)])
+    a, b = _pair(data, ours, x, v), _pair(data, theirs, x, v)
+    for integrator in (ours, theirs):
+        integrator.step(25)
+    (xa, va), (xb, vb) = _state(a), _state(b)
+    moved = np.abs(xa - x).max()
+    assert moved > 0.05  # it moved: the comparison means something
+    assert np.abs(xa - xb).max() < 1e-9 * max(1.0, moved)
+    assert np.abs(va - vb).max() < 1e-7
+    if constraints:
+        for k in range(10):
+            i, j, d = system.getConstraintParameters(k)
+            assert np.linalg.norm(xa[i] - xa[j]) == pytest.approx(d.value_in_unit(unit.nanometer), abs=1e-5)
+    # the lean form: 1 context update + 2 slow kicks + 1 opening fast kick + 4 x (A O A kick), and
+    # with constraints 4 steps more per sub-step and a closing one (OpenMM's: 40 either way)
+    assert ours.getNumComputations() == 1 + 2 + 1 + 4 * 4 + (4 * 4 + 1 if constraints else 0)
+    assert theirs.getNumComputations() == 40
+
+
+def test_respa_loads_a_checkpoint_of_openmms_mts_integrator():
+    """A run checkpointed with OpenMM's MTSLangevinIntegrator resumes with this one (the same
+    integrator variables), positions and velocities unchanged."""
+    data = _bead_spring(frames=1)
+    split_fast_slow(data["system"])
+    x = data["X"][-1]
+    theirs = openmm.MTSLangevinIntegrator(T, 1.0, 0.06, [(SLOW_GROUP, 1), (FAST_GROUP, 3)])
+    old = _pair(data, theirs, x, np.zeros_like(x))
+    theirs.step(5)
+    checkpoint = old.createCheckpoint()
+    new = _pair(data, RespaLangevinIntegrator(T, 1.0, 0.06, 3), x + 0.1, np.zeros_like(x))
+    new.loadCheckpoint(checkpoint)
+    (xa, va), (xb, vb) = _state(old), _state(new)
+    assert np.array_equal(xa, xb) and np.array_equal(va, vb)
+    new.getIntegrator().step(5)  # and runs on
+    assert np.all(np.isfinite(_state(new)[0]))
+
+
+def test_respa_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="whole number"):
+        RespaLangevinIntegrator(T, 1.0, 0.06, 0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        RespaLangevinIntegrator(T, 0.0, 0.06, 3)
