@@ -220,12 +220,12 @@ QUICK_NETWORK = Settings(
     constrained_equilibration_ps=150.0,
 )
 # The quick default: the tabulated family with the settings that meet the issue's structure and
-# density goals in three seeds (README): MTS (pairs every 60 fs, bonded every 20 fs), three rounds
+# density goals in three seeds (README): MTS (pairs every 80 fs, bonded every 20 fs), three rounds
 # of iterative Boltzmann refinement of the bonded tables, then four short NPT runs that set the
 # intermolecular density ramp. The network family at 20 fs is 25 % too dilute at 1 bar. The
 # density runs are long because this 192-bead melt's density wanders by ~3 % over ~100 ps: with
 # 120 ps trials and a 300 ps NPT run, a repeat of a run that had come out at -0.6 % read +5.5 % (README).
-# A frame every 20 steps (1.2 ps): with one every 100, the CG run's own torsion histogram (32
+# A frame every 1.2 ps: with one every 6 ps, the CG run's own torsion histogram (32
 # chains, 100 frames) disagreed with itself by a JSD of 0.023 between its halves, and its JSD
 # against the reference read 0.011; with 500 frames 0.007 (the reference's half-to-half floor 0.008).
 # Both quick presets sample 200 ps of reference (a frame every 400 fs, ~2 min more than 100 ps):
@@ -233,10 +233,18 @@ QUICK_NETWORK = Settings(
 # differed by JSD 0.011–0.017.
 # The tables run in closed form (polynomials): 2-3x cheaper per CG step on the CPU, with the same
 # structure after the refinements (speed-up 7.0-7.5x over seeds 0-2 with the bending-torsion terms
-# in coordinates, against 2.4-2.9x with tabulated functions; README).
+# in coordinates and a 60/20 fs step, against 2.4-2.9x with tabulated functions; README).
+# The pairs every 80 fs rather than 60 (28 % more ps per wall second): they held at 90 fs in every
+# run tried; the bonded step stays 20 fs, because at 25-30 fs one refined model ran 13-340 K hot
+# (README). The run lengths in ps are those of the 60/20 fs preset (600 ps NVT with a frame every
+# 1.2 ps, 180 ps refinement runs), but for the density: trials of 900 ps instead of 300 (the
+# second half averaged) and 1.8 ns of NPT instead of 900 ps. With the shorter runs, three runs at
+# 80/20 fs each stopped at a trial that read within 1 % of the reference density, and their NPT
+# runs then read +1.3, +4.4 and -2.9 %; seven 300-900 ps repeats of the +4.4 % run's trial read
+# 0.725-0.751 g/cm³ where it had read 0.715 (the density's correlation time is 25-80 ps).
 QUICK = replace(
-    QUICK_NETWORK, model_family="tabulated", cg_timestep_ps=0.06, cg_inner_steps=3, cg_steps=10_000, cg_npt_steps=15_000,
-    cg_report_interval=20, bonded_refinements=3, bonded_refinement_steps=3_000, density_iterations=4, density_iteration_steps=5_000,
+    QUICK_NETWORK, model_family="tabulated", cg_timestep_ps=0.08, cg_inner_steps=4, cg_steps=7_500, cg_npt_steps=22_500,
+    cg_report_interval=15, bonded_refinements=3, bonded_refinement_steps=2_250, density_iterations=4, density_iteration_steps=11_250,
     tabulated_form="closed",
 )
 # The full preset (for a GPU) stays the network family: many-body accuracy is what a GPU buys.
@@ -247,6 +255,8 @@ FULL = Settings(
     prior_cutoff_nm=1.2, cg_timestep_ps=0.02, cg_steps=5_000_000, cg_report_interval=1000, cg_npt_steps=500_000,
     constrained_equilibration_ps=2000.0,
 )
+# the full tabulated preset keeps pairs every 60 fs: 80-90 fs was tried in runs of ~1 ns, this
+# preset's run is 100 ns
 FULL_TABULATED = replace(
     FULL, model_family="tabulated", cg_timestep_ps=0.06, cg_inner_steps=3, cg_steps=1_700_000, cg_npt_steps=170_000,
     bonded_refinements=3, bonded_refinement_steps=20_000, density_iterations=4, density_iteration_steps=20_000,
@@ -313,6 +323,19 @@ STAGES = (
     Stage("bonded_refinement", outputs=("tabulated_refined.json",)),
     Stage("density_matching", outputs=(), marker="density_matching.json"),
 )
+
+
+def npt_temperature(path: Path, target_K: float) -> Optional[dict]:
+    """Mean kinetic temperature (K) of a CGSimulation energy log, its first third dropped as in
+    the density; with its relative difference from ``target_K`` (%). None without the log (an NPT
+    run finished before the job logged it)."""
+    if not path.is_file():
+        return None
+    log = np.genfromtxt(path, delimiter=",", names=True)
+    kept = np.atleast_1d(log["temperature_K"])[len(np.atleast_1d(log["temperature_K"])) // 3:]
+    mean = float(np.mean(kept))
+    return {"cg_npt_mean_K": mean, "target_K": float(target_K), "relative_difference_percent": 100.0 * (mean / target_K - 1.0),
+            "frames": int(len(kept))}
 
 
 def say(message: str) -> None:
@@ -624,7 +647,7 @@ def main(argv=None) -> int:
         npt_sim = CGSimulation(cg_top, npt_system, cg_pos[start], out, name="cg_npt", temperature_K=s.temperature_K,
                                timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
                                checkpoint_interval=checkpoint_interval, platform=args.platform, seed=args.seed + 100,
-                               inner_steps=s.cg_inner_steps)
+                               inner_steps=s.cg_inner_steps, log_energies=True)
         try:
             npt_timing = npt_sim.run(s.cg_npt_steps, progress=not args.no_progress, max_restarts=s.cg_max_restarts)
             npt_traj = mdtraj.load_dcd(str(out / "cg_npt.dcd"), top=str(out / "cg_npt.pdb"))
@@ -664,6 +687,13 @@ def main(argv=None) -> int:
                                  "model": "TraPPE-UA, constrained bonds, NPT", "flexible": ref_timing["flexible"]}
     report["model_family"] = s.model_family
     report["restarts"] = {"nvt": timing.get("restarts", 0), "npt": None if npt_timing is None else npt_timing.get("restarts", 0)}
+    # the kinetic temperature of the NPT run (logged there, not in the timed NVT run): a multiple
+    # time step too long for a model's stiffest terms heats it without ever reaching NaN (a 30 fs
+    # bonded step ran one quick model at 700-790 K with bonds 50 % too wide)
+    report["temperature"] = npt_temperature(out / "cg_npt_energies.csv", s.temperature_K) if npt is not None else None
+    if report["temperature"] is not None and abs(report["temperature"]["relative_difference_percent"]) > 5.0:
+        say(f"warning: the CG NPT run's kinetic temperature is {report['temperature']['cg_npt_mean_K']:.0f} K against "
+            f"{s.temperature_K:g} K; the CG time step is too long for this model (lower cg_timestep_ps or raise cg_inner_steps)")
     atomic_write_json(out / "report.json", report)
     lines = ["", "## Speed and dynamics", "",
              f"- model family: {s.model_family}; CG step {s.cg_timestep_ps * 1000:g} fs"
@@ -672,7 +702,9 @@ def main(argv=None) -> int:
              f"TraPPE-UA reference's {reference_speed:.3f} ps/s at {ref_timing['constrained']['timestep_ps'] * 1000:g} fs)",
              f"- chain centre-of-mass diffusion: reference {d_ref:.3g} nm²/ps, CG {d_cg:.3g} nm²/ps "
              f"(dynamical acceleration {d_cg / d_ref:.1f}×, not part of the speed-up)" if d_ref > 0 else "- diffusion: n/a",
-             f"- CG restarts: NVT {report['restarts']['nvt']}, NPT {report['restarts']['npt']}", ""]
+             f"- CG restarts: NVT {report['restarts']['nvt']}, NPT {report['restarts']['npt']}",
+             (f"- CG kinetic temperature (NPT run): {report['temperature']['cg_npt_mean_K']:.1f} K against {s.temperature_K:g} K"
+              if report["temperature"] is not None else "- CG kinetic temperature: n/a (no NPT run)"), ""]
     from multiscale.atomic import atomic_write_text
 
     atomic_write_text(out / "report.md", (out / "report.md").read_text() + "\n".join(lines))

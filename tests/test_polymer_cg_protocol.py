@@ -233,6 +233,11 @@ def test_tabulated_family_job(job, tmp_path):
     assert {"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions"} <= names
     assert not any(isinstance(f, openmm.HarmonicBondForce) for f in system.getForces())
     assert "Speed and dynamics" in (run_dir / "report.md").read_text()
+    # the NPT run's kinetic temperature (the canary of a time step too long for the model)
+    temperature = report["temperature"]
+    assert temperature["target_K"] == 450.0 and temperature["frames"] >= 5
+    assert temperature["cg_npt_mean_K"] == pytest.approx(450.0, rel=0.15)
+    assert (run_dir / "cg_npt_energies.csv").is_file()
     # the benchmark runs on the finished job: CG family (both forms) with and without MTS, the fine reference
     bench = subprocess.run([sys.executable, str(REPO / "protocols" / "bench_cg.py"), "--jobs", run_dir, "--max-beads", "1000",
                             "--budget", "0.3", "--out", tmp_path / "bench.json"], capture_output=True, text=True, timeout=600)
@@ -240,9 +245,9 @@ def test_tabulated_family_job(job, tmp_path):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert [row["sites"] for row in data["fine"]] == [384]
     rows = [row for row in data["cg"] if "seconds_per_step" in row]
-    # both forms of the tabulated family, each with and without MTS, at each bead count
+    # both forms of the tabulated family, each without MTS and with the job's own (2 sub-steps), at each bead count
     assert {(row["family"], row["beads"], row["inner_steps"]) for row in rows} == {
-        (family, beads, inner) for family in ("tabulated/tables", "tabulated/closed") for beads in (96, 768) for inner in (1, 3)}
+        (family, beads, inner) for family in ("tabulated/tables", "tabulated/closed") for beads in (96, 768) for inner in (1, 2)}
     assert all(row["seconds_per_step"] > 0 for row in rows + data["fine"])
     assert next(row for row in rows if row["beads"] == 96 and row["inner_steps"] == 1)["speedup_vs_fine"] > 0
     assert (tmp_path / "bench.png").is_file()
@@ -256,7 +261,7 @@ def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the
     from protocols.polymer_cg import FULL, QUICK_NETWORK, parse_args, settings_for
 
     quick = settings_for(parse_args(["--quick", "--out", str(tmp_path / "a")]))
-    assert quick.model_family == "tabulated" and quick.cg_inner_steps == 3 and quick.cg_timestep_ps == 0.06
+    assert quick.model_family == "tabulated" and quick.cg_inner_steps == 4 and quick.cg_timestep_ps == 0.08
     assert quick.bonded_refinements == 3 and quick.density_iterations == 4 and not quick.pressure_correction
     assert (quick.num_chains, quick.sample_frames) == (QUICK_NETWORK.num_chains, QUICK_NETWORK.sample_frames)  # same reference
     config = tmp_path / "network.yaml"
