@@ -49,7 +49,8 @@ from tqdm import tqdm  # noqa: E402
 from multiscale.atomic import atomic_write_bytes, atomic_write_json  # noqa: E402
 from multiscale.cli import positive_int, run_main  # noqa: E402
 
-#: MTS variant: pair/network forces every MTS_INNER bonded steps
+#: MTS variant of a job that ran without MTS: pair/network forces every MTS_INNER bonded steps (a
+#: job that ran with MTS is timed with its own number of bonded sub-steps)
 MTS_INNER = 3
 #: tiling factors n (n³ copies of the job's melt)
 TILES = (1, 2, 3, 4, 6, 8)
@@ -298,6 +299,7 @@ def main(argv=None) -> int:
                                 tabulated=next((job / name for name in ("tabulated_refined.json", "tabulated.json")
                                                 if (job / name).is_file()), job / "tabulated.json"),
                                 dt=report["extra"]["timesteps_ps"]["cg"] / report["extra"]["timesteps_ps"].get("cg_inner_steps", 1),
+                                inner=max(int(report["extra"]["timesteps_ps"].get("cg_inner_steps", 1)), 1),
                                 settings=settings)
         if fine is None:
             rec = load_recording(job / "fine" / "recording")
@@ -365,7 +367,7 @@ def main(argv=None) -> int:
                                                                  form=form)]
                             for form in TABULATED_FORMS}
             for label, terms in variants.items():
-                for inner in (1, MTS_INNER):
+                for inner in (1, data["inner"] if data["inner"] > 1 else MTS_INNER):
                     system = assemble_system(masses, box_nm=box, terms=terms)
                     dt = data["dt"] * inner  # the bonded forces always at the job's (inner) step
                     integrator = (openmm.LangevinMiddleIntegrator(450, 1.0, dt) if inner == 1
@@ -420,8 +422,9 @@ def plot(results, path):
     fine = results["fine"]
     ax.loglog([r["sites"] for r in fine], [r["seconds_per_step"] * 1e3 for r in fine], "k-o", label="fine TraPPE-UA (sites)")
     for family in sorted({r["family"] for r in results["cg"]}):
-        for inner, style in ((1, "-s"), (MTS_INNER, "--^")):
-            rows = [r for r in results["cg"] if r["family"] == family and r["inner_steps"] == inner and "seconds_per_step" in r]
+        for mts, style in ((False, "-s"), (True, "--^")):
+            rows = [r for r in results["cg"] if r["family"] == family and (r["inner_steps"] > 1) == mts and "seconds_per_step" in r]
+            inner = rows[0]["inner_steps"] if rows else 1
             if rows:
                 ax.loglog([r["beads"] for r in rows], [r["seconds_per_step"] * 1e3 for r in rows], style,
                           label=f"{family} (beads)" + (f", MTS ×{inner}" if inner > 1 else ""))
