@@ -331,8 +331,8 @@ def npt_temperature(path: Path, target_K: float) -> Optional[dict]:
     run finished before the job logged it)."""
     if not path.is_file():
         return None
-    log = np.genfromtxt(path, delimiter=",", names=True)
-    kept = np.atleast_1d(log["temperature_K"])[len(np.atleast_1d(log["temperature_K"])) // 3:]
+    temperatures = np.atleast_1d(np.genfromtxt(path, delimiter=",", names=True)["temperature_K"])
+    kept = temperatures[len(temperatures) // 3:]
     mean = float(np.mean(kept))
     return {"cg_npt_mean_K": mean, "target_K": float(target_K), "relative_difference_percent": 100.0 * (mean / target_K - 1.0),
             "frames": int(len(kept))}

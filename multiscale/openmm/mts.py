@@ -18,6 +18,7 @@ from typing import Tuple
 
 import openmm
 
+from multiscale.openmm.tabulated import _num
 from multiscale.units import KB_KJ_PER_MOL_K
 
 #: bonded force classes evaluated on the inner (fast) step
@@ -104,10 +105,6 @@ class RespaLangevinIntegrator(openmm.CustomIntegrator):
         self.addComputePerDof("v", f"v+{_num(0.5 * dt)}*{slow}/m")
         if constraints:
             self.addConstrainVelocities()
-
-
-def _num(value: float) -> str:
-    return repr(float(value))
 
 
 def mts_langevin(system: openmm.System, temperature_K: float, friction_per_ps: float, timestep_ps: float,
