@@ -34,9 +34,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -147,6 +147,16 @@ class Settings(YamlConfig):
     # the reference density (before any density matching); 0: off
     bonded_refinements: int = 0
     bonded_refinement_steps: int = 3000
+    # tabulated family: chain-pair tables on the distances of bead pairs this many bonds apart
+    # within a chain (4, 5: the 1-5 and 1-6 pairs), refined in the same rounds as the bonded tables
+    # to the reference's distributions: what sets a chain's size and shape beyond its torsions
+    # ([]: off; needs bonded_refinements)
+    chain_pair_separations: List[int] = field(default_factory=list)
+    # the fraction of each iterative Boltzmann step taken (1: the full step), and the number of
+    # last rounds whose models are averaged into the refined one (0: the last round's model; at
+    # most all bonded_refinements rounds)
+    bonded_refinement_damping: float = 1.0
+    bonded_refinement_averaging: int = 0
 
     def __post_init__(self) -> None:
         # field types are checked by YamlConfig first ("20fs" for a float is refused there); the
@@ -179,6 +189,17 @@ class Settings(YamlConfig):
                      "bonded_refinements", "constrained_equilibration_ps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"polymer_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 < self.bonded_refinement_damping <= 1.0:
+            raise ValueError(f"polymer_cg setting bonded_refinement_damping must be in (0, 1], got {self.bonded_refinement_damping!r}")
+        if self.bonded_refinement_averaging < 0:
+            raise ValueError(f"polymer_cg setting bonded_refinement_averaging must be >= 0 rounds, got {self.bonded_refinement_averaging!r}")
+        if self.chain_pair_separations:
+            if self.model_family != "tabulated" or not self.bonded_refinements:
+                raise ValueError("chain_pair_separations are refined with the bonded tables: they need model_family "
+                                 "tabulated and bonded_refinements > 0 (or set chain_pair_separations: [])")
+            if min(self.chain_pair_separations) < 3 or len(set(self.chain_pair_separations)) != len(self.chain_pair_separations):
+                raise ValueError(f"chain_pair_separations are distinct numbers of bonds >= 3 (4, 5: the 1-5 and 1-6 pairs; "
+                                 f"1-2, 1-3 are the bonds and angles), got {self.chain_pair_separations}")
         if self.prior_bond_fit not in BOND_FITS:
             raise ValueError(f"polymer_cg setting prior_bond_fit must be one of {BOND_FITS}, got {self.prior_bond_fit!r}")
         if self.force_map_neighbors < -1:
@@ -209,6 +230,11 @@ class Settings(YamlConfig):
             raise ValueError(f"cg_npt_steps ({self.cg_npt_steps}) must be a multiple of cg_report_interval ({self.cg_report_interval})")
 
 
+#: frames recorded in each bonded refinement run (the first quarter dropped): a chain-pair
+#: distribution has one 1-6 pair per chain, so 32 chains give ~3,600 samples a round (with 40
+#: frames, 960, too few for the 1.5-knot kernel density of a 2 nm wide distribution)
+REFINEMENT_FRAMES = 150
+
 #: the CG model families (see Settings.model_family)
 MODEL_FAMILIES = ("network", "tabulated")
 
@@ -220,9 +246,13 @@ QUICK_NETWORK = Settings(
     constrained_equilibration_ps=150.0,
 )
 # The quick default: the tabulated family with the settings that meet the issue's structure and
-# density goals in three seeds (README): MTS (pairs every 80 fs, bonded every 20 fs), three rounds
-# of iterative Boltzmann refinement of the bonded tables, then four short NPT runs that set the
-# intermolecular density ramp. The network family at 20 fs is 25 % too dilute at 1 bar. The
+# density goals in three seeds (README): MTS (pairs every 80 fs, bonded every 20 fs), eight rounds
+# of iterative Boltzmann refinement of the bonded tables and of chain-pair tables on the 1-5 and
+# 1-6 bead distances (which set the chains' size distribution: without them the CG Rg spread
+# 0.062 nm against the reference's 0.076), half steps, the last four rounds' models averaged (the
+# angle, torsion and chain-pair steps all correct the chain size: at full steps the chain size
+# swung by ±5 % from round to round, and the last round's model was 4 % small in one run), then
+# four short NPT runs that set the intermolecular density ramp. The network family at 20 fs is 25 % too dilute at 1 bar. The
 # density runs are long because this 192-bead melt's density wanders by ~3 % over ~100 ps: with
 # 120 ps trials and a 300 ps NPT run, a repeat of a run that had come out at -0.6 % read +5.5 % (README).
 # A frame every 1.2 ps: with one every 6 ps, the CG run's own torsion histogram (32
@@ -244,8 +274,8 @@ QUICK_NETWORK = Settings(
 # 0.725-0.751 g/cm³ where it had read 0.715 (the density's correlation time is 25-80 ps).
 QUICK = replace(
     QUICK_NETWORK, model_family="tabulated", cg_timestep_ps=0.08, cg_inner_steps=4, cg_steps=7_500, cg_npt_steps=22_500,
-    cg_report_interval=15, bonded_refinements=3, bonded_refinement_steps=2_250, density_iterations=4, density_iteration_steps=11_250,
-    tabulated_form="closed",
+    cg_report_interval=15, bonded_refinements=8, bonded_refinement_steps=4_500, density_iterations=4, density_iteration_steps=11_250,
+    tabulated_form="closed", chain_pair_separations=[4, 5], bonded_refinement_damping=0.5, bonded_refinement_averaging=4,
 )
 # The full preset (for a GPU) stays the network family: many-body accuracy is what a GPU buys.
 FULL = Settings(
@@ -452,7 +482,8 @@ def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
 
 #: settings introduced after older job folders were made, each with the value those folders used:
 #: such a folder resumes as long as the current value is the same
-ADDED_SETTINGS = {"tabulated_form": "tables"}
+ADDED_SETTINGS = {"tabulated_form": "tables", "chain_pair_separations": [], "bonded_refinement_damping": 1.0,
+                  "bonded_refinement_averaging": 0}
 
 
 def main(argv=None) -> int:
@@ -570,15 +601,25 @@ def main(argv=None) -> int:
         from multiscale.cg.analysis import bonded_values
         from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
 
+        reference_values = bonded_values(ref, types=mapping.bead_types)
+        if s.chain_pair_separations:
+            from multiscale.cg.analysis import chain_pair_values
+
+            reference_values["chain_pair"] = chain_pair_values(ref, s.chain_pair_separations, types=mapping.bead_types)
+
         def refine() -> dict:
             refined = refine_bonded_in_runs(
-                tabulated, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start],
+                tabulated.with_chain_pairs(reference_values.get("chain_pair", {})), lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start],
                                                      nonbonded_cutoff_nm=s.prior_cutoff_nm, tabulated_form=s.tabulated_form)[0],
                 mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start], boxes[start],
-                bonded_values(ref, types=mapping.bead_types), rounds=s.bonded_refinements, temperature_K=s.temperature_K,
+                reference_values, rounds=s.bonded_refinements, temperature_K=s.temperature_K,
                 steps=s.bonded_refinement_steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
-                platform=args.platform, seed=args.seed + 500, dihedrals=True, log=say)
+                platform=args.platform, seed=args.seed + 500, dihedrals=True, damping=s.bonded_refinement_damping,
+                average_last=min(s.bonded_refinement_averaging, s.bonded_refinements),
+                frames=min(REFINEMENT_FRAMES, s.bonded_refinement_steps), discard=min(REFINEMENT_FRAMES, s.bonded_refinement_steps) // 4,
+                log=say)
             refined.save(out / "tabulated_refined.json")
+            plot_tables(refined, out / "tabulated_refined.png")
             return refined.fit["bonded_refinements"]
 
         stages.run("bonded_refinement", refine)

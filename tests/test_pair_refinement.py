@@ -199,7 +199,9 @@ def test_rounds_in_openmm_bring_a_perturbed_models_packing_back(tmp_path):
     after = deviation(refined, 11)
     floor = deviation(true, 11)
     assert refined.fit["pair_refinements"]["count"] == 4
-    assert before > 3 * floor  # the perturbation is visible above the counts' noise
+    # the perturbation is visible above the counts' noise (measured 0.24-0.32 against a floor of
+    # 0.06-0.09: 3x failed once, at 0.236 against 0.089, in a run after other tests)
+    assert before > 2 * floor
     assert after < 0.5 * before and after < 3 * floor  # measured: 0.25-0.32 -> 0.07-0.09, floor 0.06-0.09
     with pytest.raises(ValueError, match="both pair_reference and count_pairs"):
         refine_bonded_in_runs(perturbed, system_for, top, types, reference.xyz[-1], cell, {}, rounds=1, temperature_K=T,

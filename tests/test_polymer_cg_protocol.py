@@ -212,9 +212,13 @@ def test_tabulated_family_job(job, tmp_path):
     assert report["speedup"] == pytest.approx(report["extra"]["cg"]["simulated_ps_per_wall_second"] / speed["ps_per_wall_second"])
     fit = report["extra"]["tabulated_fit"]
     assert fit["pressure_bar"] == pytest.approx(1.0, abs=1e-6) and fit["relative_force_residual_held_out"] < 1.0
-    # two rounds of bonded refinement (before the density matching), torsions included
+    # two rounds of bonded refinement (before the density matching), torsions and the chain's
+    # 1-5 and 1-6 pairs (the quick preset's) included, the two rounds averaged
     assert fit["bonded_refinements"]["count"] == 2 and (run_dir / "tabulated_refined.json").is_file()
-    assert any(k.startswith("dihedral-") for k in fit["bonded_refinements"]["max_abs_delta_u_kj_mol"])
+    shifted = fit["bonded_refinements"]["max_abs_delta_u_kj_mol"]
+    assert any(k.startswith("dihedral-") for k in shifted)
+    assert {"chain_pair-4-E-M", "chain_pair-5-E-E"} <= set(shifted)
+    assert fit["bonded_refinements"]["averaged_over_last"] == 2 and (run_dir / "tabulated_refined.png").is_file()
     assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == 2
     matched = report["extra"]["density_matching"]
     history = matched["history"]
@@ -230,7 +234,8 @@ def test_tabulated_family_job(job, tmp_path):
 
     system = read_system_xml(run_dir / "cg_system.xml")  # kept alive while its forces are read
     names = {f.getName() for f in system.getForces()}
-    assert {"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions"} <= names
+    assert {"cg_tabulated_pairs", "cg_tabulated_bonds", "cg_tabulated_angles", "cg_tabulated_torsions",
+            "cg_tabulated_chain_pairs"} <= names
     assert not any(isinstance(f, openmm.HarmonicBondForce) for f in system.getForces())
     assert "Speed and dynamics" in (run_dir / "report.md").read_text()
     # the NPT run's kinetic temperature (the canary of a time step too long for the model)
@@ -262,13 +267,23 @@ def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the
 
     quick = settings_for(parse_args(["--quick", "--out", str(tmp_path / "a")]))
     assert quick.model_family == "tabulated" and quick.cg_inner_steps == 4 and quick.cg_timestep_ps == 0.08
-    assert quick.bonded_refinements == 3 and quick.density_iterations == 4 and not quick.pressure_correction
+    assert quick.bonded_refinements == 8 and quick.density_iterations == 4 and not quick.pressure_correction
+    # the chain-pair tables (1-5, 1-6) refined with the bonded ones, half steps, the last 4 rounds averaged
+    assert quick.chain_pair_separations == [4, 5]
+    assert (quick.bonded_refinement_damping, quick.bonded_refinement_averaging) == (0.5, 4)
     assert (quick.num_chains, quick.sample_frames) == (QUICK_NETWORK.num_chains, QUICK_NETWORK.sample_frames)  # same reference
     config = tmp_path / "network.yaml"
     config.write_text("polymer_cg:\n  model_family: network\n")
     network = settings_for(parse_args(["--quick", "--config", str(config), "--out", str(tmp_path / "b")]))
     assert network == QUICK_NETWORK
     assert network.cg_inner_steps == 1 and network.bonded_refinements == 0 and network.density_iterations == 0
+    assert network.chain_pair_separations == []
+    for bad, match in (("model_family: network\n  chain_pair_separations: [4]", "tabulated"), ("model_family: tabulated\n  chain_pair_separations: [2, 5]", ">= 3"),
+                       ("model_family: tabulated\n  bonded_refinement_damping: 1.5", "damping")):
+        config.write_text(f"polymer_cg:\n  {bad}\n")
+        with pytest.raises(ValueError, match=match):
+            settings_for(parse_args(["--quick", "--config", str(config), "--out", str(tmp_path / "e")]))
+    config.write_text("polymer_cg:\n  model_family: network\n")
     config.write_text("model_family: tabulated\ncg_steps: 3000\n")  # a bare file, on the full preset
     full = settings_for(parse_args(["--config", str(config), "--out", str(tmp_path / "c")]))
     assert FULL.model_family == "network" and full.model_family == "tabulated" and full.cg_steps == 3000

@@ -62,6 +62,15 @@ class BondGraph:
             pairs.update((start, int(other)) for other in reached if other > start)
         return np.asarray(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
+    def separated(self, hops: int) -> np.ndarray:
+        """(P, 2) pairs (i < j) whose shortest bond path is exactly ``hops`` bonds long, sorted
+        (hops 4: the 1-5 pairs of a chain)."""
+        if hops < 1:
+            raise ValueError(f"hops must be >= 1, got {hops}")
+        closer = {tuple(p) for p in self.within(hops - 1).tolist()}
+        pairs = [tuple(p) for p in self.within(hops).tolist() if tuple(p) not in closer]
+        return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
     def neighbourhood(self, seed: Iterable[int], hops: int) -> np.ndarray:
         """Sorted particles at most ``hops`` bonds from any particle of ``seed`` (the seed included)."""
         seed = [int(a) for a in seed]

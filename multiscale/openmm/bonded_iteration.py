@@ -16,7 +16,7 @@ import mdtraj
 import numpy as np
 import openmm
 
-from multiscale.cg.analysis import bonded_values
+from multiscale.cg.analysis import bonded_values, chain_pair_values
 from multiscale.cg.priors.records import TypeKey
 from multiscale.cg.analysis.pair_counts import PairCounts
 from multiscale.cg.tabulated import TabulatedModel, refine_bonded, refine_pairs
@@ -31,24 +31,34 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
                           pair_reference: Optional[PairCounts] = None,
                           count_pairs: Optional[Callable[[mdtraj.Trajectory], PairCounts]] = None,
                           pair_damping: float = 0.25, pair_smoothing_nm: float = 0.0, continue_runs: bool = False,
-                          log: Optional[Callable[[str], None]] = None) -> TabulatedModel:
+                          average_last: int = 0, log: Optional[Callable[[str], None]] = None) -> TabulatedModel:
     """``rounds`` refinements of ``model``: each runs ``system_for(current model)`` for ``steps``
     steps from ``positions`` in ``box`` (nm), drops the first ``discard`` of ``frames`` frames,
     and moves the bond and angle tables (and, with ``dihedrals``, the bending–torsion
     coefficients) towards ``reference`` (:func:`bonded_values` of the mapped reference, grouped by
-    the bead types ``types``). With ``pair_reference`` (the mapped reference's pair counts) and
+    the bead types ``types``; with its "chain_pair" distances, :func:`chain_pair_values`, when
+    the model has chain-pair tables). With ``pair_reference`` (the mapped reference's pair counts) and
     ``count_pairs`` (the same counting for a run), the pair tables move too, by ``pair_damping``
     × the inversion step, smoothed over ``pair_smoothing_nm`` (:func:`refine_pairs`).
     ``continue_runs``: each run starts where the last one ended instead of at ``positions``, so
     that a property that relaxes slower than one run (a bilayer's thickness, ~100 ps) is measured
-    nearer its steady state. Returns the refined model;
+    nearer its steady state. ``average_last``: the model returned is the mean of the models after
+    the last ``average_last`` rounds (their tables and bending–torsion coefficients; 0 or 1: the
+    last model), iterate averaging, which cancels the round-to-round swing of coupled refinements
+    and the runs' noise. Returns the refined model;
     ``fit["bonded_refinements"]`` (and ``fit["pair_refinements"]``) count them."""
+    if average_last < 0:
+        raise ValueError(f"average_last must be >= 0 rounds, got {average_last}")
     if rounds < 0 or not 0 <= discard < frames:
         raise ValueError(f"need rounds >= 0 and 0 <= discard < frames, got rounds={rounds}, discard={discard}, frames={frames}")
+    if model.chain_pairs and not reference.get("chain_pair"):
+        raise ValueError("the model has chain-pair tables but reference has no 'chain_pair' distances; add "
+                         "reference['chain_pair'] = chain_pair_values(mapped reference, separations, types=...)")
     if (pair_reference is None) != (count_pairs is None):
         raise ValueError("refining the pair tables needs both pair_reference and count_pairs")
     current = model
     start = positions
+    history = []
     for k in range(rounds):
         xyz, cells = sample_run(system_for(current), start, box, temperature_K=temperature_K, steps=steps,
                                 timestep_ps=timestep_ps, inner_steps=inner_steps, platform=platform, seed=seed + k,
@@ -65,10 +75,42 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
             deviation = done["mean_relative_count_deviation"]
             pairs_line = (f"; pair counts off by {100 * float(np.mean(list(deviation.values()) or [0.0])):.0f} % "
                           f"(mean over types), largest pair ΔU {max(done['max_abs_delta_u_kj_mol'].values(), default=0.0):.2f} kJ/mol")
-        current = refine_bonded(current, reference, bonded_values(traj, types=types), temperature_K=temperature_K,
-                                dihedrals=dihedrals, damping=damping)
+        sampled = bonded_values(traj, types=types)
+        if current.chain_pairs:
+            sampled["chain_pair"] = chain_pair_values(traj, sorted({key[0] for key in current.chain_pairs}), types=types)
+        current = refine_bonded(current, reference, sampled, temperature_K=temperature_K, dihedrals=dihedrals,
+                                damping=damping)
         if log is not None:
             shifts = current.fit["bonded_refinements"]["max_abs_delta_u_kj_mol"]
+            chain_line = ""
+            if "chain_pair" in sampled:
+                off = {key: 100.0 * (np.mean(values) / np.mean(reference["chain_pair"][key]) - 1.0)
+                       for key, values in sampled["chain_pair"].items() if key in reference["chain_pair"]}
+                chain_line = "; chain pairs' mean distance off by " + ", ".join(
+                    f"{v:+.1f} % (1-{key[0] + 1} {'-'.join(key[1:])})" for key, v in sorted(off.items()))
             log(f"{'structure' if pair_reference is not None else 'bonded'} refinement {k + 1}/{rounds}: largest bonded ΔU "
-                f"{max(shifts.values(), default=0.0):.2f} kJ/mol{pairs_line}")
+                f"{max(shifts.values(), default=0.0):.2f} kJ/mol{pairs_line}{chain_line}")
+        history.append(current)
+    if average_last > 1 and len(history) > 1:
+        current = averaged_model(history[-average_last:])
     return current
+
+
+def averaged_model(models) -> TabulatedModel:
+    """The mean of ``models`` (refinements of one model: the same tables on the same knots): each
+    table's forces and each bending–torsion type's coefficients averaged; everything else (ramps,
+    fit records) is the last model's, with ``fit["bonded_refinements"]["averaged_over_last"]``."""
+    import copy
+
+    from multiscale.cg.tabulated import Table
+
+    out = copy.deepcopy(models[-1])
+    for name in ("pairs", "bonds", "angles", "chain_pairs"):
+        tables = getattr(out, name)
+        for key, table in tables.items():
+            forces = np.mean([getattr(m, name)[key].force for m in models], axis=0)
+            tables[key] = Table(table.kind, table.knots, forces, table.wall, samples=table.samples)
+    for key in out.dihedrals:
+        out.dihedrals[key] = np.mean([np.asarray(m.dihedrals[key], dtype=np.float64) for m in models], axis=0)
+    out.fit = {**out.fit, "bonded_refinements": {**out.fit.get("bonded_refinements", {}), "averaged_over_last": len(models)}}
+    return out

@@ -12,7 +12,8 @@ kernels evaluate 4-5 times faster than a tabulated function (``bench_cg.py --ker
   intermolecular ramps as in :mod:`multiscale.openmm.tabulated` (folded into the polynomials, or
   adjustable through the same global parameters);
 * bonds: a CustomBondForce, angles: a CustomAngleForce (a polynomial in cos θ), per-term
-  coefficients, the tables' walls beyond each polynomial's range;
+  coefficients, the tables' walls beyond each polynomial's range; chain pairs as bonds, without
+  periodic images;
 * bending–torsion terms as in the tabulated form (they are expressions already).
 
 Force names and global parameters are those of :mod:`multiscale.openmm.tabulated`, so that code
@@ -32,8 +33,9 @@ from multiscale.cg.priors.contacts import excluded_pairs
 from multiscale.cg.priors.records import canonical_key
 from multiscale.cg.tabulated.closed_form import ClosedForm, closed_form
 from multiscale.cg.tabulated.tables import TabulatedModel
-from multiscale.openmm.tabulated import (INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE, _intramolecular_ramp_correction,
-                                         _num, bending_torsion_force, grouped_terms)
+from multiscale.openmm.tabulated import (CHAIN_PAIR_FORCE, INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE,
+                                         _intramolecular_ramp_correction, _num, bending_torsion_force, chain_pair_groups,
+                                         grouped_terms)
 from multiscale.units import KB_KJ_PER_MOL_K
 
 
@@ -103,6 +105,12 @@ def closed_form_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: 
         if groups:
             forms = {key: closed_form(tables[key], kt) for key in groups}
             forces.append(_bonded_force(kind, groups, forms, periodic))
+    groups = chain_pair_groups(model, names, bond_idx)
+    if groups:
+        # distances along the chain: the beads' own coordinates, no periodic images (as in the tabulated form)
+        force = _bonded_force("bond", groups, {key: closed_form(model.chain_pairs[key], kt) for key in groups}, False)
+        force.setName(CHAIN_PAIR_FORCE)
+        forces.append(force)
     torsions = bending_torsion_force(model, names, dihedral_idx, periodic)
     if torsions is not None:
         forces.append(torsions)

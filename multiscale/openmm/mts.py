@@ -30,8 +30,10 @@ BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.Per
 #: functions they cost 0.86 ms per call for the quick job's 96 terms on the CPU (on the inner step:
 #: 2.4 ms of an 8.1 ms step with tables); written in coordinates, 0.12 ms. And the correction that
 #: takes the intermolecular ramps back off each chain's own pairs: a linear ramp of < 1 kJ/mol
-#: over the cutoff (the pair force it corrects is on the outer step), 0.05 ms per call.
-SLOW_BONDED_NAMES = ("cg_tabulated_torsions", "cg_tabulated_intramolecular_ramps")
+#: over the cutoff (the pair force it corrects is on the outer step), 0.05 ms per call. And the
+#: chain-pair corrections (1-5, 1-6 bead distances): a few kJ/mol over tenths of a nm, as soft as
+#: the pair tables they sit on.
+SLOW_BONDED_NAMES = ("cg_tabulated_torsions", "cg_tabulated_intramolecular_ramps", "cg_tabulated_chain_pairs")
 #: the force groups :func:`split_fast_slow` assigns
 FAST_GROUP, SLOW_GROUP = 0, 1
 

@@ -13,6 +13,10 @@
 * bonds and angles: a CustomCompoundBondForce each (OpenMM's CustomBondForce/CustomAngleForce
   take no tabulated functions), the types' tables end to end in one Continuous1DFunction of the
   distance or angle, each term at its table's offset (a per-term parameter);
+* chain pairs (the 1-5, 1-6, … bead distances of a molecule, :attr:`TabulatedModel.chain_pairs`):
+  a CustomCompoundBondForce as for bonds, named :data:`CHAIN_PAIR_FORCE`, on the beads'
+  coordinates without periodic images (a 1-6 distance may exceed half the box; OpenMM keeps a
+  molecule whole once it is, :func:`multiscale.openmm.molecules.whole_positions`);
 * combined bending–torsion terms: one CustomCompoundBondForce,
   sin³θ₁ sin³θ₂ Σₙ aₙ cos nφ with per-term coefficients, written in the beads' coordinates
   (7x cheaper on the CPU than with angle functions; molecules must be whole, as OpenMM keeps them).
@@ -135,6 +139,30 @@ def grouped_terms(names: Sequence[str], index: np.ndarray, kind: str, tables) ->
     return groups
 
 
+#: name of the chain-pair force (:attr:`TabulatedModel.chain_pairs`), in either form
+CHAIN_PAIR_FORCE = "cg_tabulated_chain_pairs"
+
+
+def chain_pair_groups(model: TabulatedModel, names: Sequence[str], bond_idx: np.ndarray) -> dict:
+    """The bead pairs of each chain-pair table of ``model``: (s, type a, type b) → rows (i, j) of
+    the pairs whose shortest bond path is s bonds long; a pair at a separation the model tabulates
+    whose types have no table is refused."""
+    if not model.chain_pairs:
+        return {}
+    from multiscale.cg.topology import BondGraph
+
+    graph = BondGraph(len(names), bond_idx)
+    groups: dict = {}
+    for s in sorted({key[0] for key in model.chain_pairs}):
+        for i, j in graph.separated(s).tolist():
+            key = (s,) + canonical_key((names[i], names[j]))
+            if key not in model.chain_pairs:
+                raise ValueError(f"the tabulated model has no chain-pair table for beads {key[1:]} {s} bonds apart (it has "
+                                 f"{sorted(model.chain_pairs)}); refine it on a reference with such chains")
+            groups.setdefault(key, []).append([i, j])
+    return groups
+
+
 #: the bending–torsion expression's guard (nm⁸) against 0/0 when three beads are exactly
 #: collinear (|b₁ × b₂|² |b₂ × b₃|² = 0, or a rounding error below it, clipped to 0); typical
 #: values are ~10⁻³ nm⁸, so it changes nothing else
@@ -210,13 +238,18 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
     forces: List[Any] = []
 
     for kind, index, tables, q, spacing in (("bond", bond_idx, model.bonds, "distance(p1,p2)", table_spacing_nm),
-                                            ("angle", angle_idx, model.angles, "angle(p1,p2,p3)", table_spacing_rad)):
-        groups = grouped_terms(names, index, kind, tables)
+                                            ("angle", angle_idx, model.angles, "angle(p1,p2,p3)", table_spacing_rad),
+                                            ("chain_pair", None, model.chain_pairs, "distance(p1,p2)", table_spacing_nm)):
+        if kind == "chain_pair":
+            groups = chain_pair_groups(model, names, bond_idx)
+            width, name, uses_periodic = 2, CHAIN_PAIR_FORCE, False
+        else:
+            groups = grouped_terms(names, index, kind, tables)
+            width, name, uses_periodic = index.shape[1], f"cg_tabulated_{kind}s", bool(periodic)
         if not groups:
             continue
         # one force for all types: one lookup in the types' tables laid end to end, at the term's
         # own offset; outside a table's knots its analytic walls, from per-term parameters
-        width = index.shape[1]
         keys = sorted(groups)
         segments, ranges = [], []
         for key in keys:
@@ -229,7 +262,7 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
         above = "uhi-fhi*(q-hi)+hw*(q-hi)^2"
         force = openmm.CustomCompoundBondForce(
             width, f"select(step(lo-q), {below}, select(step(q-hi), {above}, u{kind}(q-lo+start))); q={q}")
-        force.setName(f"cg_tabulated_{kind}s")
+        force.setName(name)
         force.addTabulatedFunction(f"u{kind}", function)
         for name in ("lo", "hi", "ulo", "uhi", "flo", "fhi", "hw", "start"):
             force.addPerBondParameter(name)
@@ -240,7 +273,7 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
                           float(start)]
             for row in groups[key]:
                 force.addBond([int(i) for i in row], parameters)
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+        force.setUsesPeriodicBoundaryConditions(uses_periodic)
         forces.append(force)
 
     torsions = bending_torsion_force(model, names, dihedral_idx, periodic)

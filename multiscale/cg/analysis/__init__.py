@@ -31,7 +31,7 @@ Conventions
 * **Report keys.** In the JSON report, type tuples are joined with ``-`` (``"CH2-CH2-CH3"``).
 
 Modules: one observable per module (:mod:`~.bonded`, :mod:`~.rdf`, :mod:`~.radius_of_gyration`,
-:mod:`~.end_to_end`, :mod:`~.density`, :mod:`~.diffusion`; for bilayers :mod:`~.area_per_lipid`,
+:mod:`~.end_to_end`, :mod:`~.chain_pairs`, :mod:`~.density`, :mod:`~.diffusion`; for bilayers :mod:`~.area_per_lipid`,
 :mod:`~.thickness`, :mod:`~.density_profile`, :mod:`~.order_parameter`, :mod:`~.lateral_rdf`,
 :mod:`~.leaflet_exchange`, :mod:`~.lateral_diffusion`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
 :mod:`~.divergence`, :mod:`~.statistics`), and the report (:mod:`~.observable`: the contract;
@@ -50,6 +50,7 @@ from multiscale.cg.analysis.bonded import (
     bonded_values,
     compare_bonded,
 )
+from multiscale.cg.analysis.chain_pairs import chain_pair_values
 from multiscale.cg.analysis.chains import make_chains_whole
 from multiscale.cg.analysis.comparisons import (
     BondedComparison,
@@ -103,6 +104,7 @@ __all__ = [
     "bead_types",
     "bonded_terms",
     "bonded_values",
+    "chain_pair_values",
     "bonded_distributions",
     "jensen_shannon",
     "compare_bonded",

@@ -13,7 +13,8 @@ from multiscale.cg.tabulated.tables import TabulatedModel
 
 def plot_tables(model: TabulatedModel, path) -> Path:
     """Four panels: U(r) of the pairs, U(r) of the bonds, U(θ) of the angles (kJ/mol) and
-    Σ aₙ cos nφ of the bending–torsion terms; the fitted range solid, the walls dotted."""
+    Σ aₙ cos nφ of the bending–torsion terms; the fitted range solid, the walls dotted; and a
+    fifth, U(r) of the chain-pair corrections, when the model has them."""
     import io
 
     import matplotlib
@@ -21,7 +22,8 @@ def plot_tables(model: TabulatedModel, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = 5 if model.chain_pairs else 4
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6))
     for ax, tables, xlabel in ((axes[0], model.pairs, "r (nm)"), (axes[1], model.bonds, "bond length (nm)"),
                                (axes[2], model.angles, "angle (deg)")):
         for key, table in sorted(tables.items()):
@@ -46,6 +48,14 @@ def plot_tables(model: TabulatedModel, path) -> Path:
     axes[1].set_title("bonds")
     axes[2].set_title("angles")
     axes[3].set_title("bending–torsion (× sin³θ₁ sin³θ₂)")
+    if model.chain_pairs:
+        for (bonds_apart, a, b), table in sorted(model.chain_pairs.items()):
+            r = np.linspace(table.knots[0], table.knots[-1], 300)
+            axes[4].plot(r, table.energy_at(r), label=f"1-{bonds_apart + 1} {a}-{b}")
+        axes[4].set_xlabel("distance along the chain's pairs (nm)")
+        axes[4].set_ylabel("U (kJ/mol)")
+        axes[4].legend(fontsize=7)
+        axes[4].set_title("chain pairs (refined)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

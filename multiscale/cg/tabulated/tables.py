@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,6 +24,14 @@ from multiscale.atomic import atomic_write_json
 from multiscale.cg.priors.records import TypeKey, canonical_key
 
 KINDS = ("pair", "bond", "angle")
+#: (bonds apart, type a, type b) of a chain-pair table (:attr:`TabulatedModel.chain_pairs`)
+ChainPairKey = Tuple[int, str, str]
+#: knot spacing (nm) of a chain-pair table: its distributions are broad (a 1-6 bead distance spans
+#: ~2 nm), and a refinement round samples ~10³ of them, so finer knots would only resolve noise
+#: (the kernel density is 1.5 knots wide)
+CHAIN_PAIR_SPACING_NM = 0.04
+#: how far (nm) a chain-pair table reaches beyond the reference's sampled distances
+CHAIN_PAIR_MARGIN_NM = 0.1
 #: an angle table whose last knot is within this of π (rad) ends at the straight angle
 STRAIGHT_ANGLE_TOLERANCE = 1e-6
 
@@ -139,6 +147,10 @@ class TabulatedModel:
     ``intermolecular``: canonical type pair → A (kJ/mol) of a ramp U = A (1 − r/r_c) that acts
     between beads of different molecules only (molecules: the connected parts of the bond graph),
     on top of the pair table; see :meth:`with_pair_ramp`.
+    ``chain_pairs``: (s, type a, type b) → a "bond" :class:`Table` on the distance of every bead
+    pair of one molecule whose shortest bond path is s bonds long (the 1-5 pairs for s = 4), on
+    top of the pair table: a correction that iterative Boltzmann refinement sets to the mapped
+    reference's distribution (:meth:`with_chain_pairs`, :func:`~multiscale.cg.tabulated.refine_bonded`).
     """
 
     pairs: Dict[TypeKey, Table]
@@ -150,6 +162,7 @@ class TabulatedModel:
     temperature_K: float
     fit: Dict = field(default_factory=dict)
     intermolecular: Dict[TypeKey, float] = field(default_factory=dict)
+    chain_pairs: Dict[ChainPairKey, Table] = field(default_factory=dict)
 
     def pair(self, a: str, b: str) -> Table:
         key = canonical_key((a, b))
@@ -184,6 +197,31 @@ class TabulatedModel:
             out.fit["pair_ramp_kj_mol"] = float(A_kj_mol) + float(self.fit.get("pair_ramp_kj_mol", 0.0))
         return out
 
+    def with_chain_pairs(self, reference: Mapping[ChainPairKey, np.ndarray],
+                         spacing_nm: float = CHAIN_PAIR_SPACING_NM) -> "TabulatedModel":
+        """A copy with a zero chain-pair table (:attr:`chain_pairs`) for each key of ``reference``
+        (sampled distances, nm, as :func:`~multiscale.cg.analysis.chain_pair_values` returns them)
+        that has none yet: knots every ``spacing_nm`` from :data:`CHAIN_PAIR_MARGIN_NM` below the
+        shortest sampled distance to as far above the longest, and no wall (the correction is 0
+        and flat wherever the reference never went; the pair table and the bonded terms confine
+        the chain there)."""
+        import copy
+
+        if not spacing_nm > 0:
+            raise ValueError(f"spacing_nm must be > 0, got {spacing_nm!r}")
+        out = copy.deepcopy(self)
+        for key, values in sorted(reference.items()):
+            s, a, b = int(key[0]), str(key[1]), str(key[2])
+            key = (s,) + canonical_key((a, b))
+            values = np.asarray(values, dtype=np.float64).ravel()
+            if key in out.chain_pairs or values.size == 0:
+                continue
+            lo = max(float(values.min()) - CHAIN_PAIR_MARGIN_NM, spacing_nm)
+            hi = float(values.max()) + CHAIN_PAIR_MARGIN_NM
+            knots = lo + spacing_nm * np.arange(int(np.ceil((hi - lo) / spacing_nm)) + 1)
+            out.chain_pairs[key] = Table("bond", knots, np.zeros_like(knots), 0.0, samples=int(values.size))
+        return out
+
     def to_dict(self) -> Dict:
         def tables(d):
             return [{"types": list(k), **t.to_dict()} for k, t in sorted(d.items())]
@@ -196,6 +234,8 @@ class TabulatedModel:
                           for k, v in sorted(self.dihedrals.items())],
             "fit": self.fit,
             "intermolecular_ramps": [{"types": list(k), "A_kj_mol": float(a)} for k, a in sorted(self.intermolecular.items())],
+            "chain_pairs": [{"bonds_apart": int(k[0]), "types": list(k[1:]), **t.to_dict()}
+                            for k, t in sorted(self.chain_pairs.items())],
         }
 
     @classmethod
@@ -210,7 +250,8 @@ class TabulatedModel:
         return cls(tables(data["pairs"]), tables(data["bonds"]), tables(data["angles"]),
                    {tuple(r["types"]): np.asarray(r["cos_coefficients_kj_mol"], dtype=float) for r in data["dihedrals"]},
                    data["exclusion"], float(data["cutoff_nm"]), float(data["temperature_K"]), data.get("fit", {}),
-                   {tuple(r["types"]): float(r["A_kj_mol"]) for r in data.get("intermolecular_ramps", [])})
+                   {tuple(r["types"]): float(r["A_kj_mol"]) for r in data.get("intermolecular_ramps", [])},
+                   {(int(r["bonds_apart"]),) + tuple(r["types"]): Table.from_dict(r) for r in data.get("chain_pairs", [])})
 
     def save(self, path: Union[str, Path]) -> None:
         atomic_write_json(Path(path), self.to_dict())
