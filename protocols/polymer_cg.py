@@ -13,7 +13,9 @@ job resumes, and the CG MD itself resumes from its last checkpoint):
 4. fit priors by Boltzmann inversion                            DIR/priors.json, DIR/priors.png
 5. model_family "network": force-match the bead network on      DIR/model/ (model.ckpt, log.csv, ...)
    F_mapped − F_prior; "tabulated": MS-CG tables by linear      DIR/tabulated.json, DIR/tabulated.png
-   least squares, pressure-matched (native OpenMM forces)
+   least squares, pressure-matched (native OpenMM forces),
+   then bonded and chain-pair (1-5, 1-6) refinement           DIR/tabulated_refined.json, .png
+   and density matching                                        DIR/density_matching.json
 5c. time the constrained TraPPE-UA reference (the speed-up's    DIR/reference_timing.json
    baseline) at its largest stable step
 6. run the CG simulation                                        DIR/cg.pdb, DIR/cg.dcd,
@@ -24,8 +26,8 @@ job resumes, and the CG MD itself resumes from its last checkpoint):
 The speed-up is CG simulated time per wall second over the constrained reference's; the chains'
 centre-of-mass diffusion, CG against reference, is reported apart from it (report "diffusion").
 
-``--quick`` (~8 minutes on 2 CPU cores) runs the tabulated family in closed form with bonded refinement and
-density matching; the full run (longer chains, more sampling, the bead network) is meant for a
+``--quick`` (~10 minutes on 2 CPU cores) runs the tabulated family in closed form with bonded and
+chain-pair refinement and density matching; the full run (longer chains, more sampling, the bead network) is meant for a
 GPU. ``model_family`` in a --config file switches either to the other family's settings.
 """
 
@@ -302,7 +304,7 @@ PRESETS = {(True, "tabulated"): QUICK, (True, "network"): QUICK_NETWORK,
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=output_dir)
-    p.add_argument("--quick", action="store_true", help="small melt, short runs, tabulated family: ~8 min on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="small melt, short runs, tabulated family: ~10 min on 2 CPU cores")
     p.add_argument("--platform", default="CPU", help="OpenMM platform: CPU (default), CUDA, OpenCL, Reference")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--cg-steps", type=positive_int, help="override the CG MD length (steps); a finished run is extended")
