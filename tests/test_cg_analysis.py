@@ -386,6 +386,9 @@ def test_validation_report_identical_and_perturbed(tmp_path):
         assert block["ref"]["mean"] == pytest.approx(block["cg"]["mean"])
         assert block["jsd"] == 0.0  # identical distributions
         assert block["jsd_reference_halves"] > 0.0  # 3 frames against 3 of a random walk: a noise floor
+    # chain pairs of the 8-bead chains: 1-4, 1-5 and 1-6 distances per type pair (E ends, M middles)
+    assert set(report["chain_pairs"]) == {"1-4 E-M", "1-4 M-M", "1-5 E-M", "1-5 M-M", "1-6 E-M", "1-6 M-M"}
+    assert all(v["jsd"] == 0.0 and v["relative_difference_percent"] == 0.0 for v in report["chain_pairs"].values())
     assert report["density"]["relative_difference_percent"] == 0.0
     assert report["density"]["reference"] == report["density"]["cg"] == pytest.approx(
         (12 * 15.035 + 36 * 14.027) / 27.0 * cga.AMU_PER_NM3_TO_G_PER_CM3)
@@ -400,6 +403,9 @@ def test_validation_report_identical_and_perturbed(tmp_path):
     assert scaled["radius_of_gyration"]["relative_difference_percent"] == pytest.approx(10.0, abs=1e-3)
     assert scaled["end_to_end"]["relative_difference_percent"] == pytest.approx(10.0, abs=1e-3)
     assert scaled["radius_of_gyration"]["jsd"] > 0.05 and scaled["end_to_end"]["jsd"] > 0.05
+    for v in scaled["chain_pairs"].values():
+        assert v["relative_difference_percent"] == pytest.approx(10.0, abs=1e-3) and v["jsd"] > 0.02
+    assert "## Chain pairs" in (tmp_path / "scaled" / "report.md").read_text()
     assert "distribution JSD" in (tmp_path / "scaled" / "report.md").read_text()
     assert "reference half against half" in (tmp_path / "scaled" / "report.md").read_text()
     # the noise floor is the reference's own: a reference made of two identical halves has none,

@@ -84,6 +84,13 @@ def test_outputs_follow_the_file_contract(job):
         assert report[key] is not None, key
     for kind in ("bond", "angle", "dihedral"):
         assert 0.0 <= report["bonded"]["per_kind"][kind] <= 1.0
+    # chain pairs: for 6-bead chains the 1-6 pair of the end beads is the end-to-end distance,
+    # which the chain-size observable measures its own way
+    ends = report["chain_pairs"]["1-6 E-E"]
+    assert ends["ref_mean"] == pytest.approx(report["end_to_end"]["ref"]["mean"], rel=1e-9)
+    assert ends["cg_mean"] == pytest.approx(report["end_to_end"]["cg"]["mean"], rel=1e-9)
+    assert {"1-4 M-M", "1-5 E-M"} <= set(report["chain_pairs"])
+    assert "## Chain pairs" in (run_dir / "report.md").read_text()
     # reference sampled at constant pressure: its boxes vary; the CG density comes from the NPT run
     assert ref.unitcell_volumes.std() > 0
     assert report["density"]["cg_source"] == "density_traj"

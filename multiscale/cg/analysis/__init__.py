@@ -54,6 +54,7 @@ from multiscale.cg.analysis.chain_pairs import chain_pair_values
 from multiscale.cg.analysis.chains import make_chains_whole
 from multiscale.cg.analysis.comparisons import (
     BondedComparison,
+    ChainPairComparison,
     ChainSizeComparison,
     DensityComparison,
     RDFComparison,
@@ -95,6 +96,7 @@ __all__ = [
     "BONDED_KINDS",
     "DEFAULT_BONDED_BINS",
     "BondedComparison",
+    "ChainPairComparison",
     "ChainSizeComparison",
     "Comparison",
     "DensityComparison",

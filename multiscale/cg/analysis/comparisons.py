@@ -1,5 +1,5 @@
 """The standard observables of the CG validation report: bonded distributions, RDFs, chain sizes
-(radius of gyration, end-to-end distance) and density. :func:`polymer_observables` lists them in
+(radius of gyration, end-to-end distance), chain pairs (1-4, 1-5, 1-6 distances) and density. :func:`polymer_observables` lists them in
 report order; each is an :class:`~multiscale.cg.analysis.observable.Observable`."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 
 from multiscale.cg.analysis.beads import _chain_indices, check_same_topology
 from multiscale.cg.analysis.bonded import BONDED_KINDS, _bins_for, _compare_bonded_values, bonded_values
+from multiscale.cg.analysis.chain_pairs import chain_pair_values
 from multiscale.cg.analysis.density import density
 from multiscale.cg.analysis.divergence import jensen_shannon
 from multiscale.cg.analysis.end_to_end import end_to_end_distance
@@ -151,6 +152,61 @@ class ChainSizeComparison(Observable):
         return rows
 
 
+class ChainPairComparison(Observable):
+    """The distances of bead pairs s bonds apart within a chain (``separations``; default the
+    1-4, 1-5 and 1-6 pairs, :func:`~multiscale.cg.analysis.chain_pairs.chain_pair_values`), per
+    (s, type pair): reference and CG means, their relative difference, the Jensen–Shannon
+    divergence of the distributions (``DISTRIBUTION_BINS`` bins spanning both) and the same
+    between the reference's halves (its noise floor). Beyond the bond, angle and torsion
+    distributions these set a chain's size and shape. Report key ``chain_pairs`` (keyed
+    ``"1-6 E-E"``; None without such pairs)."""
+
+    title = "Chain pairs"
+    DISTRIBUTION_BINS = 40
+
+    def __init__(self, separations=(3, 4, 5)):
+        self.separations = tuple(int(s) for s in separations)
+
+    def compare(self, ref: md.Trajectory, cg: md.Trajectory, context: ReportContext) -> Comparison:
+        values_ref = chain_pair_values(ref, self.separations, types=context.types)
+        if not values_ref:
+            return Comparison(entries={"chain_pairs": None})
+        values_cg = chain_pair_values(cg, self.separations, types=context.types)
+        half = ref.n_frames // 2
+        first = chain_pair_values(ref[:half], self.separations, types=context.types) if half else {}
+        second = chain_pair_values(ref[half:], self.separations, types=context.types) if half else {}
+        out = {}
+        for key, r in values_ref.items():
+            c = values_cg.get(key)
+            if c is None or c.size == 0:
+                continue
+            name = f"1-{key[0] + 1} {key[1]}-{key[2]}"
+            floor = self._jsd(first[key], second[key]) if key in first and key in second else None
+            out[name] = {"ref_mean": float(r.mean()), "cg_mean": float(c.mean()),
+                         "relative_difference_percent": _relative(float(r.mean()), float(c.mean()))[0],
+                         "jsd": self._jsd(r, c), "jsd_reference_halves": floor}
+        return Comparison(entries={"chain_pairs": out or None}, settings={"chain_pair_separations": list(self.separations)})
+
+    def _jsd(self, a: np.ndarray, b: np.ndarray) -> float:
+        pooled = np.concatenate([a, b])
+        edges = np.linspace(pooled.min(), pooled.max(), self.DISTRIBUTION_BINS + 1)
+        return jensen_shannon(np.histogram(a, edges)[0], np.histogram(b, edges)[0])
+
+    def markdown(self, report: Dict[str, Any]) -> List[str]:
+        block = report.get("chain_pairs")
+        if not block:
+            return []
+        lines = ["## Chain pairs (distances of beads s bonds apart within a chain, nm)", "",
+                 "| pair | reference mean | CG mean | difference | JSD | reference half against half |",
+                 "|---|---|---|---|---|---|"]
+        for name, v in block.items():
+            floor = v["jsd_reference_halves"]
+            lines.append(f"| {name} | {_fmt(v['ref_mean'])} | {_fmt(v['cg_mean'])} | {_fmt(v['relative_difference_percent'], 2)} % | "
+                         f"{_fmt(v['jsd'], 2)} | {'—' if floor is None else _fmt(floor, 2)} |")
+        lines.append("")
+        return lines
+
+
 class DensityComparison(Observable):
     """Mass density (g/cm³) of the reference and the CG run, with block SEMs. ``density_traj``:
     the CG trajectory the density is taken from, when it is not the structural one (same
@@ -200,6 +256,6 @@ def polymer_observables(*, bonded_bins=None, rdf_range: Optional[Tuple[float, fl
                         rdf_exclude: Union[str, int] = "intramolecular",
                         density_traj: Optional[md.Trajectory] = None) -> List[Observable]:
     """The observables of a polymer melt's report, in report order: bonded distributions, RDFs,
-    chain sizes and density."""
+    chain sizes, chain pairs (1-4, 1-5, 1-6 distances) and density."""
     return [BondedComparison(bonded_bins), RDFComparison(rdf_range, rdf_bins, rdf_exclude),
-            ChainSizeComparison(), DensityComparison(density_traj)]
+            ChainSizeComparison(), ChainPairComparison(), DensityComparison(density_traj)]
