@@ -113,3 +113,30 @@ def test_cg_simulation_starts_from_whole_molecules(tmp_path):
     y = sim.simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     i, j = np.array(bonds).T
     assert np.linalg.norm(y[j] - y[i], axis=1).max() < 0.4 + 1e-6  # every bond whole, as built
+
+
+def test_chains_are_made_whole_along_bonds_not_along_long_intramolecular_pairs():
+    """The chain-pair tables (1-5, 1-6) and the ramp correction join beads of a chain that can be
+    more than half the cell apart: their minimum image is then the wrong one, and a walk through
+    it tore the chain in raw coordinates (a bond of 2.45 nm in a 2.94 nm cell, seen in a quick
+    job's CG System). Only bonds place the beads."""
+    from multiscale.openmm.tabulated import CHAIN_PAIR_FORCE, INTRAMOLECULAR_RAMP_FORCE
+
+    x, bonds, angles, dihedrals = _chains()
+    # chain 0 straightened along the cell's first vector: its 1-6 distance, 2.25 nm, is more than
+    # half of every cell width (<= 2.5 nm)
+    x[:LENGTH] = x[0] + np.outer(np.arange(LENGTH), [0.45, 0.0, 0.0])
+    system = _system(_model(), x, bonds, angles, dihedrals)
+    for name in (CHAIN_PAIR_FORCE, INTRAMOLECULAR_RAMP_FORCE):
+        force = openmm.CustomBondForce("0.01*r")
+        force.setName(name)
+        for c in range(CHAINS):
+            force.addBond(c * LENGTH, c * LENGTH + LENGTH - 1, [])
+            force.addBond(c * LENGTH, c * LENGTH + LENGTH - 2, [])
+        system.addForce(force)
+    assert {tuple(p) for p in bonded_pairs(system).tolist()} == set(bonds)
+    y = whole_positions(system, _scattered(x), BOX)
+    i, j = np.array(bonds).T
+    lengths = np.linalg.norm(y[j] - y[i], axis=1)
+    assert np.allclose(lengths[:LENGTH - 1], 0.45) and np.allclose(lengths[LENGTH - 1:], 0.4)
+    assert np.linalg.norm(y[LENGTH - 1] - y[0]) == pytest.approx(2.25)

@@ -17,14 +17,26 @@ import openmm
 from openmm import unit
 
 from multiscale.cg.geometry import whole_molecules
+from multiscale.openmm.tabulated import CHAIN_PAIR_FORCE, INTRAMOLECULAR_RAMP_FORCE
+
+
+#: bonded forces whose pairs are not chemical bonds: they join beads of one chain that may be
+#: far apart (the tabulated model's 1-5 and 1-6 chain-pair tables; the correction that takes the
+#: intermolecular ramps off a chain's own pairs). A molecule is made whole along its bonds only:
+#: the minimum image of a pair longer than half the cell is the wrong one, and a walk through it
+#: would tear the chain in the raw coordinates that the torsion and chain-pair terms read.
+NOT_BONDS = (CHAIN_PAIR_FORCE, INTRAMOLECULAR_RAMP_FORCE)
 
 
 def bonded_pairs(system: openmm.System) -> np.ndarray:
     """(M, 2) particle pairs joined by the System's bonded forces: the bonds of harmonic and
     custom bond forces, and consecutive particles of each custom compound bond (angles and
-    torsions join particles that bonds already join)."""
+    torsions join particles that bonds already join); the forces named in :data:`NOT_BONDS`
+    are left out."""
     pairs = []
     for force in system.getForces():
+        if force.getName() in NOT_BONDS:
+            continue
         if isinstance(force, (openmm.HarmonicBondForce, openmm.CustomBondForce)):
             for k in range(force.getNumBonds()):
                 i, j = force.getBondParameters(k)[:2]

@@ -18,7 +18,7 @@ from typing import Tuple
 
 import openmm
 
-from multiscale.openmm.tabulated import _num
+from multiscale.openmm.tabulated import CHAIN_PAIR_FORCE, INTRAMOLECULAR_RAMP_FORCE, _num
 from multiscale.units import KB_KJ_PER_MOL_K
 
 #: bonded force classes evaluated on the inner (fast) step
@@ -33,7 +33,7 @@ BONDED_FORCES = (openmm.HarmonicBondForce, openmm.HarmonicAngleForce, openmm.Per
 #: over the cutoff (the pair force it corrects is on the outer step), 0.05 ms per call. And the
 #: chain-pair corrections (1-5, 1-6 bead distances): a few kJ/mol over tenths of a nm, as soft as
 #: the pair tables they sit on.
-SLOW_BONDED_NAMES = ("cg_tabulated_torsions", "cg_tabulated_intramolecular_ramps", "cg_tabulated_chain_pairs")
+SLOW_BONDED_NAMES = ("cg_tabulated_torsions", INTRAMOLECULAR_RAMP_FORCE, CHAIN_PAIR_FORCE)
 #: the force groups :func:`split_fast_slow` assigns
 FAST_GROUP, SLOW_GROUP = 0, 1
 

@@ -79,7 +79,7 @@ def _intramolecular_ramp_correction(model: TabulatedModel, names, unique, ramps,
     codes = np.array([unique.index(t) for t in names])
     height = f"({INTERMOLECULAR_SCALE}*a+{INTERMOLECULAR_ALL_PAIRS})" if adjustable else "a"
     force = openmm.CustomBondForce(f"-{height}*(1-r/{_num(model.cutoff_nm)})*step({_num(model.cutoff_nm)}-r)")
-    force.setName("cg_tabulated_intramolecular_ramps")
+    force.setName(INTRAMOLECULAR_RAMP_FORCE)
     force.addPerBondParameter("a")
     if adjustable:
         force.addGlobalParameter(INTERMOLECULAR_SCALE, 1.0)
@@ -141,6 +141,8 @@ def grouped_terms(names: Sequence[str], index: np.ndarray, kind: str, tables) ->
 
 #: name of the chain-pair force (:attr:`TabulatedModel.chain_pairs`), in either form
 CHAIN_PAIR_FORCE = "cg_tabulated_chain_pairs"
+#: the name of the force that takes the intermolecular ramps back off a molecule's own pairs
+INTRAMOLECULAR_RAMP_FORCE = "cg_tabulated_intramolecular_ramps"
 
 
 def chain_pair_groups(model: TabulatedModel, names: Sequence[str], bond_idx: np.ndarray) -> dict:
