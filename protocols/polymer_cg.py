@@ -213,6 +213,11 @@ class Settings(YamlConfig):
             )
         if self.chain_length // self.monomers_per_bead < 2:
             raise ValueError("a chain needs at least 2 beads (chain_length >= 2 * monomers_per_bead)")
+        beads = self.chain_length // self.monomers_per_bead
+        if self.chain_pair_separations and max(self.chain_pair_separations) > beads - 1:
+            raise ValueError(f"chain_pair_separations {self.chain_pair_separations}: a chain of {beads} beads "
+                             f"(chain_length {self.chain_length} / monomers_per_bead {self.monomers_per_bead}) has no pair more "
+                             f"than {beads - 1} bonds apart; use separations <= {beads - 1}")
         check_cutoff_nm(self.model_cutoff_nm, "model_cutoff_nm")
         for name in ("fine_cutoff_nm", "prior_cutoff_nm"):
             if getattr(self, name) > 5.0:
@@ -274,10 +279,16 @@ QUICK_NETWORK = Settings(
 # 80/20 fs each stopped at a trial that read within 1 % of the reference density, and their NPT
 # runs then read +1.3, +4.4 and -2.9 %; seven 300-900 ps repeats of the +4.4 % run's trial read
 # 0.725-0.751 g/cm³ where it had read 0.715 (the density's correlation time is 25-80 ps).
+# Six monomers per bead (4 beads per C24 chain, 128 beads; since 2026-12-06, third batch): at 4 per
+# bead the step stayed at 80/20 fs (10.0-10.6x); the heavier, softer beads hold 120/40 fs (160 fs
+# blew up, 120/60 ran 40 K hot; README), and the chain-pair table on the 1-4 bead distance, the
+# end-to-end distance of these chains, keeps their size distribution. Run lengths in ps are those
+# of the 80/20 fs preset.
 QUICK = replace(
-    QUICK_NETWORK, model_family="tabulated", cg_timestep_ps=0.08, cg_inner_steps=4, cg_steps=7_500, cg_npt_steps=22_500,
-    cg_report_interval=15, bonded_refinements=8, bonded_refinement_steps=4_500, density_iterations=4, density_iteration_steps=11_250,
-    tabulated_form="closed", chain_pair_separations=[4, 5], bonded_refinement_damping=0.5, bonded_refinement_averaging=4,
+    QUICK_NETWORK, model_family="tabulated", monomers_per_bead=6, cg_timestep_ps=0.12, cg_inner_steps=3, cg_steps=5_000,
+    cg_npt_steps=15_000, cg_report_interval=10, bonded_refinements=8, bonded_refinement_steps=3_000, density_iterations=4,
+    density_iteration_steps=7_500, tabulated_form="closed", chain_pair_separations=[3], bonded_refinement_damping=0.5,
+    bonded_refinement_averaging=4,
 )
 # The full preset (for a GPU) stays the network family: many-body accuracy is what a GPU buys.
 FULL = Settings(

@@ -46,7 +46,9 @@ TINY_TABULATED = TINY.replace("  pressure_correction: true\n", "").replace(
     "model_family: network  # the quick preset's family is tabulated; this names the other one", "model_family: tabulated").replace(
     "cg_timestep_ps: 0.01  # a 2-epoch network: the contract, not the step, is under test",
     "cg_timestep_ps: 0.02\n  cg_inner_steps: 2\n  density_iterations: 2\n  density_iteration_steps: 300\n"
-    "  bonded_refinements: 2\n  bonded_refinement_steps: 200")
+    "  bonded_refinements: 2\n  bonded_refinement_steps: 200\n"
+    # the quick preset maps 6 monomers per bead; 4 here (6-bead chains) tests the 1-5, 1-6 pairs
+    "  monomers_per_bead: 4\n  chain_pair_separations: [4, 5]")
 
 
 def run(*args):
@@ -273,10 +275,12 @@ def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the
     from protocols.polymer_cg import FULL, QUICK_NETWORK, parse_args, settings_for
 
     quick = settings_for(parse_args(["--quick", "--out", str(tmp_path / "a")]))
-    assert quick.model_family == "tabulated" and quick.cg_inner_steps == 4 and quick.cg_timestep_ps == 0.08
+    assert quick.model_family == "tabulated" and quick.cg_inner_steps == 3 and quick.cg_timestep_ps == 0.12
     assert quick.bonded_refinements == 8 and quick.density_iterations == 4 and not quick.pressure_correction
-    # the chain-pair tables (1-5, 1-6) refined with the bonded ones, half steps, the last 4 rounds averaged
-    assert quick.chain_pair_separations == [4, 5]
+    # 6 monomers per bead (4-bead chains); the chain-pair table on the 1-4 (end-to-end) distance
+    # refined with the bonded ones, half steps, the last 4 rounds averaged
+    assert quick.monomers_per_bead == 6 and quick.chain_length // quick.monomers_per_bead == 4
+    assert quick.chain_pair_separations == [3]
     assert (quick.bonded_refinement_damping, quick.bonded_refinement_averaging) == (0.5, 4)
     assert (quick.num_chains, quick.sample_frames) == (QUICK_NETWORK.num_chains, QUICK_NETWORK.sample_frames)  # same reference
     config = tmp_path / "network.yaml"
@@ -286,7 +290,8 @@ def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the
     assert network.cg_inner_steps == 1 and network.bonded_refinements == 0 and network.density_iterations == 0
     assert network.chain_pair_separations == []
     for bad, match in (("model_family: network\n  chain_pair_separations: [4]", "tabulated"), ("model_family: tabulated\n  chain_pair_separations: [2, 5]", ">= 3"),
-                       ("model_family: tabulated\n  bonded_refinement_damping: 1.5", "damping")):
+                       ("model_family: tabulated\n  bonded_refinement_damping: 1.5", "damping"),
+                       ("model_family: tabulated\n  chain_pair_separations: [4]", "no pair more than 3 bonds apart")):
         config.write_text(f"polymer_cg:\n  {bad}\n")
         with pytest.raises(ValueError, match=match):
             settings_for(parse_args(["--quick", "--config", str(config), "--out", str(tmp_path / "e")]))
