@@ -23,6 +23,13 @@ from multiscale.cg.analysis.statistics import _compare_series, _relative, block_
 from multiscale.cg.analysis.text import _fmt, _pm
 
 
+def _pooled_jsd(a: np.ndarray, b: np.ndarray, bins: int) -> float:
+    """Jensen–Shannon divergence of two samples' histograms on ``bins`` bins spanning both."""
+    pooled = np.concatenate([np.ravel(a), np.ravel(b)])
+    edges = np.linspace(pooled.min(), pooled.max(), bins + 1)
+    return jensen_shannon(np.histogram(a, edges)[0], np.histogram(b, edges)[0])
+
+
 def _relative_cell(block: Dict[str, Any]) -> str:
     return f"{_fmt(block['relative_difference_percent'], 3)} ± {_fmt(block['relative_difference_percent_sem'], 2)}"
 
@@ -134,10 +141,7 @@ class ChainSizeComparison(Observable):
         return {"jsd": self._jsd(ref_values, cg_values), "jsd_reference_halves": floor}
 
     def _jsd(self, ref_values: np.ndarray, cg_values: np.ndarray) -> float:
-        """JSD of the pooled per-chain values on common bins spanning both."""
-        pooled = np.concatenate([np.ravel(ref_values), np.ravel(cg_values)])
-        edges = np.linspace(pooled.min(), pooled.max(), self.DISTRIBUTION_BINS + 1)
-        return jensen_shannon(np.histogram(ref_values, edges)[0], np.histogram(cg_values, edges)[0])
+        return _pooled_jsd(ref_values, cg_values, self.DISTRIBUTION_BINS)
 
     def table_rows(self, report: Dict[str, Any]) -> List[str]:
         rows = []
@@ -188,9 +192,7 @@ class ChainPairComparison(Observable):
         return Comparison(entries={"chain_pairs": out or None}, settings={"chain_pair_separations": list(self.separations)})
 
     def _jsd(self, a: np.ndarray, b: np.ndarray) -> float:
-        pooled = np.concatenate([a, b])
-        edges = np.linspace(pooled.min(), pooled.max(), self.DISTRIBUTION_BINS + 1)
-        return jensen_shannon(np.histogram(a, edges)[0], np.histogram(b, edges)[0])
+        return _pooled_jsd(a, b, self.DISTRIBUTION_BINS)
 
     def markdown(self, report: Dict[str, Any]) -> List[str]:
         block = report.get("chain_pairs")
