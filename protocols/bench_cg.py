@@ -2,7 +2,7 @@
 """Cost of a CG step against bead count, for each CG model family with and without multiple time
 stepping, and of the fine (TraPPE-UA, constrained) reference against site count, in one run.
 
-    python protocols/bench_cg.py --jobs DIR [DIR ...] [--out bench_cg.json] [--max-beads 100000] [--profile]
+    python protocols/bench_cg.py --jobs DIR [DIR ...] [--out bench_cg.json] [--max-beads 100000] [--profile] [--single-core]
 
 Each DIR is a finished ``protocols/polymer_cg.py`` job; a job fitted with model_family "network"
 gives the network family (priors + bead network), one with "tabulated" the MS-CG family (the
@@ -10,8 +10,14 @@ model the job ran, after its bonded refinements), timed in both its forms: "tabu
 (tabulated functions) and "tabulated/closed" (polynomials). Its
 last CG frame (and the fine model's last recorded frame) is tiled n×n×n times to reach 10²–10⁵
 beads (the fine melt to as many sites). Each point is the median wall time per step over timed blocks after a warm-up; speeds are
-also given as ratios to the fine reference of the same melt (4 sites per bead in the quick
+also given as ratios to the fine reference of the same melt (6 sites per bead in the quick
 preset), measured in this run. Writes the JSON and a PNG next to it (``--out``).
+
+``--single-core`` adds the fine reference and the closed-form tabulated family with MTS on one
+CPU thread pinned to one core (``threads: single_core`` rows; :mod:`multiscale.openmm.affinity`),
+as the quick job runs its CG model: where the platform's cross-core wake-ups cost more than a
+second thread saves. The ratios are then taken against the fine reference's faster configuration
+at each size.
 
 ``--kernels`` adds what OpenMM's CPU kernels cost for each form a CG term can take, on the same
 tiled frames of the first job: the pair force as the tabulated family ships it (one table lookup
@@ -48,12 +54,15 @@ from tqdm import tqdm  # noqa: E402
 
 from multiscale.atomic import atomic_write_bytes, atomic_write_json  # noqa: E402
 from multiscale.cli import positive_int, run_main  # noqa: E402
+from multiscale.openmm.affinity import single_core  # noqa: E402
 
 #: MTS variant of a job that ran without MTS: pair/network forces every MTS_INNER bonded steps (a
 #: job that ran with MTS is timed with its own number of bonded sub-steps)
 MTS_INNER = 3
 #: tiling factors n (n³ copies of the job's melt)
 TILES = (1, 2, 3, 4, 6, 8)
+#: the thread configurations timed: the platform's default, and one thread pinned to one core
+THREAD_CONFIGURATIONS = ("default", "single_core")
 
 
 def tile(positions, box, n, *index_lists):
@@ -268,8 +277,12 @@ def main(argv=None) -> int:
     p.add_argument("--platform", default="CPU")
     p.add_argument("--budget", type=float, default=3.0, help="seconds of timed stepping per point")
     p.add_argument("--profile", action="store_true", help="also the network's own cost per call and its operators")
+    p.add_argument("--single-core", action="store_true",
+                   help="also time the fine reference and the tabulated family with MTS on one CPU thread pinned to one core "
+                        "(multiscale.openmm.affinity; rows with threads: single_core)")
     p.add_argument("--kernels", action="store_true", help="also OpenMM's cost for each form a CG term can take (pairs, bonds, angles)")
     args = p.parse_args(argv)
+    one_core = args.single_core and args.platform == "CPU"
     from multiscale.cg.mapping import Mapping
     from multiscale.cg.priors.records import Priors
     from multiscale.cg.tabulated import TabulatedModel
@@ -327,11 +340,13 @@ def main(argv=None) -> int:
         for c in range(n ** 3):
             for i, j in fine_bonds:
                 top.addBond(atoms[i + c * base_sites], atoms[j + c * base_sites])
-        system = trappe_system(top, box, cutoff_nm=fine["cutoff"], constrain_bonds=True)
-        integrator = openmm.LangevinMiddleIntegrator(450, 1.0, fine["dt"])
-        per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
-        results["fine"].append({"sites": len(x), "seconds_per_step": per_step, "blocks": blocks, "timestep_ps": fine["dt"],
-                                "ps_per_wall_second": fine["dt"] / per_step})
+        for threads in THREAD_CONFIGURATIONS[: 2 if one_core else 1]:
+            system = trappe_system(top, box, cutoff_nm=fine["cutoff"], constrain_bonds=True)
+            integrator = openmm.LangevinMiddleIntegrator(450, 1.0, fine["dt"])
+            with single_core(threads == "single_core"):
+                per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
+            results["fine"].append({"sites": len(x), "threads": threads, "seconds_per_step": per_step, "blocks": blocks,
+                                    "timestep_ps": fine["dt"], "ps_per_wall_second": fine["dt"] / per_step})
     for family, data in families.items():
         mapping = data["mapping"]
         model = None
@@ -367,33 +382,45 @@ def main(argv=None) -> int:
                                                                  form=form)]
                             for form in TABULATED_FORMS}
             for label, terms in variants.items():
-                for inner in (1, data["inner"] if data["inner"] > 1 else MTS_INNER):
+                mts_inner = data["inner"] if data["inner"] > 1 else MTS_INNER
+                runs = [(inner, "default") for inner in (1, mts_inner)]
+                if one_core and label == "tabulated/closed":  # the quick preset's model, on one pinned core
+                    runs.append((mts_inner, "single_core"))
+                for inner, threads in runs:
                     system = assemble_system(masses, box_nm=box, terms=terms)
                     dt = data["dt"] * inner  # the bonded forces always at the job's (inner) step
                     integrator = (openmm.LangevinMiddleIntegrator(450, 1.0, dt) if inner == 1
                                   else mts_langevin(system, 450.0, 1.0, dt, inner))
+                    row = {"family": label, "beads": beads, "inner_steps": inner, "threads": threads}
                     try:
-                        per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
+                        with single_core(threads == "single_core"):
+                            per_step, blocks = time_steps(system, x, box, integrator, args.platform, args.budget)
                     except (RuntimeError, MemoryError, openmm.OpenMMException) as error:
-                        results["cg"].append({"family": label, "beads": beads, "inner_steps": inner, "error": str(error)[:200]})
+                        results["cg"].append({**row, "error": str(error)[:200]})
                         continue
-                    results["cg"].append({"family": label, "beads": beads, "inner_steps": inner, "timestep_ps": dt,
-                                          "seconds_per_step": per_step, "blocks": blocks, "ps_per_wall_second": dt / per_step})
+                    results["cg"].append({**row, "timestep_ps": dt, "seconds_per_step": per_step, "blocks": blocks,
+                                          "ps_per_wall_second": dt / per_step})
     # ratios to the fine reference of the same melt (same chains: sites = beads × monomers per bead)
-    fine_by_sites = {r["sites"]: r for r in results["fine"]}
+    # against the fine reference's faster thread configuration at that size
+    fine_by_sites = {}
+    for r in results["fine"]:
+        if r["ps_per_wall_second"] > fine_by_sites.get(r["sites"], {"ps_per_wall_second": 0.0})["ps_per_wall_second"]:
+            fine_by_sites[r["sites"]] = r
     for row in results["cg"]:
         families_mapping = families[row["family"].split("/")[0]]["mapping"]
         sites = row["beads"] * families_mapping.n_atoms // families_mapping.n_beads
         if "ps_per_wall_second" in row and sites in fine_by_sites:
             row["speedup_vs_fine"] = row["ps_per_wall_second"] / fine_by_sites[sites]["ps_per_wall_second"]
     for row in results["fine"]:
-        print(f"fine  {row['sites']:>7} sites  {row['seconds_per_step'] * 1e3:9.3f} ms/step  {row['ps_per_wall_second']:8.3f} ps/s")
+        print(f"fine  {row['sites']:>7} sites  {row['threads']:<11} {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
+              f"{row['ps_per_wall_second']:8.3f} ps/s")
     for row in results["cg"]:
         if "error" in row:
             print(f"{row['family']:17} {row['beads']:>7} beads  MTS {row['inner_steps']}: failed ({row['error'][:60]})")
             continue
         ratio = f"  {row['speedup_vs_fine']:7.1f}x fine" if "speedup_vs_fine" in row else ""
-        print(f"{row['family']:17} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['seconds_per_step'] * 1e3:9.3f} ms/step  "
+        print(f"{row['family']:17} {row['beads']:>7} beads  inner {row['inner_steps']}  {row['threads']:<11} "
+              f"{row['seconds_per_step'] * 1e3:9.3f} ms/step  "
               f"{row['ps_per_wall_second']:8.2f} ps/s{ratio}")
     for row in results["network_profile"]:
         print(f"network call {row['beads']:>7} beads  {row['ms_per_call']:9.2f} ms ({row['threads']} threads)")
@@ -419,15 +446,20 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    fine = results["fine"]
-    ax.loglog([r["sites"] for r in fine], [r["seconds_per_step"] * 1e3 for r in fine], "k-o", label="fine TraPPE-UA (sites)")
+    for threads, style in (("default", "k-o"), ("single_core", "k:o")):
+        fine = [r for r in results["fine"] if r.get("threads", "default") == threads]
+        if fine:
+            ax.loglog([r["sites"] for r in fine], [r["seconds_per_step"] * 1e3 for r in fine], style,
+                      label="fine TraPPE-UA (sites)" + (", one pinned core" if threads == "single_core" else ""))
     for family in sorted({r["family"] for r in results["cg"]}):
-        for mts, style in ((False, "-s"), (True, "--^")):
-            rows = [r for r in results["cg"] if r["family"] == family and (r["inner_steps"] > 1) == mts and "seconds_per_step" in r]
+        for mts, threads, style in ((False, "default", "-s"), (True, "default", "--^"), (True, "single_core", ":v")):
+            rows = [r for r in results["cg"] if r["family"] == family and (r["inner_steps"] > 1) == mts
+                    and r.get("threads", "default") == threads and "seconds_per_step" in r]
             inner = rows[0]["inner_steps"] if rows else 1
             if rows:
                 ax.loglog([r["beads"] for r in rows], [r["seconds_per_step"] * 1e3 for r in rows], style,
-                          label=f"{family} (beads)" + (f", MTS ×{inner}" if inner > 1 else ""))
+                          label=f"{family} (beads)" + (f", MTS ×{inner}" if inner > 1 else "")
+                          + (", one pinned core" if threads == "single_core" else ""))
     ax.set_xlabel("particles")
     ax.set_ylabel("wall ms per step")
     ax.legend(fontsize=8)

@@ -23,6 +23,21 @@ def test_secant_finds_the_ramp_of_a_monotonic_response():
         iterate_ramp(measure, target=0.8, iterations=1, guess_slope=0.0)
 
 
+def test_a_trial_within_tolerance_stops_the_iteration_only_when_its_noise_is_too():
+    """The first trial lands within 1 % of the target; with a standard error of 2.4 % that is not
+    shown, so the iteration goes on (and ends at the root of the line through its trials); with
+    0.2 % it stops there."""
+    def response(A):
+        return 0.7 * (1.0 + 0.1 * (A + 0.05))  # within 0.5 % of 0.7 at A = 0; root at A = -0.05
+
+    for sem, trials in ((0.017, 3), (0.0014, 1)):
+        result = iterate_ramp(lambda A, trial: (response(A), sem), target=0.7, iterations=3, guess_slope=0.1, tolerance=0.01)
+        assert len(result["history"]) == trials
+    assert result["A_kj_mol"] == 0.0  # the trial that met the tolerance
+    noisy = iterate_ramp(lambda A, trial: (response(A), 0.017), target=0.7, iterations=3, guess_slope=0.1, tolerance=0.01)
+    assert noisy["chosen"] == "root of the line through all trials" and noisy["A_kj_mol"] == pytest.approx(-0.05, abs=1e-9)
+
+
 def test_implausible_targets_are_refused():
     import openmm
 

@@ -229,6 +229,7 @@ def test_tabulated_family_job(job, tmp_path):
     assert {"chain_pair-4-E-M", "chain_pair-5-E-E"} <= set(shifted)
     assert fit["bonded_refinements"]["averaged_over_last"] == 2 and (run_dir / "tabulated_refined.png").is_file()
     assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == 2
+    assert report["extra"]["cg"]["threads"] == "one, pinned to one core"  # the quick preset's cg_single_core
     matched = report["extra"]["density_matching"]
     history = matched["history"]
     assert 1 <= len(history) <= 2 and history[0]["A_kj_mol"] == 0.0
@@ -267,6 +268,33 @@ def test_tabulated_family_job(job, tmp_path):
     assert (tmp_path / "bench.png").is_file()
 
 
+def test_reference_timing_tries_one_pinned_core_too_and_keeps_the_faster(job):
+    """With cg_single_core (the CG runs on one pinned core) the speed-up's baseline gets the same
+    chance: the constrained reference is timed both ways, and the faster is the baseline."""
+    import argparse
+    from dataclasses import replace
+
+    sys.path.insert(0, str(REPO))
+    from protocols.polymer_cg import QUICK, time_fine_models
+
+    from multiscale.openmm.recording import load_recording
+
+    run_dir = job[0] / "run"
+    topology = app.PDBFile(str(run_dir / "fine" / "melt.pdb")).topology
+    rec = load_recording(run_dir / "fine" / "recording")
+    settings = replace(QUICK, num_chains=16, fine_cutoff_nm=0.9, reference_timing_steps=60)
+    args = argparse.Namespace(platform="CPU", no_progress=True, seed=0)
+    timing = time_fine_models(topology, rec, settings, args)
+    assert set(timing) == {"constrained", "flexible"}
+    both = timing["constrained"]["configurations"]
+    assert set(both) == {"default", "single_core"} and both["single_core"]["threads"] == "one, pinned to one core"
+    assert timing["constrained"]["ps_per_wall_second"] == max(b["ps_per_wall_second"] for b in both.values())
+    assert all(len(b["blocks"]) == 3 and min(b["blocks"]) > 0 for b in both.values())
+    assert timing["flexible"]["threads"] == "the platform's default"
+    off = time_fine_models(topology, rec, replace(settings, cg_single_core=False), args)
+    assert "configurations" not in off["constrained"] and off["constrained"]["threads"] == "the platform's default"
+
+
 def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the_family(tmp_path):
     """--quick runs the tabulated family with MTS, bonded refinement and density matching; a
     --config that names the other family starts from that family's own preset (its step, no MTS,
@@ -281,6 +309,7 @@ def test_quick_preset_is_the_recommended_tabulated_job_and_a_config_switches_the
     # refined with the bonded ones, half steps, the last 4 rounds averaged
     assert quick.monomers_per_bead == 6 and quick.chain_length // quick.monomers_per_bead == 4
     assert quick.chain_pair_separations == [3]
+    assert quick.cg_single_core and not QUICK_NETWORK.cg_single_core  # CG runs on one pinned core (tables only)
     assert (quick.bonded_refinement_damping, quick.bonded_refinement_averaging) == (0.5, 4)
     assert (quick.num_chains, quick.sample_frames) == (QUICK_NETWORK.num_chains, QUICK_NETWORK.sample_frames)  # same reference
     config = tmp_path / "network.yaml"

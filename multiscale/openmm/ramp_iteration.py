@@ -5,8 +5,11 @@ Each trial measures the quantity at the current A; A then moves to the root of t
 fitted through all trials so far (the relative error against A; with two trials the secant, with
 one the guessed slope; the guess again when the fitted slope has the wrong sign: noise), at most
 ``max_step_kj_mol`` per trial. Short runs are noisy, so the line through every trial is steadier
-than the secant of the last two (which chases the noise). The result is the trial that met the
-tolerance, else the root of the line through all trials when its slope has the right sign and
+than the secant of the last two (which chases the noise). A trial meets the tolerance when its
+error is within it and so is its noise (its standard error, on the same relative scale): a trial
+that lands within 1 % with a ± 2.4 % error bar has not shown that it is there (a quick polymer
+job stopped on one such trial at −0.3 %, and its NPT run then read +2.6 %). The result is the
+trial that met the tolerance, else the root of the line through all trials when its slope has the right sign and
 the root lies within one step of the trials' range, else the trial with the smallest |error|.
 
 Units: kJ/mol.
@@ -37,7 +40,7 @@ def iterate_ramp(measure: Callable[[float, int], Tuple[float, float]], *, target
         history.append({"A_kj_mol": A, value_key: mean, "sem": sem, "relative_error": error})
         if log is not None:
             log(f"{what} {trial}: A = {A:.3f} kJ/mol -> {mean:.4g} ± {sem:.2g} (target {target:.4g})")
-        if abs(error) < tolerance:
+        if abs(error) < tolerance and abs(sem / (target if scale is None else scale)) < tolerance:
             break
         line = _line(history, guess_slope)
         target_A = line[1] if line is not None else A - error / guess_slope
