@@ -28,7 +28,7 @@ The speed-up is CG simulated time per wall second over the constrained reference
 faster thread configuration on this machine (the quick preset runs the CG model on one pinned
 core: multiscale.openmm.affinity); the chains' centre-of-mass diffusion, CG against reference, is reported apart from it (report "diffusion").
 
-``--quick`` (~10 minutes on 2 CPU cores) runs the tabulated family in closed form with bonded and
+``--quick`` (~11 minutes on 2 CPU cores) runs the tabulated family in closed form with bonded and
 chain-pair refinement and density matching; the full run (longer chains, more sampling, the bead network) is meant for a
 GPU. ``model_family`` in a --config file switches either to the other family's settings.
 """
@@ -291,11 +291,14 @@ QUICK_NETWORK = Settings(
 # bead the step stayed at 80/20 fs (10.0-10.6x); the heavier, softer beads hold 120/40 fs (160 fs
 # blew up, 120/60 ran 40 K hot; README), and the chain-pair table on the 1-4 bead distance, the
 # end-to-end distance of these chains, keeps their size distribution. Run lengths in ps are those
-# of the 80/20 fs preset.
+# of the 80/20 fs preset, but for the density's: on one pinned core (cg_single_core) the CG runs
+# cost half as much, and the saving buys 4x longer density trials (3.6 ns) and 3x the NPT run
+# (5.4 ns). With 900 ps trials two trials at one ramp read 0.708 and 0.740 g/cm³, and one job's
+# NPT run then read -3.0 %.
 QUICK = replace(
     QUICK_NETWORK, model_family="tabulated", monomers_per_bead=6, cg_timestep_ps=0.12, cg_inner_steps=3, cg_steps=5_000,
-    cg_npt_steps=15_000, cg_report_interval=10, bonded_refinements=8, bonded_refinement_steps=3_000, density_iterations=4,
-    density_iteration_steps=7_500, tabulated_form="closed", chain_pair_separations=[3], bonded_refinement_damping=0.5,
+    cg_npt_steps=45_000, cg_report_interval=10, bonded_refinements=8, bonded_refinement_steps=3_000, density_iterations=4,
+    density_iteration_steps=30_000, tabulated_form="closed", chain_pair_separations=[3], bonded_refinement_damping=0.5,
     bonded_refinement_averaging=4, cg_single_core=True,
 )
 # The full preset (for a GPU) stays the network family: many-body accuracy is what a GPU buys.
