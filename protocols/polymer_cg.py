@@ -480,6 +480,11 @@ def trappe_npt_context(topology, positions, box, s: Settings, args, *, constrain
     return context, integrator
 
 
+def cg_on_one_core(s: Settings, args) -> bool:
+    """Whether the CG runs go on one pinned core: ``cg_single_core``, on the CPU platform only."""
+    return bool(s.cg_single_core) and args.platform == "CPU"
+
+
 def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
     """Simulated ps per wall second of the published TraPPE-UA (constrained bonds, at
     ``reference_timestep_ps``) and of the flexible model that gave the forces (at
@@ -491,7 +496,7 @@ def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
     positions = rec["positions"][-1].astype(np.float64)
     box = rec["boxes"][-1].astype(np.float64)
     variants = [("constrained", True, s.reference_timestep_ps, False), ("flexible", False, s.fine_timestep_ps, False)]
-    if s.cg_single_core and args.platform == "CPU":
+    if cg_on_one_core(s, args):
         # the CG runs use one pinned core: the reference gets the same chance, and the faster counts
         variants.insert(1, ("constrained_single_core", True, s.reference_timestep_ps, True))
     runs = {}
@@ -537,7 +542,7 @@ def main(argv=None) -> int:
     stages = ResumableJob(out, recorded, STAGES, extendable=EXTENDABLE, added=ADDED_SETTINGS,
                           what="polymer_cg job").begin()
     t0 = time.perf_counter()
-    cg_one_core = s.cg_single_core and args.platform == "CPU"  # for the CG runs (the fine model keeps every core)
+    cg_one_core = cg_on_one_core(s, args)  # for the CG runs (the fine model keeps every core)
 
     # 1–2. fine model
     topology, fine_system, rec, fine_speed = fine_stage(args, s, out, stages)
