@@ -64,6 +64,7 @@ from tqdm import tqdm  # noqa: E402
 from multiscale.cg.mapping import build_mapping, constraints_of, lipid_mapping_definition  # noqa: E402
 from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors_from_samples, plot_priors  # noqa: E402
 from multiscale.cg.tabulated import TabulatedConfig, TabulatedModel, fit_tabulated, plot_tables  # noqa: E402
+from multiscale.openmm.affinity import single_core  # noqa: E402
 from multiscale.openmm.assembly import MembraneBarostat  # noqa: E402
 from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
 from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
@@ -169,6 +170,12 @@ class Settings(YamlConfig):
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
     # pressure_bar, so that its zero-tension area is the reference's
     area_matching: bool = True
+    # the tabulated family's CG runs (refinements, control, NVT, NPT) on one pinned core, CPU
+    # platform only (multiscale.openmm.affinity.single_core): a CG bilayer of a few hundred beads
+    # has too little work per force evaluation to pay the CPU platform's cross-core wake-up of a
+    # second thread. The all-atom reference is then timed both ways and its faster configuration
+    # counts. The network family keeps every core for torch
+    cg_single_core: bool = False
     # network family
     train_max_time_s: float = 300.0
     train_epochs: int = 300
@@ -225,7 +232,7 @@ class Settings(YamlConfig):
 
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
                  sample_interval=50, reference_timing_steps=300, cg_steps=15000, cg_npt_steps=20000,
-                 cg_report_interval=10, bonded_refinements=1)
+                 cg_report_interval=10, bonded_refinements=1, cg_single_core=True)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
                 cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
@@ -237,7 +244,8 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
 #: folder resumes as long as the setting keeps that value)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
-                  "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0}
+                  "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
+                  "cg_single_core": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -294,6 +302,44 @@ def build_stage(args, s: Settings, out: Path, temperature: float, stages: Resuma
     return bilayer.topology, bilayer.positions, bilayer.box, system
 
 
+def cg_on_one_core(s: Settings, args) -> bool:
+    """Whether the CG runs go on one pinned core: ``cg_single_core``, for the tabulated family on
+    the CPU platform only."""
+    return bool(s.cg_single_core) and s.model_family == "tabulated" and args.platform == "CPU"
+
+
+def time_reference(sim, system, s: Settings, args, temperature: float, blocks: int = 3) -> dict:
+    """The speed-up's baseline: the all-atom reference's simulated ps per wall second at its 4 fs
+    step, no reporters, the median of ``blocks`` blocks. With the CG runs on one pinned core
+    (``cg_single_core``) the reference is also timed that way, on a second Context from the same
+    state, in blocks alternating with the first so that the machine's load hits both alike; the
+    faster configuration counts (both under "configurations")."""
+    runs = {"default": (sim.context, sim.integrator, False, [])}
+    if cg_on_one_core(s, args):
+        with single_core():  # the Context's threads start, and stay, on the pinned core
+            integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond,
+                                                         s.fine_timestep_ps * unit.picosecond)
+            integrator.setRandomNumberSeed(args.seed + 17)
+            context = openmm.Context(system, integrator, get_platform(args.platform))
+            context.setState(sim.context.getState(getPositions=True, getVelocities=True, getParameters=True))
+            integrator.step(20)  # warm-up (kernels, neighbour lists)
+        runs["single_core"] = (context, integrator, True, [])
+    block = max(s.reference_timing_steps // blocks, 1)
+    for _ in tqdm(range(blocks), desc="time the all-atom reference", disable=args.no_progress):
+        for context, integrator, one_core, speeds in runs.values():
+            with single_core(one_core):
+                start = time.perf_counter()
+                integrator.step(block)
+                context.getState(getEnergy=True)  # waits for the platform to finish
+                speeds.append(block * s.fine_timestep_ps / (time.perf_counter() - start))
+    timing = {name: {"ps_per_wall_second": float(np.median(speeds)), "blocks": speeds,
+                     "threads": "one, pinned to one core" if one_core else "the platform's default"}
+              for name, (_, _, one_core, speeds) in runs.items()}
+    if len(timing) == 1:
+        return timing["default"]
+    return {**max(timing.values(), key=lambda t: t["ps_per_wall_second"]), "configurations": timing}
+
+
 def reference_stage(args, s: Settings, out: Path, temperature: float, topology, positions, box, system,
                     lipid_atoms, stages: ResumableJob) -> dict:
     """Step 2: NPT equilibration, the reference's speed (no reporters), then the recorded sampling
@@ -309,14 +355,7 @@ def reference_stage(args, s: Settings, out: Path, temperature: float, topology, 
         chunk = max(s.equilibration_steps // 20, 1)
         for _ in tqdm(range(0, s.equilibration_steps, chunk), desc="equilibrate (all-atom NPT)", disable=args.no_progress):
             sim.step(chunk)
-        # the speed-up's baseline: the all-atom reference at its 4 fs step, no reporters, 3 blocks
-        speeds = []
-        block = max(s.reference_timing_steps // 3, 1)
-        for _ in tqdm(range(3), desc="time the all-atom reference", disable=args.no_progress):
-            start = time.perf_counter()
-            sim.step(block)
-            sim.context.getState(getEnergy=True)
-            speeds.append(block * s.fine_timestep_ps / (time.perf_counter() - start))
+        timing = time_reference(sim, system, s, args, temperature)
         recording = out / "fine" / "recording"
         if recording.exists():  # an interrupted sampling restarted from the patch: discard it
             import shutil
@@ -328,8 +367,8 @@ def reference_stage(args, s: Settings, out: Path, temperature: float, topology, 
         for _ in tqdm(range(s.sample_frames), desc="sample all-atom (forces)", disable=args.no_progress):
             sim.step(s.sample_interval)
         recorder.close()
-        return {"ps_per_wall_second": float(np.median(speeds)), "blocks": speeds, "timestep_ps": s.fine_timestep_ps,
-                "n_atoms": topology.getNumAtoms(), "model": "amber14 + lipid17 + TIP3P, PME, HBonds, HMR, NPT zero tension"}
+        return {**timing, "timestep_ps": s.fine_timestep_ps, "n_atoms": topology.getNumAtoms(),
+                "model": "amber14 + lipid17 + TIP3P, PME, HBonds, HMR, NPT zero tension"}
 
     return stages.run("reference", work)
 
@@ -444,6 +483,7 @@ def main(argv=None) -> int:
     start = int(np.argmin(np.abs(areas - areas.mean())))
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     final_refinement = None  # the final bonded refinement's rounds and why (tabulated family)
+    cg_one_core = cg_on_one_core(s, args)  # the CG runs' threads (the all-atom reference keeps every core)
     def refined(model, rounds: int, seed: int, name: str, positions=None, pairs: bool = False):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area (from ``positions``, nm; default: the recorded frame): what
@@ -469,12 +509,14 @@ def main(argv=None) -> int:
                      "pair_smoothing_nm": s.pair_refinement_smoothing_nm, "continue_runs": True}
 
         def work() -> dict:
-            refined_model = refine_bonded_in_runs(
-                model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
-                mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, boxes[start],
-                reference_bonded, rounds=rounds, temperature_K=temperature,
-                steps=steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
-                seed=seed, frames=frames, discard=frames // 4, log=lambda line: say(f"{line} ({name})"), **extra)
+            with single_core(cg_one_core):  # the runs' Contexts are made and stepped in the block
+                refined_model = refine_bonded_in_runs(
+                    model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start],
+                                                     nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
+                    mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, boxes[start],
+                    reference_bonded, rounds=rounds, temperature_K=temperature,
+                    steps=steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
+                    seed=seed, frames=frames, discard=frames // 4, log=lambda line: say(f"{line} ({name})"), **extra)
             refined_model.save(out / name)
             result = {"rounds": rounds}
             if pairs:
@@ -531,11 +573,13 @@ def main(argv=None) -> int:
                                                     damping=CONTROL_REFINEMENT_DAMPING)
                     return controlled_system()
 
-                found = control_membrane(controlled_system(), cg_pos[start], boxes[start], phosphates, target_nm=target,
-                                         target_area_nm2=target_area, temperature_K=temperature, steps=s.control_steps,
-                                         timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
-                                         seed=args.seed + 300, revise=revise if s.control_refinement_ps > 0 else None,
-                                         revise_every_ps=s.control_refinement_ps, thickness=s.control_thickness, log=say)
+                with single_core(cg_one_core):
+                    found = control_membrane(controlled_system(), cg_pos[start], boxes[start], phosphates, target_nm=target,
+                                             target_area_nm2=target_area, temperature_K=temperature, steps=s.control_steps,
+                                             timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
+                                             platform=args.platform, seed=args.seed + 300,
+                                             revise=revise if s.control_refinement_ps > 0 else None,
+                                             revise_every_ps=s.control_refinement_ps, thickness=s.control_thickness, log=say)
                 channels = found["channels"]
                 if s.control_thickness:
                     thickness_panel = channels[INTERMOLECULAR_SCALE]
@@ -588,11 +632,13 @@ def main(argv=None) -> int:
         if steps == 0:
             continue
         system, cg_top = cg_system(barostat)
-        sim = CGSimulation(cg_top, system, run_start, out, name=name, temperature_K=temperature,
-                           timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
-                           checkpoint_interval=checkpoint_interval, platform=args.platform, seed=seed,
-                           inner_steps=s.cg_inner_steps)
-        runs[name] = sim.run(steps, progress=not args.no_progress, max_restarts=s.cg_max_restarts)
+        with single_core(cg_one_core):  # made and run in the block (multiscale.openmm.affinity)
+            sim = CGSimulation(cg_top, system, run_start, out, name=name, temperature_K=temperature,
+                               timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
+                               checkpoint_interval=checkpoint_interval, platform=args.platform, seed=seed,
+                               inner_steps=s.cg_inner_steps)
+            runs[name] = sim.run(steps, progress=not args.no_progress, max_restarts=s.cg_max_restarts)
+        runs[name]["threads"] = "one, pinned to one core" if cg_one_core else "the platform's default"
         say(f"CG {name}: {runs[name]['steps']} steps, {runs[name]['simulated_ps_per_wall_second']:.2f} ps/s, "
             f"{runs[name]['restarts']} restarts")
 
