@@ -5,16 +5,38 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
 
-import multiscale  # noqa: F401  (imports torch before openmmtorch)
-from multiscale.models import EquivariantPotential
+def _threads_per_worker() -> int:
+    """Under pytest-xdist (``-n N``, as .ci/run runs the suite) each worker gets its share of the
+    cores, for torch, OpenMM's CPU platform and the job subprocesses it starts alike; 0 outside
+    xdist (the libraries' own defaults). Why: two workers whose OpenMP pools each take both cores
+    of a 2-core machine spin against each other (a training test took 201 s instead of 48)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not os.environ.get("PYTEST_XDIST_WORKER") or workers < 1:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+THREADS_PER_WORKER = _threads_per_worker()
+if THREADS_PER_WORKER:  # before torch starts its pool; subprocesses inherit the environment
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENMM_CPU_THREADS"):
+        os.environ[_variable] = str(THREADS_PER_WORKER)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if THREADS_PER_WORKER:
+    torch.set_num_threads(THREADS_PER_WORKER)
+
+import multiscale  # noqa: E402,F401  (imports torch before openmmtorch)
+from multiscale.models import EquivariantPotential  # noqa: E402
 
 SMALL = dict(channels=8, num_layers=2, lmax=2, radial_hidden=16, num_basis=6)
 

@@ -308,5 +308,10 @@ def test_build_melt_density_overlaps_bonds_and_short_md():
     assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     i = np.arange(len(moved) - 1)
     bond = np.linalg.norm(moved[i + 1] - moved[i], axis=1)[(i + 1) % length != 0]
-    assert np.all(np.abs(bond - 0.154) < 0.05 * 0.154)
+    # thermal bonds: each within 5 of the force field's own rms fluctuations (0.003 nm at 450 K;
+    # "within 5 % of 0.154", 2.6 of them, failed for one of 44 bonds when the trajectory changed
+    # with the thread count), and their spread about that size
+    sigma = pe.BOND_RMS_FLUCTUATION_NM
+    assert np.all(np.abs(bond - 0.154) < 5 * sigma)
+    assert 0.3 * sigma < np.sqrt(np.mean((bond - 0.154) ** 2)) < 2.0 * sigma
     assert np.abs(moved - positions).max() > 0.01  # it did move
