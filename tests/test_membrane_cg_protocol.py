@@ -40,6 +40,7 @@ TINY = """membrane_cg:
   pair_refinements: 2
   pair_refinement_steps: 200
   final_refinements: 2
+  cg_single_core: true  # off in the presets (the quick bilayer's step is faster with both cores); the path is tested
 """
 
 
@@ -132,6 +133,15 @@ def test_outputs_follow_the_file_contract(job):
     assert report["extra"]["membrane_control"]["A_all_kj_mol"] == pytest.approx(A_all)
     assert report["stability"]["reference"]["lost"] == 0
     assert report["reference_speed"]["timestep_ps"] == 0.004
+    # cg_single_core: every CG run on one pinned core, and the all-atom reference timed both ways,
+    # in three alternating blocks each, the faster one the speed-up's baseline
+    assert report["extra"]["cg"]["threads"] == report["extra"]["cg_npt"]["threads"] == "one, pinned to one core"
+    both = report["reference_speed"]["configurations"]
+    assert set(both) == {"default", "single_core"} and both["single_core"]["threads"] == "one, pinned to one core"
+    assert all(len(c["blocks"]) == 3 and min(c["blocks"]) > 0 for c in both.values())
+    assert report["reference_speed"]["ps_per_wall_second"] == max(c["ps_per_wall_second"] for c in both.values())
+    assert report["speedup"] == pytest.approx(report["extra"]["cg"]["simulated_ps_per_wall_second"]
+                                              / report["reference_speed"]["ps_per_wall_second"])
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["lipid"] == "DMPC"
 
