@@ -167,6 +167,15 @@ class Settings(YamlConfig):
     # bonded JSD from 0.011 to 0.009 and the area at zero tension from -5.5 to -5.5 % and from -3.4
     # to -7.2 %; README)
     final_refinements: int = 0
+    # tabulated family: a local-density spring on the tail beads (multiscale.openmm.local_density),
+    # kappa (rho_i - rho0)^2 with rho_i a tail bead's tail neighbours (1 within
+    # local_density_inner_nm, tapered to 0 at local_density_outer_nm) and rho0 the reference's mean
+    # per bead type; in kJ/mol per neighbour squared, 0: off. It acts in the control run, the CG
+    # runs and the final refinement (after the pair tables' inversion). Without it the pair-inverted
+    # bilayer has no stable fluid at zero tension (it gels or spreads; README)
+    local_density_kappa: float = 0.0
+    local_density_inner_nm: float = 0.8
+    local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
     # pressure_bar, so that its zero-tension area is the reference's
     area_matching: bool = True
@@ -198,7 +207,7 @@ class Settings(YamlConfig):
         for name in ("equilibration_steps", "cg_npt_steps", "cg_max_restarts", "tabulated_dihedral_order", "lmax",
                      "bonded_refinements", "refinement_steps", "control_steps", "control_refinement_ps", "final_refinements",
                      "tabulated_pair_force_prior", "pair_refinements", "pair_refinement_steps",
-                     "pair_refinement_smoothing_nm"):
+                     "pair_refinement_smoothing_nm", "local_density_kappa"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
@@ -207,6 +216,15 @@ class Settings(YamlConfig):
             raise ValueError("control_steps applies to model_family tabulated (set it to 0 for the network)")
         if 0 < self.control_steps < 300:
             raise ValueError(f"control_steps={self.control_steps}: the controller needs at least 300 steps (0: off)")
+        if self.local_density_kappa:
+            if self.model_family != "tabulated":
+                raise ValueError("local_density_kappa applies to model_family tabulated (set it to 0 for the network)")
+            if not 0.0 < self.local_density_inner_nm < self.local_density_outer_nm <= 3.0:
+                raise ValueError(f"the local density needs 0 < local_density_inner_nm < local_density_outer_nm <= 3 nm, got "
+                                 f"{self.local_density_inner_nm!r} and {self.local_density_outer_nm!r} (distances are in nm)")
+            if self.local_density_outer_nm > self.cg_cutoff_nm:
+                raise ValueError(f"local_density_outer_nm ({self.local_density_outer_nm}) must not exceed cg_cutoff_nm "
+                                 f"({self.cg_cutoff_nm})")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         if self.pair_refinement_smoothing_nm >= 0.5:
@@ -248,7 +266,8 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 #: folder resumes as long as the setting keeps that value)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
-                  "cg_single_core": False}
+                  "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
+                  "local_density_outer_nm": 1.1}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -487,12 +506,38 @@ def main(argv=None) -> int:
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     final_refinement = None  # the final bonded refinement's rounds and why (tabulated family)
     cg_one_core = cg_on_one_core(s, args)  # the CG runs' threads (the all-atom reference keeps every core)
-    def refined(model, rounds: int, seed: int, name: str, positions=None, pairs: bool = False):
+    local_density = None  # the local-density spring's settings and targets (tabulated family, when on)
+    if s.local_density_kappa > 0:
+        from multiscale.cg.analysis.local_density import local_densities
+        from multiscale.cg.mapping.lipids import TAIL_END_TYPE, TAIL_TYPE
+
+        names = np.asarray(mapping.bead_types)
+        members = np.flatnonzero(np.isin(names, (TAIL_TYPE, TAIL_END_TYPE)))
+        rho = local_densities(ref_traj[::max(1, ref_traj.n_frames // 50)], members, s.local_density_inner_nm,
+                              s.local_density_outer_nm)
+        local_density = {"kappa_kj_mol": s.local_density_kappa, "inner_nm": s.local_density_inner_nm,
+                         "outer_nm": s.local_density_outer_nm,
+                         "rho0": {t: float(rho[:, names[members] == t].mean()) for t in sorted(set(names[members]))},
+                         "rho_sd_over_beads": {t: float(rho[:, names[members] == t].mean(0).std())
+                                               for t in sorted(set(names[members]))}}
+        say(f"local-density spring on the tail beads: kappa {s.local_density_kappa:g} kJ/mol, reference neighbours "
+            + ", ".join(f"{t} {v:.1f}" for t, v in local_density["rho0"].items()))
+
+    def with_local_density(system, on: bool = True):
+        """``system`` with the local-density spring added (when on, and ``on``)."""
+        if local_density is not None and on:
+            from multiscale.openmm.local_density import local_density_force
+
+            system.addForce(local_density_force(mapping.bead_types, local_density["rho0"], s.local_density_kappa,
+                                                s.local_density_inner_nm, s.local_density_outer_nm))
+        return system
+
+    def refined(model, rounds: int, seed: int, name: str, positions=None, pairs: bool = False, local: bool = False):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area (from ``positions``, nm; default: the recorded frame): what
         the pair tables do to the intramolecular distributions. With ``pairs``, the pair tables
-        too (pair_refinement_steps each, every run continuing the last). Saved as DIR/``name``
-        (a stage output)."""
+        too (pair_refinement_steps each, every run continuing the last). ``local``: with the
+        local-density spring (when on). Saved as DIR/``name`` (a stage output)."""
         from multiscale.openmm.bonded_iteration import refine_bonded_in_runs
 
         steps = s.pair_refinement_steps if pairs else s.refinement_steps
@@ -514,8 +559,8 @@ def main(argv=None) -> int:
         def work() -> dict:
             with single_core(cg_one_core):  # the runs' Contexts are made and stepped in the block
                 refined_model = refine_bonded_in_runs(
-                    model, lambda m: build_cg_system(mapping, None, tabulated=m, box=boxes[start],
-                                                     nonbonded_cutoff_nm=s.cg_cutoff_nm)[0],
+                    model, lambda m: with_local_density(build_cg_system(mapping, None, tabulated=m, box=boxes[start],
+                                                                        nonbonded_cutoff_nm=s.cg_cutoff_nm)[0], local),
                     mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, boxes[start],
                     reference_bonded, rounds=rounds, temperature_K=temperature,
                     steps=steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
@@ -564,8 +609,9 @@ def main(argv=None) -> int:
                 def controlled_system():
                     # the head–tail ramp at 1 kJ/mol times the controlled scale, the all-pair ramp a global
                     ramped = model["bonded"].with_pair_ramp(1.0, head_tail, intermolecular=True)
-                    return build_cg_system(mapping, None, tabulated=ramped, box=boxes[start], nonbonded_cutoff_nm=s.cg_cutoff_nm,
-                                           adjustable_ramps=True, barostat=barostat)[0]
+                    return with_local_density(build_cg_system(mapping, None, tabulated=ramped, box=boxes[start],
+                                                              nonbonded_cutoff_nm=s.cg_cutoff_nm, adjustable_ramps=True,
+                                                              barostat=barostat)[0])
 
                 def revise(xyz, cells):
                     """the bonded tables refined on the run's frames since the last revision"""
@@ -618,14 +664,15 @@ def main(argv=None) -> int:
             final_refinement = {"rounds": s.final_refinements if settled else 0, "why": why}
             if settled:
                 stages.run("final_refinement", refined(tabulated, s.final_refinements, args.seed + 700,
-                                                       "tabulated_polished.json", positions=run_start))
+                                                       "tabulated_polished.json", positions=run_start, local=True))
                 tabulated = TabulatedModel.load(out / "tabulated_polished.json")  # the model the CG runs use
             else:
                 say(f"no final bonded refinement: {why}; the CG runs use tabulated_final.json")
 
     def cg_system(barostat=None):
-        return build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
-                               nonbonded_cutoff_nm=s.cg_cutoff_nm, barostat=barostat)
+        system, top = build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
+                                      nonbonded_cutoff_nm=s.cg_cutoff_nm, barostat=barostat)
+        return with_local_density(system), top
 
     checkpoint_interval = s.cg_report_interval * 20
     runs = {}
@@ -684,7 +731,7 @@ def main(argv=None) -> int:
                                                        "cg_inner_steps": s.cg_inner_steps},
                                       "tabulated_fit": None if tabulated is None else tabulated.fit,
                                       "membrane_control": matching_summary("membrane_control"),
-                                      "final_refinement": final_refinement})
+                                      "final_refinement": final_refinement, "local_density": local_density})
     report["reference_speed"] = reference_speed
     report["model_family"] = s.model_family
     report["restarts"] = {name: run.get("restarts", 0) for name, run in runs.items()}

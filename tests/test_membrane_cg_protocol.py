@@ -41,6 +41,9 @@ TINY = """membrane_cg:
   pair_refinement_steps: 200
   final_refinements: 2
   cg_single_core: true  # off in the presets (the quick bilayer's step is faster with both cores); the path is tested
+  local_density_kappa: 0.5  # the local-density spring on the tail beads (off by default), within the 0.9 nm cutoff
+  local_density_inner_nm: 0.6
+  local_density_outer_nm: 0.9
 """
 
 
@@ -142,6 +145,18 @@ def test_outputs_follow_the_file_contract(job):
     assert report["reference_speed"]["ps_per_wall_second"] == max(c["ps_per_wall_second"] for c in both.values())
     assert report["speedup"] == pytest.approx(report["extra"]["cg"]["simulated_ps_per_wall_second"]
                                               / report["reference_speed"]["ps_per_wall_second"])
+    # the local-density spring: its targets are the reference's mean tail neighbours per tail type,
+    # recomputed here from reference_cg.dcd with the same weight
+    from multiscale.cg.analysis.local_density import local_densities
+
+    spring = report["extra"]["local_density"]
+    assert spring["kappa_kj_mol"] == 0.5 and (spring["inner_nm"], spring["outer_nm"]) == (0.6, 0.9)
+    types = np.array(json.loads((run_dir / "mapping.json").read_text())["bead_types"])
+    members = np.flatnonzero(np.isin(types, ("C", "CT")))
+    rho = local_densities(ref[::max(1, ref.n_frames // 50)], members, 0.6, 0.9)
+    assert set(spring["rho0"]) == {"C", "CT"}
+    for t in ("C", "CT"):
+        assert spring["rho0"][t] == pytest.approx(rho[:, types[members] == t].mean(), rel=1e-4) and spring["rho0"][t] > 1
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["lipid"] == "DMPC"
 
@@ -181,3 +196,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
     result = run("--quick", "--config", config, "--out", tmp_path / "p")
     assert result.returncode == 2 and "pair_refinement_smoothing_nm" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "p" / "fine").exists()
+    config.write_text("membrane_cg:\n  local_density_kappa: 0.5\n  local_density_outer_nm: 11.0\n")  # Å, not nm
+    result = run("--quick", "--config", config, "--out", tmp_path / "q")
+    assert result.returncode == 2 and "local_density" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "q" / "fine").exists()
