@@ -34,7 +34,7 @@ Modules: one observable per module (:mod:`~.bonded`, :mod:`~.rdf`, :mod:`~.radiu
 :mod:`~.end_to_end`, :mod:`~.chain_pairs`, :mod:`~.density`, :mod:`~.diffusion`; for bilayers :mod:`~.area_per_lipid`,
 :mod:`~.thickness`, :mod:`~.density_profile`, :mod:`~.order_parameter`, :mod:`~.lateral_rdf`,
 :mod:`~.leaflet_exchange`, :mod:`~.lateral_diffusion`), shared helpers (:mod:`~.beads`, :mod:`~.chains`,
-:mod:`~.divergence`, :mod:`~.statistics`), and the report (:mod:`~.observable`: the contract;
+:mod:`~.divergence`, :mod:`~.statistics`, :mod:`~.local_density`: what a local-density spring acts on), and the report (:mod:`~.observable`: the contract;
 :mod:`~.comparisons`: the standard observables; :mod:`~.membrane`: a bilayer's; :mod:`~.report`: :func:`validation_report`;
 :mod:`~.plots`), and :mod:`~.pair_counts` (what the pair tables' iterative Boltzmann inversion compares).
 """
@@ -79,6 +79,7 @@ from multiscale.cg.analysis.membrane import (
     ThicknessComparison,
     membrane_observables,
 )
+from multiscale.cg.analysis.local_density import local_densities, local_density_weight
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
 from multiscale.cg.analysis.order_parameter import bond_order_parameter
 from multiscale.cg.analysis.pair_counts import PairCounts, pair_counts
@@ -134,6 +135,8 @@ __all__ = [
     "bilayer_thickness",
     "density_profile",
     "bond_order_parameter",
+    "local_densities",
+    "local_density_weight",
     "PairCounts",
     "pair_counts",
     "lateral_rdf",
