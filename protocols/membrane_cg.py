@@ -65,6 +65,7 @@ from multiscale.cg.mapping import build_mapping, constraints_of, lipid_mapping_d
 from multiscale.cg.priors import PriorConfig, collect_samples, fit_priors_from_samples, plot_priors  # noqa: E402
 from multiscale.cg.tabulated import TabulatedConfig, TabulatedModel, fit_tabulated, plot_tables  # noqa: E402
 from multiscale.openmm.affinity import single_core  # noqa: E402
+from multiscale.openmm.speed import faster_of, time_alternating  # noqa: E402
 from multiscale.openmm.assembly import MembraneBarostat  # noqa: E402
 from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
 from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
@@ -336,7 +337,7 @@ def time_reference(sim, system, s: Settings, args, temperature: float, blocks: i
     (``cg_single_core``) the reference is also timed that way, on a second Context from the same
     state, in blocks alternating with the first so that the machine's load hits both alike; the
     faster configuration counts (both under "configurations")."""
-    runs = {"default": (sim.context, sim.integrator, False, [])}
+    runs = {"default": (sim.context, sim.integrator, s.fine_timestep_ps, False)}
     if cg_on_one_core(s, args):
         with single_core():  # the Context's threads start, and stay, on the pinned core
             integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, 1.0 / unit.picosecond,
@@ -345,21 +346,10 @@ def time_reference(sim, system, s: Settings, args, temperature: float, blocks: i
             context = openmm.Context(system, integrator, get_platform(args.platform))
             context.setState(sim.context.getState(getPositions=True, getVelocities=True, getParameters=True))
             integrator.step(20)  # warm-up (kernels, neighbour lists)
-        runs["single_core"] = (context, integrator, True, [])
-    block = max(s.reference_timing_steps // blocks, 1)
-    for _ in tqdm(range(blocks), desc="time the all-atom reference", disable=args.no_progress):
-        for context, integrator, one_core, speeds in runs.values():
-            with single_core(one_core):
-                start = time.perf_counter()
-                integrator.step(block)
-                context.getState(getEnergy=True)  # waits for the platform to finish
-                speeds.append(block * s.fine_timestep_ps / (time.perf_counter() - start))
-    timing = {name: {"ps_per_wall_second": float(np.median(speeds)), "blocks": speeds,
-                     "threads": "one, pinned to one core" if one_core else "the platform's default"}
-              for name, (_, _, one_core, speeds) in runs.items()}
-    if len(timing) == 1:
-        return timing["default"]
-    return {**max(timing.values(), key=lambda t: t["ps_per_wall_second"]), "configurations": timing}
+        runs["single_core"] = (context, integrator, s.fine_timestep_ps, True)
+    timing = time_alternating(runs, max(s.reference_timing_steps // blocks, 1), blocks, progress=not args.no_progress,
+                              desc="time the all-atom reference")
+    return faster_of(timing["default"], timing["single_core"]) if "single_core" in timing else timing["default"]
 
 
 def reference_stage(args, s: Settings, out: Path, temperature: float, topology, positions, box, system,

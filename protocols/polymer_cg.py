@@ -62,6 +62,7 @@ from multiscale.cg.priors import BOND_FITS, PriorConfig, collect_samples, fit_pr
 from multiscale.cg.tabulated import TabulatedConfig, TabulatedModel, fit_tabulated, plot_tables  # noqa: E402
 from multiscale.openmm.tabulated import FORMS as TABULATED_FORMS  # noqa: E402
 from multiscale.openmm.affinity import single_core  # noqa: E402
+from multiscale.openmm.speed import faster_of, time_alternating  # noqa: E402
 from multiscale.openmm.cg_simulation import CGSimulation  # noqa: E402
 from multiscale.openmm.assembly import Barostat  # noqa: E402
 from multiscale.openmm.cg_system import build_cg_system, force_matching_set  # noqa: E402
@@ -505,22 +506,14 @@ def time_fine_models(topology, rec, s: Settings, args, blocks: int = 3) -> dict:
             context, integrator = trappe_npt_context(topology, positions, box, s, args, constrained=constrained,
                                                      timestep_ps=dt, seeds=(15, None, 16))
             integrator.step(200)  # warm-up (kernels, neighbour lists)
-        runs[name] = (context, integrator, dt, one_core, [])
-    steps = max(s.reference_timing_steps // blocks, 1)
-    for _ in tqdm(range(blocks), desc="time the fine models", disable=args.no_progress):
-        for name, (context, integrator, dt, one_core, speeds) in runs.items():
-            with single_core(one_core):
-                start = time.perf_counter()
-                integrator.step(steps)
-                context.getState(getEnergy=True)  # waits for the platform to finish
-                speeds.append(steps * dt / (time.perf_counter() - start))
-    timing = {name: {"timestep_ps": dt, "ps_per_wall_second": float(np.median(speeds)), "blocks": speeds,
-                     "threads": "one, pinned to one core" if one_core else "the platform's default"}
-              for name, (_, _, dt, one_core, speeds) in runs.items()}
+        runs[name] = (context, integrator, dt, one_core)
+    timing = time_alternating(runs, max(s.reference_timing_steps // blocks, 1), blocks, progress=not args.no_progress,
+                              desc="time the fine models")
+    for name, (_, _, dt, _) in runs.items():
+        timing[name]["timestep_ps"] = dt
     if "constrained_single_core" in timing:
         # the speed-up's baseline is the reference's faster configuration on this machine
-        both = {"default": timing["constrained"], "single_core": timing.pop("constrained_single_core")}
-        timing["constrained"] = {**max(both.values(), key=lambda t: t["ps_per_wall_second"]), "configurations": both}
+        timing["constrained"] = faster_of(timing["constrained"], timing.pop("constrained_single_core"))
     return timing
 
 
