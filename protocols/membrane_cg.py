@@ -171,10 +171,17 @@ class Settings(YamlConfig):
     # tabulated family: a local-density spring on the tail beads (multiscale.openmm.local_density),
     # kappa (rho_i - rho0)^2 with rho_i a tail bead's tail neighbours (1 within
     # local_density_inner_nm, tapered to 0 at local_density_outer_nm) and rho0 the reference's mean
-    # per bead type; in kJ/mol per neighbour squared, 0: off. It acts in the control run, the CG
-    # runs and the final refinement (after the pair tables' inversion). Without it the pair-inverted
-    # bilayer has no stable fluid at zero tension (it gels or spreads; README)
+    # per bead type; in kJ/mol per neighbour squared, 0: off. It acts in the CG runs and the final
+    # refinement (after the pair tables' inversion). Without it the pair-inverted bilayer has no
+    # stable fluid at zero tension (it gels or spreads; README)
     local_density_kappa: float = 0.0
+    # the spring in the control run too, so that the all-pair ramp is set with it. Off: the ramp is
+    # set without it, and the spring, whose force vanishes to first order where every tail bead
+    # has its type's reference neighbours, then only resists leaving that packing (ordering into
+    # a gel, or spreading into a sheet). With it on in a quick run the controller answered the
+    # spring's push with an attractive ramp (-1.26 kJ/mol), and the bilayer came out 9 % thin and
+    # too disordered (README)
+    local_density_in_control: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -264,11 +271,12 @@ FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
-#: folder resumes as long as the setting keeps that value)
+#: folder resumes as long as the setting keeps that value; local_density_in_control changes nothing
+#: where local_density_kappa is 0, as in every shipped preset before it)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
-                  "local_density_outer_nm": 1.1}
+                  "local_density_outer_nm": 1.1, "local_density_in_control": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -506,7 +514,7 @@ def main(argv=None) -> int:
         rho = local_densities(ref_traj[::max(1, ref_traj.n_frames // 50)], members, s.local_density_inner_nm,
                               s.local_density_outer_nm)
         local_density = {"kappa_kj_mol": s.local_density_kappa, "inner_nm": s.local_density_inner_nm,
-                         "outer_nm": s.local_density_outer_nm,
+                         "outer_nm": s.local_density_outer_nm, "in_control": s.local_density_in_control,
                          "rho0": {t: float(rho[:, names[members] == t].mean()) for t in sorted(set(names[members]))},
                          "rho_sd_over_beads": {t: float(rho[:, names[members] == t].mean(0).std())
                                                for t in sorted(set(names[members]))}}
@@ -601,7 +609,7 @@ def main(argv=None) -> int:
                     ramped = model["bonded"].with_pair_ramp(1.0, head_tail, intermolecular=True)
                     return with_local_density(build_cg_system(mapping, None, tabulated=ramped, box=boxes[start],
                                                               nonbonded_cutoff_nm=s.cg_cutoff_nm, adjustable_ramps=True,
-                                                              barostat=barostat)[0])
+                                                              barostat=barostat)[0], s.local_density_in_control)
 
                 def revise(xyz, cells):
                     """the bonded tables refined on the run's frames since the last revision"""

@@ -151,6 +151,7 @@ def test_outputs_follow_the_file_contract(job):
 
     spring = report["extra"]["local_density"]
     assert spring["kappa_kj_mol"] == 0.5 and (spring["inner_nm"], spring["outer_nm"]) == (0.6, 0.9)
+    assert spring["in_control"] is False  # the default: the control run sets the ramp without it
     types = np.array(json.loads((run_dir / "mapping.json").read_text())["bead_types"])
     members = np.flatnonzero(np.isin(types, ("C", "CT")))
     rho = local_densities(ref[::max(1, ref.n_frames // 50)], members, 0.6, 0.9)
