@@ -171,9 +171,9 @@ class Settings(YamlConfig):
     # tabulated family: a local-density spring on the tail beads (multiscale.openmm.local_density),
     # kappa (rho_i - rho0)^2 with rho_i a tail bead's tail neighbours (1 within
     # local_density_inner_nm, tapered to 0 at local_density_outer_nm) and rho0 the reference's mean
-    # per bead type; in kJ/mol per neighbour squared, 0: off. It acts in the CG runs and the final
-    # refinement (after the pair tables' inversion). Without it the pair-inverted bilayer has no
-    # stable fluid at zero tension (it gels or spreads; README)
+    # per bead type; in kJ/mol per neighbour squared, 0: off (0.5 in both presets). It acts in the
+    # CG runs and the final refinement (after the pair tables' inversion). Without it the
+    # pair-inverted bilayer has no stable fluid at zero tension (it gels or spreads; README)
     local_density_kappa: float = 0.0
     # the spring in the control run too, so that the all-pair ramp is set with it. Off: the ramp is
     # set without it, and the spring, whose force vanishes to first order where every tail bead
@@ -182,6 +182,12 @@ class Settings(YamlConfig):
     # spring's push with an attractive ramp (-1.26 kJ/mol), and the bilayer came out 9 % thin and
     # too disordered (README)
     local_density_in_control: bool = False
+    # the targets shifted by one δ for all tail types, so that the spring's mean lateral virial on
+    # the reference frames is 0 (multiscale.cg.analysis.local_density.virial_neutral_shift): with
+    # the reference's mean densities as targets it pushed the area out (beads with more neighbours
+    # have more in the taper), and a quick model held fluid by it came out +4.6 to +7.6 % in area;
+    # with δ (+0.57 neighbours, 3 %) +0.5 to +3.0 % (README)
+    local_density_virial_neutral: bool = True
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -261,11 +267,12 @@ class Settings(YamlConfig):
 
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
                  sample_interval=50, reference_timing_steps=300, cg_steps=15000, cg_npt_steps=20000,
-                 cg_report_interval=10, bonded_refinements=1)
+                 cg_report_interval=10, bonded_refinements=1, local_density_kappa=0.5)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
                 cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
-                model_cutoff_nm=1.0, channels=32, num_layers=3, lmax=2, control_steps=250_000, control_refinement_ps=500.0)
+                model_cutoff_nm=1.0, channels=32, num_layers=3, lmax=2, control_steps=250_000, control_refinement_ps=500.0,
+                local_density_kappa=0.5)
 
 #: settings that may change between a run and its resumption (they only lengthen the CG runs)
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
@@ -276,7 +283,8 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
-                  "local_density_outer_nm": 1.1, "local_density_in_control": False}
+                  "local_density_outer_nm": 1.1, "local_density_in_control": False,
+                  "local_density_virial_neutral": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -506,20 +514,25 @@ def main(argv=None) -> int:
     cg_one_core = cg_on_one_core(s, args)  # the CG runs' threads (the all-atom reference keeps every core)
     local_density = None  # the local-density spring's settings and targets (tabulated family, when on)
     if s.local_density_kappa > 0:
-        from multiscale.cg.analysis.local_density import local_densities
+        from multiscale.cg.analysis.local_density import local_densities, virial_neutral_shift
         from multiscale.cg.mapping.lipids import TAIL_END_TYPE, TAIL_TYPE
 
         names = np.asarray(mapping.bead_types)
         members = np.flatnonzero(np.isin(names, (TAIL_TYPE, TAIL_END_TYPE)))
-        rho = local_densities(ref_traj[::max(1, ref_traj.n_frames // 50)], members, s.local_density_inner_nm,
-                              s.local_density_outer_nm)
+        frames = ref_traj[::max(1, ref_traj.n_frames // 50)]
+        rho = local_densities(frames, members, s.local_density_inner_nm, s.local_density_outer_nm)
+        mean = {t: float(rho[:, names[members] == t].mean()) for t in sorted(set(names[members]))}
+        # the targets shifted so that the spring adds no lateral pressure on the reference frames
+        shift = (virial_neutral_shift(frames, members, [mean[t] for t in names[members]], s.local_density_inner_nm,
+                                      s.local_density_outer_nm, axes=(0, 1)) if s.local_density_virial_neutral else 0.0)
         local_density = {"kappa_kj_mol": s.local_density_kappa, "inner_nm": s.local_density_inner_nm,
                          "outer_nm": s.local_density_outer_nm, "in_control": s.local_density_in_control,
-                         "rho0": {t: float(rho[:, names[members] == t].mean()) for t in sorted(set(names[members]))},
+                         "rho0": {t: v + shift for t, v in mean.items()}, "rho_mean": mean, "rho0_shift": shift,
                          "rho_sd_over_beads": {t: float(rho[:, names[members] == t].mean(0).std())
                                                for t in sorted(set(names[members]))}}
         say(f"local-density spring on the tail beads: kappa {s.local_density_kappa:g} kJ/mol, reference neighbours "
-            + ", ".join(f"{t} {v:.1f}" for t, v in local_density["rho0"].items()))
+            + ", ".join(f"{t} {v:.1f}" for t, v in mean.items()) + f", targets shifted by {shift:+.2f} (no lateral "
+            "virial on the reference frames)")
 
     def with_local_density(system, on: bool = True):
         """``system`` with the local-density spring added (when on, and ``on``)."""

@@ -79,7 +79,12 @@ from multiscale.cg.analysis.membrane import (
     ThicknessComparison,
     membrane_observables,
 )
-from multiscale.cg.analysis.local_density import local_densities, local_density_weight
+from multiscale.cg.analysis.local_density import (
+    local_densities,
+    local_density_weight,
+    local_density_weight_derivative,
+    virial_neutral_shift,
+)
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
 from multiscale.cg.analysis.order_parameter import bond_order_parameter
 from multiscale.cg.analysis.pair_counts import PairCounts, pair_counts
@@ -137,6 +142,8 @@ __all__ = [
     "bond_order_parameter",
     "local_densities",
     "local_density_weight",
+    "local_density_weight_derivative",
+    "virial_neutral_shift",
     "PairCounts",
     "pair_counts",
     "lateral_rdf",
