@@ -1,7 +1,8 @@
 """The local density of beads (multiscale.cg.analysis.local_density) and the local-density force
 built from it (multiscale.openmm.local_density): neighbour counts on a lattice whose shells are
 known, the OpenMM energy against the numpy sum, OpenMM's forces against finite differences of
-its own energy, and refusals."""
+its own energy, the virial-neutral shift of the targets against finite differences of the spring's
+energy under a lateral stretch, and refusals."""
 
 from __future__ import annotations
 
@@ -11,17 +12,26 @@ import openmm
 import pytest
 from openmm import unit
 
-from multiscale.cg.analysis.local_density import local_densities, local_density_weight
+from multiscale.cg.analysis.local_density import (
+    local_densities,
+    local_density_weight,
+    local_density_weight_derivative,
+    virial_neutral_shift,
+)
 from multiscale.openmm.local_density import LOCAL_DENSITY_FORCE, local_density_force
 
 
 def _traj(xyz, box):
+    """one frame (xyz: (n, 3), box: (3, 3)) or several ((T, n, 3), (T, 3, 3)), in nm"""
+    xyz, box = np.asarray(xyz, dtype=np.float32), np.asarray(box, dtype=np.float32)
+    if xyz.ndim == 2:
+        xyz, box = xyz[None], box[None]
     top = mdtraj.Topology()
     residue = top.add_residue("X", top.add_chain())
-    for _ in range(len(xyz)):
+    for _ in range(xyz.shape[1]):
         top.add_atom("B", mdtraj.element.virtual, residue)
-    traj = mdtraj.Trajectory(np.asarray(xyz, dtype=np.float32)[None], top)
-    traj.unitcell_vectors = np.asarray(box, dtype=np.float32)[None]
+    traj = mdtraj.Trajectory(xyz, top)
+    traj.unitcell_vectors = box
     return traj
 
 
@@ -108,3 +118,53 @@ def test_refusals_name_the_problem():
         local_density_force(types, {"GL": 1.0}, 1.0, 0.5, 0.8)
     with pytest.raises(ValueError, match="at least 2 member"):
         local_density_force(types, {"PO": 1.0}, 1.0, 0.5, 0.8)
+
+
+def test_weight_derivative_is_the_slope_of_the_weight():
+    r = np.linspace(0.3, 1.3, 401)
+    h = 1e-6
+    numeric = (local_density_weight(r + h, 0.8, 1.1) - local_density_weight(r - h, 0.8, 1.1)) / (2 * h)
+    assert np.allclose(local_density_weight_derivative(r, 0.8, 1.1), numeric, atol=1e-4)  # w'' jumps at 0.8 and 1.1: off by h w''/4 there
+    assert local_density_weight_derivative(np.array([0.9]), 0.8, 1.1)[0] < -1.0  # it can fail: the taper falls
+
+
+def test_virial_neutral_shift_zeroes_the_springs_mean_lateral_stretch_derivative():
+    """dU/dε of U = Σ (ρ_i − ρ0_i − δ)², every position and the cell stretched by (1 + ε) along x and
+    y, by central differences of local_densities (not the function's own derivative), averaged
+    over frames: 0 at the returned δ, and clearly not 0 at δ = 0."""
+    rng = np.random.default_rng(5)
+    box = np.diag([2.6, 2.8, 2.4])
+    frames, n, inner, outer = 4, 70, 0.5, 0.8
+    xyz = rng.uniform(0, 1, size=(frames, n, 3)) @ box
+    xyz[:, : n // 2, 2] *= 0.5  # a denser half: densities vary from bead to bead, as in a bilayer
+    boxes = np.repeat(box[None], frames, axis=0)
+    members = np.arange(0, n, 2)
+    rho0 = np.full(members.size, local_densities(_traj(xyz, boxes), members, inner, outer).mean())  # one target per member
+    delta = virial_neutral_shift(_traj(xyz, boxes), members, rho0, inner, outer, axes=(0, 1))
+
+    def mean_derivative(shift, h=1e-3):
+        def energy(eps):
+            stretch = np.diag([1 + eps, 1 + eps, 1.0])
+            rho = local_densities(_traj(xyz @ stretch, boxes @ stretch), members, inner, outer)
+            return ((rho - rho0 - shift) ** 2).sum(axis=1).mean()
+        return (energy(h) - energy(-h)) / (2 * h)
+
+    scale = abs(mean_derivative(0.0))
+    assert scale > 10.0  # the unshifted spring pushes (the test can fail)
+    assert abs(mean_derivative(delta)) < 0.01 * scale
+    assert delta > 0  # crowded beads have more neighbours in the taper: expanding relieves them
+    # the stretch along z instead gives another shift
+    assert virial_neutral_shift(_traj(xyz, boxes), members, rho0, inner, outer, axes=(2,)) != pytest.approx(delta)
+
+
+def test_virial_neutral_shift_refusals():
+    box = np.diag([2.0, 2.0, 2.0])
+    xyz = np.random.default_rng(0).uniform(0, 2, size=(10, 3))
+    traj = _traj(xyz, box)
+    with pytest.raises(ValueError, match="one target per member"):
+        virial_neutral_shift(traj, [0, 1, 2], [1.0, 2.0], 0.5, 0.8)
+    with pytest.raises(ValueError, match="axes"):
+        virial_neutral_shift(traj, [0, 1, 2], [1.0, 1.0, 1.0], 0.5, 0.8, axes=(0, 3))
+    traj.unitcell_vectors = None
+    with pytest.raises(ValueError, match="periodic cells"):
+        virial_neutral_shift(traj, [0, 1, 2], [1.0, 1.0, 1.0], 0.5, 0.8)

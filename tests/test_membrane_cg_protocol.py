@@ -41,7 +41,7 @@ TINY = """membrane_cg:
   pair_refinement_steps: 200
   final_refinements: 2
   cg_single_core: true  # off in the presets (the quick bilayer's step is faster with both cores); the path is tested
-  local_density_kappa: 0.5  # the local-density spring on the tail beads (off by default), within the 0.9 nm cutoff
+  local_density_kappa: 0.5  # the local-density spring on the tail beads (as in the presets), within the 0.9 nm cutoff
   local_density_inner_nm: 0.6
   local_density_outer_nm: 0.9
 """
@@ -147,17 +147,23 @@ def test_outputs_follow_the_file_contract(job):
                                               / report["reference_speed"]["ps_per_wall_second"])
     # the local-density spring: its targets are the reference's mean tail neighbours per tail type,
     # recomputed here from reference_cg.dcd with the same weight
-    from multiscale.cg.analysis.local_density import local_densities
+    from multiscale.cg.analysis.local_density import local_densities, virial_neutral_shift
 
     spring = report["extra"]["local_density"]
     assert spring["kappa_kj_mol"] == 0.5 and (spring["inner_nm"], spring["outer_nm"]) == (0.6, 0.9)
     assert spring["in_control"] is False  # the default: the control run sets the ramp without it
     types = np.array(json.loads((run_dir / "mapping.json").read_text())["bead_types"])
     members = np.flatnonzero(np.isin(types, ("C", "CT")))
-    rho = local_densities(ref[::max(1, ref.n_frames // 50)], members, 0.6, 0.9)
-    assert set(spring["rho0"]) == {"C", "CT"}
+    frames = ref[::max(1, ref.n_frames // 50)]
+    rho = local_densities(frames, members, 0.6, 0.9)
+    assert set(spring["rho0"]) == set(spring["rho_mean"]) == {"C", "CT"}
     for t in ("C", "CT"):
-        assert spring["rho0"][t] == pytest.approx(rho[:, types[members] == t].mean(), rel=1e-4) and spring["rho0"][t] > 1
+        assert spring["rho_mean"][t] == pytest.approx(rho[:, types[members] == t].mean(), rel=1e-4) and spring["rho_mean"][t] > 1
+    # the targets: those means shifted so that the spring adds no lateral virial on the same frames
+    shift = virial_neutral_shift(frames, members, [spring["rho_mean"][t] for t in types[members]], 0.6, 0.9, axes=(0, 1))
+    assert spring["rho0_shift"] == pytest.approx(shift, rel=1e-3, abs=1e-4)
+    for t in ("C", "CT"):
+        assert spring["rho0"][t] == pytest.approx(spring["rho_mean"][t] + spring["rho0_shift"], rel=1e-9)
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["lipid"] == "DMPC"
 
