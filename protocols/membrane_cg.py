@@ -164,10 +164,9 @@ class Settings(YamlConfig):
     # control run, with its ramps (NVT at the reference area, refinement_steps each): the bonded
     # tables refined during the control run saw ramps still moving, and none in its settled part.
     # Made only if the control run met both targets within 3 % (membrane_matching.control_settled);
-    # 0: off (the default; 2 in --quick, where the local-density spring acts in them but not in the
-    # control run. Without the spring, in two fresh quick runs that met their targets, 2 rounds took
-    # the largest bonded JSD from 0.011 to 0.009 and the area at zero tension from -5.5 to -5.5 % and
-    # from -3.4 to -7.2 %; README)
+    # 0: off (the default: in two fresh quick runs that met their targets, 2 rounds took the largest
+    # bonded JSD from 0.011 to 0.009 and the area at zero tension from -5.5 to -5.5 % and from -3.4
+    # to -7.2 %; README)
     final_refinements: int = 0
     # tabulated family: a local-density spring on the tail beads (multiscale.openmm.local_density),
     # kappa (rho_i - rho0)^2 with rho_i a tail bead's tail neighbours (1 within
@@ -268,13 +267,11 @@ class Settings(YamlConfig):
 
 # --quick's CG runs at 30 fs (the same ps as at 20 fs in 2/3 of the steps): with the local-density
 # spring the CG step costs ~65 % more, and at 20 fs the job took 18.5 min; at 30 fs the spring-held
-# model kept its area, order and bonded distributions (README). Two final bonded refinements with
-# the spring on: the control run refines the bonded tables without it, and in two of three runs
-# the tail bonds and angles then came out at JSD 0.021-0.029 against the reference
+# model kept its area, order and bonded distributions (README)
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
                  sample_interval=50, reference_timing_steps=300, cg_timestep_ps=0.03, cg_steps=10000, cg_npt_steps=13340,
                  cg_report_interval=10, bonded_refinements=1, refinement_steps=2000, pair_refinement_steps=3340,
-                 control_steps=16000, local_density_kappa=0.5, final_refinements=2)
+                 control_steps=16000, local_density_kappa=0.5)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
                 cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
