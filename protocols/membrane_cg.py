@@ -166,7 +166,8 @@ class Settings(YamlConfig):
     # Made only if the control run met both targets within 3 % (membrane_matching.control_settled);
     # 0: off (the default: in two fresh quick runs that met their targets, 2 rounds took the largest
     # bonded JSD from 0.011 to 0.009 and the area at zero tension from -5.5 to -5.5 % and from -3.4
-    # to -7.2 %; README)
+    # to -7.2 %; with the local-density spring on, in a 30 fs quick run, NVT's JSD fell to 0.006
+    # but the bilayer froze at zero tension, area -9.8 %; README)
     final_refinements: int = 0
     # tabulated family: a local-density spring on the tail beads (multiscale.openmm.local_density),
     # kappa (rho_i - rho0)^2 with rho_i a tail bead's tail neighbours (1 within
