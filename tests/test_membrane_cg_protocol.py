@@ -112,8 +112,9 @@ def test_outputs_follow_the_file_contract(job):
     assert ramps[("C", "PO")] == pytest.approx(A_ht + A_all)  # head–tail (0 here) + all-pair
     assert ramps[("C", "C")] == pytest.approx(A_all)
     # 1 bonded refinement before the control run (the quick preset's), 2 with the pair tables'
-    # inversion, 1 during the control run (every 4 ps = 3 updates, in its first 60 %)
-    assert control["revisions"] == 1 and final["fit"]["bonded_refinements"]["count"] == 4
+    # inversion, 2 during the control run (600 steps of the quick preset's 30 fs = 18 ps: every
+    # 4 ps in its first 60 %, at 4 and 8 ps)
+    assert control["revisions"] == 2 and final["fit"]["bonded_refinements"]["count"] == 5
     assert final["fit"]["pair_refinements"]["count"] == 2
     pairs_refined = json.loads((run_dir / "tabulated_pairs_refined.json").read_text())
     fitted = json.loads((run_dir / "tabulated.json").read_text())
@@ -126,11 +127,11 @@ def test_outputs_follow_the_file_contract(job):
     used = report["extra"]["tabulated_fit"]["bonded_refinements"]["count"]
     if settled:
         polished = json.loads((run_dir / "tabulated_polished.json").read_text())
-        assert polished["fit"]["bonded_refinements"]["count"] == used == 6
+        assert polished["fit"]["bonded_refinements"]["count"] == used == 7
         assert polished["intermolecular_ramps"] == final["intermolecular_ramps"]
         assert polished["bonds"] != final["bonds"]
     else:
-        assert not (run_dir / "tabulated_polished.json").exists() and used == 4
+        assert not (run_dir / "tabulated_polished.json").exists() and used == 5
     assert control["target_area_per_lipid_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
     assert control["target_nm"] == pytest.approx(report["thickness"]["reference"])
     assert report["extra"]["membrane_control"]["A_all_kj_mol"] == pytest.approx(A_all)
