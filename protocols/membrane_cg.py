@@ -283,8 +283,9 @@ FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
-#: folder resumes as long as the setting keeps that value; local_density_in_control changes nothing
-#: where local_density_kappa is 0, as in every shipped preset before it)
+#: folder resumes as long as the setting keeps that value; local_density_in_control and
+#: local_density_virial_neutral change nothing where local_density_kappa is 0, as in every shipped
+#: preset before them)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
