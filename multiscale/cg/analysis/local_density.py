@@ -77,7 +77,6 @@ def virial_neutral_shift(traj: md.Trajectory, members: Sequence[int], rho0: Sequ
     axes = list(axes)
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
         raise ValueError(f"axes must be distinct Cartesian axes among 0, 1, 2, got {axes!r}")
-    rho = local_densities(traj, members, inner_nm, outer_nm)
     xyz = traj.xyz[:, members].astype(np.float64)
     cells = np.asarray(traj.unitcell_vectors, dtype=np.float64)
     weighted = total = 0.0
@@ -85,10 +84,11 @@ def virial_neutral_shift(traj: md.Trajectory, members: Sequence[int], rho0: Sequ
         d = (xyz[t][:, None] - xyz[t][None]).reshape(1, -1, 3)
         d = minimum_image(d, cells[t:t + 1]).reshape(members.size, members.size, 3)
         r = np.linalg.norm(d, axis=-1)
-        np.fill_diagonal(r, outer_nm + 1.0)
+        np.fill_diagonal(r, outer_nm + 1.0)  # no bead is its own neighbour
+        rho = local_density_weight(r, inner_nm, outer_nm).sum(axis=1)  # as local_densities
         # dr_ij/dε = Σ_axes d_a² / r; dρ_i/dε = Σ_j w'(r_ij) dr_ij/dε
         g = (local_density_weight_derivative(r, inner_nm, outer_nm) * (d[..., axes] ** 2).sum(-1) / r).sum(axis=1)
-        weighted += float(((rho[t] - rho0) * g).sum())
+        weighted += float(((rho - rho0) * g).sum())
         total += float(g.sum())
     if total == 0.0:
         raise ValueError("no member pair lies in the weight's taper in any frame: the virial cannot be set")
