@@ -33,16 +33,21 @@ def local_densities(traj: md.Trajectory, members: Sequence[int], inner_nm: float
     members = np.asarray(members, dtype=np.int64)
     if members.size < 2:
         raise ValueError("a local density needs at least 2 member beads")
-    xyz = traj.xyz[:, members].astype(np.float64)
-    cells = None if traj.unitcell_vectors is None else np.asarray(traj.unitcell_vectors, dtype=np.float64)
     out = np.empty((traj.n_frames, members.size))
-    for t in range(traj.n_frames):
-        d = (xyz[t][:, None] - xyz[t][None]).reshape(1, -1, 3)
-        d = minimum_image(d, None if cells is None else cells[t:t + 1]).reshape(members.size, members.size, 3)
+    for t, d in enumerate(_separations(traj, members)):
         w = local_density_weight(np.linalg.norm(d, axis=-1), inner_nm, outer_nm)
         np.fill_diagonal(w, 0.0)
         out[t] = w.sum(axis=1)
     return out
+
+
+def _separations(traj: md.Trajectory, members: np.ndarray):
+    """Per frame, the (m, m, 3) minimum-image separations r_i − r_j of the ``members`` (nm)."""
+    xyz = traj.xyz[:, members].astype(np.float64)
+    cells = None if traj.unitcell_vectors is None else np.asarray(traj.unitcell_vectors, dtype=np.float64)
+    for t in range(traj.n_frames):
+        d = (xyz[t][:, None] - xyz[t][None]).reshape(1, -1, 3)
+        yield minimum_image(d, None if cells is None else cells[t:t + 1]).reshape(members.size, members.size, 3)
 
 
 def local_density_weight_derivative(r, inner_nm: float, outer_nm: float) -> np.ndarray:
@@ -77,12 +82,8 @@ def virial_neutral_shift(traj: md.Trajectory, members: Sequence[int], rho0: Sequ
     axes = list(axes)
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
         raise ValueError(f"axes must be distinct Cartesian axes among 0, 1, 2, got {axes!r}")
-    xyz = traj.xyz[:, members].astype(np.float64)
-    cells = np.asarray(traj.unitcell_vectors, dtype=np.float64)
     weighted = total = 0.0
-    for t in range(traj.n_frames):
-        d = (xyz[t][:, None] - xyz[t][None]).reshape(1, -1, 3)
-        d = minimum_image(d, cells[t:t + 1]).reshape(members.size, members.size, 3)
+    for d in _separations(traj, members):
         r = np.linalg.norm(d, axis=-1)
         np.fill_diagonal(r, outer_nm + 1.0)  # no bead is its own neighbour
         rho = local_density_weight(r, inner_nm, outer_nm).sum(axis=1)  # as local_densities
