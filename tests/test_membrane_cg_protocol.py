@@ -152,7 +152,7 @@ def test_outputs_follow_the_file_contract(job):
 
     spring = report["extra"]["local_density"]
     assert spring["kappa_kj_mol"] == 0.5 and (spring["inner_nm"], spring["outer_nm"]) == (0.6, 0.9)
-    assert spring["in_control"] is False  # the default: the control run sets the ramp without it
+    assert spring["in_control"] is True  # the default: the control run sets the ramp with the spring on
     types = np.array(json.loads((run_dir / "mapping.json").read_text())["bead_types"])
     members = np.flatnonzero(np.isin(types, ("C", "CT")))
     frames = ref[::max(1, ref.n_frames // 50)]
