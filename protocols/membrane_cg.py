@@ -190,6 +190,11 @@ class Settings(YamlConfig):
     # have more in the taper), and a quick model held fluid by it came out +4.6 to +7.6 % in area;
     # with δ (+0.57 neighbours, 3 %) +0.5 to +3.0 % (README)
     local_density_virial_neutral: bool = True
+    # with it, one shift per tail type (C, CT), so that the spring adds no mean virial along the
+    # normal either (virial_neutral_shifts): the bilayer's thickness is as free as its area here
+    # (no solvent holds the box height), and with the lateral shift alone the spring's normal
+    # dU/dε on the reference frames was +720..+1,060 kJ/mol per frame (it squeezes the bilayer)
+    local_density_normal_neutral: bool = True
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -291,7 +296,7 @@ ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pa
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
-                  "local_density_virial_neutral": False}
+                  "local_density_virial_neutral": False, "local_density_normal_neutral": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -521,7 +526,7 @@ def main(argv=None) -> int:
     cg_one_core = cg_on_one_core(s, args)  # the CG runs' threads (the all-atom reference keeps every core)
     local_density = None  # the local-density spring's settings and targets (tabulated family, when on)
     if s.local_density_kappa > 0:
-        from multiscale.cg.analysis.local_density import local_densities, virial_neutral_shift
+        from multiscale.cg.analysis.local_density import local_densities, virial_neutral_shift, virial_neutral_shifts
         from multiscale.cg.mapping.lipids import TAIL_END_TYPE, TAIL_TYPE
 
         names = np.asarray(mapping.bead_types)
@@ -530,16 +535,27 @@ def main(argv=None) -> int:
         rho = local_densities(frames, members, s.local_density_inner_nm, s.local_density_outer_nm)
         mean = {t: float(rho[:, names[members] == t].mean()) for t in sorted(set(names[members]))}
         # the targets shifted so that the spring adds no lateral pressure on the reference frames
-        shift = (virial_neutral_shift(frames, members, [mean[t] for t in names[members]], s.local_density_inner_nm,
-                                      s.local_density_outer_nm, axes=(0, 1)) if s.local_density_virial_neutral else 0.0)
+        # (one shift), and with local_density_normal_neutral none along the normal either (one per type)
+        targets = [mean[t] for t in names[members]]
+        if s.local_density_virial_neutral and s.local_density_normal_neutral:
+            shifts = virial_neutral_shifts(frames, members, targets, names[members], s.local_density_inner_nm,
+                                           s.local_density_outer_nm, strains=((0, 1), (2,)))
+        elif s.local_density_virial_neutral:
+            shifts = dict.fromkeys(mean, virial_neutral_shift(frames, members, targets, s.local_density_inner_nm,
+                                                              s.local_density_outer_nm, axes=(0, 1)))
+        else:
+            shifts = dict.fromkeys(mean, 0.0)
         local_density = {"kappa_kj_mol": s.local_density_kappa, "inner_nm": s.local_density_inner_nm,
                          "outer_nm": s.local_density_outer_nm, "in_control": s.local_density_in_control,
-                         "rho0": {t: v + shift for t, v in mean.items()}, "rho_mean": mean, "rho0_shift": shift,
+                         "rho0": {t: v + shifts[t] for t, v in mean.items()}, "rho_mean": mean,
+                         "rho0_shift": shifts, "normal_neutral": s.local_density_normal_neutral,
                          "rho_sd_over_beads": {t: float(rho[:, names[members] == t].mean(0).std())
                                                for t in sorted(set(names[members]))}}
         say(f"local-density spring on the tail beads: kappa {s.local_density_kappa:g} kJ/mol, reference neighbours "
-            + ", ".join(f"{t} {v:.1f}" for t, v in mean.items()) + f", targets shifted by {shift:+.2f} (no lateral "
-            "virial on the reference frames)")
+            + ", ".join(f"{t} {v:.1f}" for t, v in mean.items()) + ", targets shifted by "
+            + ", ".join(f"{t} {v:+.2f}" for t, v in shifts.items())
+            + (" (no lateral and no normal virial on the reference frames)" if s.local_density_normal_neutral
+               else " (no lateral virial on the reference frames)"))
 
     def with_local_density(system, on: bool = True):
         """``system`` with the local-density spring added (when on, and ``on``)."""

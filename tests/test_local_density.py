@@ -2,7 +2,7 @@
 built from it (multiscale.openmm.local_density): neighbour counts on a lattice whose shells are
 known, the OpenMM energy against the numpy sum, OpenMM's forces against finite differences of
 its own energy, the virial-neutral shift of the targets against finite differences of the spring's
-energy under a lateral stretch, and refusals."""
+energy under a lateral stretch (and, per group, under a lateral and a normal one), and refusals."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from multiscale.cg.analysis.local_density import (
     local_density_weight,
     local_density_weight_derivative,
     virial_neutral_shift,
+    virial_neutral_shifts,
 )
 from multiscale.openmm.local_density import LOCAL_DENSITY_FORCE, local_density_force
 
@@ -168,3 +169,53 @@ def test_virial_neutral_shift_refusals():
     traj.unitcell_vectors = None
     with pytest.raises(ValueError, match="periodic cells"):
         virial_neutral_shift(traj, [0, 1, 2], [1.0, 1.0, 1.0], 0.5, 0.8)
+
+
+def test_virial_neutral_shifts_zero_the_lateral_and_the_normal_stretch_derivatives_together():
+    """Two groups of members, two strains (x and y together; z): dU/dε of
+    U = Σ (ρ_i − ρ0_i − δ_g(i))² by central differences of local_densities under each stretch,
+    averaged over frames, is 0 for both at the returned shifts; the one lateral shift leaves the
+    normal derivative clearly non-zero; one group and one strain give virial_neutral_shift."""
+    rng = np.random.default_rng(11)
+    box = np.diag([2.6, 2.8, 3.0])
+    frames, n, inner, outer = 4, 80, 0.5, 0.8
+    xyz = rng.uniform(0, 1, size=(frames, n, 3)) @ box
+    xyz[:, : n // 2, 2] = 1.5 + 0.4 * (xyz[:, : n // 2, 2] / 3.0 - 0.5)  # a dense slab in the middle, as tails
+    boxes = np.repeat(box[None], frames, axis=0)
+    members = np.arange(0, n, 2)
+    groups = np.where(members < n // 2, "slab", "gas")
+    rho = local_densities(_traj(xyz, boxes), members, inner, outer)
+    rho0 = np.array([rho[:, groups == g].mean() for g in groups])  # each group's mean, per member
+    shifts = virial_neutral_shifts(_traj(xyz, boxes), members, rho0, groups, inner, outer, strains=((0, 1), (2,)))
+    assert set(shifts) == {"slab", "gas"}
+
+    def mean_derivative(shift, scale, h=1e-3):
+        def energy(eps):
+            stretch = np.diag(1.0 + eps * np.asarray(scale, dtype=float))
+            rho = local_densities(_traj(xyz @ stretch, boxes @ stretch), members, inner, outer)
+            return ((rho - rho0 - shift) ** 2).sum(axis=1).mean()
+        return (energy(h) - energy(-h)) / (2 * h)
+
+    per_member = np.array([shifts[g] for g in groups])
+    lateral, normal = (1, 1, 0), (0, 0, 1)
+    size = max(abs(mean_derivative(0.0, lateral)), abs(mean_derivative(0.0, normal)))
+    assert size > 10.0  # the unshifted spring pushes (the test can fail)
+    assert abs(mean_derivative(per_member, lateral)) < 0.01 * size
+    assert abs(mean_derivative(per_member, normal)) < 0.01 * size
+    one = virial_neutral_shift(_traj(xyz, boxes), members, rho0, inner, outer, axes=(0, 1))
+    assert abs(mean_derivative(one, normal)) > 0.05 * size  # the lateral shift alone leaves a normal push
+    assert virial_neutral_shifts(_traj(xyz, boxes), members, rho0, np.zeros(members.size), inner, outer,
+                                 strains=((0, 1),))[0] == pytest.approx(one, rel=1e-12)
+
+
+def test_virial_neutral_shifts_refusals():
+    box = np.diag([2.0, 2.0, 2.0])
+    xyz = np.random.default_rng(0).uniform(0, 2, size=(40, 3))
+    traj = _traj(xyz, box)
+    members, rho0 = np.arange(40), np.full(40, 3.0)
+    with pytest.raises(ValueError, match="one label per member"):
+        virial_neutral_shifts(traj, members, rho0, ["a"] * 39, 0.5, 0.8)
+    with pytest.raises(ValueError, match="as many strains"):
+        virial_neutral_shifts(traj, members, rho0, ["a"] * 40, 0.5, 0.8, strains=((0, 1), (2,)))
+    with pytest.raises(ValueError, match="not independent"):  # two groups, the same strain twice
+        virial_neutral_shifts(traj, members, rho0, ["a", "b"] * 20, 0.5, 0.8, strains=((0, 1), (0, 1)))

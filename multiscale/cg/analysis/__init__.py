@@ -84,6 +84,7 @@ from multiscale.cg.analysis.local_density import (
     local_density_weight,
     local_density_weight_derivative,
     virial_neutral_shift,
+    virial_neutral_shifts,
 )
 from multiscale.cg.analysis.observable import Comparison, Observable, ReportContext
 from multiscale.cg.analysis.order_parameter import bond_order_parameter
@@ -144,6 +145,7 @@ __all__ = [
     "local_density_weight",
     "local_density_weight_derivative",
     "virial_neutral_shift",
+    "virial_neutral_shifts",
     "PairCounts",
     "pair_counts",
     "lateral_rdf",
