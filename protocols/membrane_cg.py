@@ -178,9 +178,10 @@ class Settings(YamlConfig):
     # pair-inverted bilayer has no stable fluid at zero tension (it gels or spreads; README)
     local_density_kappa: float = 0.0
     # the spring in the control run too, so that the all-pair ramp is set with it, as the CG runs
-    # will have it. With the virial-neutral targets (below) this brought all three quick seeds
-    # within every bar (area -2.1..+0.4 %, thickness -4.4..+3.4 %, JSD <= 0.011); off, the ramp
-    # was set without it and one seed in three came out 5.9 % thin, another at JSD 0.021. Before
+    # will have it. With the virial-neutral targets (below), on stop 38's three quick fits: area
+    # -2.1..+0.4 %, thickness -4.4..+3.4 %, JSD <= 0.011 (off: one seed 5.9 % thin, another at
+    # JSD 0.021); in a fresh clone's three runs area -0.5..0 %, JSD <= 0.007, but thickness -1.8,
+    # -3.7 and -10.3 % (the spring's normal virial, local_density_normal_neutral). Before
     # the shift, on, the controller answered the spring's push with an attractive ramp
     # (-1.26 kJ/mol) and the bilayer came out 9 % thin (README)
     local_density_in_control: bool = True
@@ -193,8 +194,11 @@ class Settings(YamlConfig):
     # with it, one shift per tail type (C, CT), so that the spring adds no mean virial along the
     # normal either (virial_neutral_shifts): the bilayer's thickness is as free as its area here
     # (no solvent holds the box height), and with the lateral shift alone the spring's normal
-    # dU/dε on the reference frames was +720..+1,060 kJ/mol per frame (it squeezes the bilayer)
-    local_density_normal_neutral: bool = True
+    # dU/dε on the reference frames was +720..+1,060 kJ/mol per frame (it squeezes the bilayer).
+    # Off: the shifts come out large and opposite (C +1.6..+2.4, CT -1.4..-2.3 neighbours, a
+    # tail-tail pair attraction in effect) and the bilayers came out thick instead (+1.9..+5.6 %
+    # on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its bound; README)
+    local_density_normal_neutral: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -289,9 +293,9 @@ FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
-#: folder resumes as long as the setting keeps that value; local_density_in_control and
-#: local_density_virial_neutral change nothing where local_density_kappa is 0, as in every shipped
-#: preset before them)
+#: folder resumes as long as the setting keeps that value; local_density_in_control,
+#: local_density_virial_neutral and local_density_normal_neutral change nothing where
+#: local_density_kappa is 0, as in every shipped preset before them)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,

@@ -148,7 +148,7 @@ def test_outputs_follow_the_file_contract(job):
                                               / report["reference_speed"]["ps_per_wall_second"])
     # the local-density spring: its targets are the reference's mean tail neighbours per tail type,
     # recomputed here from reference_cg.dcd with the same weight
-    from multiscale.cg.analysis.local_density import local_densities, virial_neutral_shifts
+    from multiscale.cg.analysis.local_density import local_densities, virial_neutral_shift
 
     spring = report["extra"]["local_density"]
     assert spring["kappa_kj_mol"] == 0.5 and (spring["inner_nm"], spring["outer_nm"]) == (0.6, 0.9)
@@ -160,11 +160,11 @@ def test_outputs_follow_the_file_contract(job):
     assert set(spring["rho0"]) == set(spring["rho_mean"]) == {"C", "CT"}
     for t in ("C", "CT"):
         assert spring["rho_mean"][t] == pytest.approx(rho[:, types[members] == t].mean(), rel=1e-4) and spring["rho_mean"][t] > 1
-    # the targets: those means shifted, one shift per type, so that the spring adds no lateral and
-    # no normal virial on the same frames (the default local_density_normal_neutral)
-    assert spring["normal_neutral"] is True
-    shifts = virial_neutral_shifts(frames, members, [spring["rho_mean"][t] for t in types[members]], types[members],
-                                   0.6, 0.9, strains=((0, 1), (2,)))
+    # the targets: those means shifted by one δ so that the spring adds no lateral virial on the
+    # same frames (local_density_normal_neutral off by default: no per-type normal condition)
+    assert spring["normal_neutral"] is False
+    shift = virial_neutral_shift(frames, members, [spring["rho_mean"][t] for t in types[members]], 0.6, 0.9, axes=(0, 1))
+    shifts = dict.fromkeys(("C", "CT"), shift)
     assert set(spring["rho0_shift"]) == {"C", "CT"}
     for t in ("C", "CT"):
         assert spring["rho0_shift"][t] == pytest.approx(shifts[t], rel=1e-3, abs=1e-3)
