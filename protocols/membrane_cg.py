@@ -206,6 +206,10 @@ class Settings(YamlConfig):
     # volume), so the two channels do not fight as the head–tail ramp and the all-pair ramp did
     # (membrane_matching.control_membrane(thickness_by="local_density"))
     local_density_thickness: bool = False
+    # the spring in the bonded refinement and the pair tables' inversion too, so that the pair
+    # tables are inverted to the reference's pair counts (the cross-leaflet ones, and so the
+    # thickness, among them) for the model the CG runs have, not for one without the spring
+    local_density_in_refinement: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -257,6 +261,9 @@ class Settings(YamlConfig):
             if self.local_density_outer_nm > self.cg_cutoff_nm:
                 raise ValueError(f"local_density_outer_nm ({self.local_density_outer_nm}) must not exceed cg_cutoff_nm "
                                  f"({self.cg_cutoff_nm})")
+        if self.local_density_in_refinement and not self.local_density_kappa > 0:
+            raise ValueError("local_density_in_refinement puts the local-density spring in the refinements: it needs "
+                             "local_density_kappa > 0")
         if self.local_density_thickness:
             if not (self.local_density_kappa > 0 and self.local_density_in_control and self.control_steps > 0):
                 raise ValueError("local_density_thickness sets the thickness in the control run by the local-density spring: "
@@ -308,14 +315,15 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
 #: folder resumes as long as the setting keeps that value; local_density_in_control,
-#: local_density_virial_neutral, local_density_normal_neutral and local_density_thickness change
-#: nothing where local_density_kappa is 0, as in every shipped preset before them)
+#: local_density_virial_neutral, local_density_normal_neutral, local_density_thickness and
+#: local_density_in_refinement change nothing where local_density_kappa is 0, as in every shipped
+#: preset before them)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
                   "local_density_virial_neutral": False, "local_density_normal_neutral": False,
-                  "local_density_thickness": False}
+                  "local_density_thickness": False, "local_density_in_refinement": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -646,11 +654,12 @@ def main(argv=None) -> int:
         head_tail = [(h, t) for h in (HEAD_TYPE, PHOSPHATE_TYPE) for t in (TAIL_TYPE, TAIL_END_TYPE)]
 
         if s.bonded_refinements > 0:
-            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json"))
+            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json",
+                                                    local=s.local_density_in_refinement))
             tabulated = TabulatedModel.load(out / "tabulated_refined.json")
         if s.pair_refinements > 0:
             stages.run("pair_refinement", refined(tabulated, s.pair_refinements, args.seed + 600, "tabulated_pairs_refined.json",
-                                                  pairs=True))
+                                                  pairs=True, local=s.local_density_in_refinement))
             tabulated = TabulatedModel.load(out / "tabulated_pairs_refined.json")
         if s.control_steps > 0:
             target = float(bilayer_thickness(ref_traj, phosphates).mean())

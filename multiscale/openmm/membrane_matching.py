@@ -37,6 +37,11 @@ runs: the head–tail ramp thickens the bilayer and shrinks its area at a near-c
 (+2.8 kJ/mol: area −11 %, thickness +7 %), the all-pair ramp does the reverse, and the head–tail
 ramp rose to 2.8 and to its bound of 8 while the area channel made up for it.
 
+With the local-density spring (:mod:`~multiscale.openmm.local_density`) in the run,
+``thickness_by="local_density"`` gives the thickness channel another knob: one shift of the
+spring's targets. The spring sets how densely the tails pack, and so, at a given area, the
+thickness: a knob on the volume per lipid, which neither ramp moves much.
+
 Units: kJ/mol, nm, nm², K, ps.
 """
 
