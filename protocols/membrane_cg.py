@@ -199,13 +199,6 @@ class Settings(YamlConfig):
     # tail-tail pair attraction in effect) and the bilayers came out thick instead (+1.9..+5.6 %
     # on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its bound; README)
     local_density_normal_neutral: bool = False
-    # with the spring in the control run: its thickness channel moves the spring's targets (one
-    # shift for every tail type, on top of the virial-neutral one) instead of a head–tail ramp, to
-    # the reference's thickness, and the CG runs keep the shift found. The spring sets the volume
-    # per lipid, which the all-pair ramp does not (it trades area for thickness at a near-constant
-    # volume), so the two channels do not fight as the head–tail ramp and the all-pair ramp did
-    # (membrane_matching.control_membrane(thickness_by="local_density"))
-    local_density_thickness: bool = False
     # the spring in the bonded refinement and the pair tables' inversion too, so that the pair
     # tables are inverted to the reference's pair counts (the cross-leaflet ones, and so the
     # thickness, among them) for the model the CG runs have, not for one without the spring
@@ -264,13 +257,6 @@ class Settings(YamlConfig):
         if self.local_density_in_refinement and not self.local_density_kappa > 0:
             raise ValueError("local_density_in_refinement puts the local-density spring in the refinements: it needs "
                              "local_density_kappa > 0")
-        if self.local_density_thickness:
-            if not (self.local_density_kappa > 0 and self.local_density_in_control and self.control_steps > 0):
-                raise ValueError("local_density_thickness sets the thickness in the control run by the local-density spring: "
-                                 "it needs local_density_kappa > 0, local_density_in_control: true and control_steps > 0")
-            if self.control_thickness:
-                raise ValueError("local_density_thickness and control_thickness both set the thickness in the control run; "
-                                 "choose one (set control_thickness: false)")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         if self.pair_refinement_smoothing_nm >= 0.5:
@@ -315,15 +301,14 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
 #: folder resumes as long as the setting keeps that value; local_density_in_control,
-#: local_density_virial_neutral, local_density_normal_neutral, local_density_thickness and
-#: local_density_in_refinement change nothing where local_density_kappa is 0, as in every shipped
-#: preset before them)
+#: local_density_virial_neutral, local_density_normal_neutral and local_density_in_refinement
+#: change nothing where local_density_kappa is 0, as in every shipped preset before them)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
                   "local_density_virial_neutral": False, "local_density_normal_neutral": False,
-                  "local_density_thickness": False, "local_density_in_refinement": False}
+                  "local_density_in_refinement": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -590,8 +575,7 @@ def main(argv=None) -> int:
             from multiscale.openmm.local_density import local_density_force
 
             system.addForce(local_density_force(mapping.bead_types, local_density["rho0"], s.local_density_kappa,
-                                                s.local_density_inner_nm, s.local_density_outer_nm,
-                                                shift=local_density.get("control_shift", 0.0)))
+                                                s.local_density_inner_nm, s.local_density_outer_nm))
         return system
 
     def refined(model, rounds: int, seed: int, name: str, positions=None, pairs: bool = False, local: bool = False):
@@ -644,7 +628,6 @@ def main(argv=None) -> int:
         from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
         from multiscale.cg.tabulated import refine_bonded
-        from multiscale.openmm.local_density import LOCAL_DENSITY_SHIFT
         from multiscale.openmm.membrane_matching import control_membrane, rescale_area
         from multiscale.openmm.ramp_control_plot import plot_controls
         from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
@@ -692,24 +675,17 @@ def main(argv=None) -> int:
                                              timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
                                              platform=args.platform, seed=args.seed + 300,
                                              revise=revise if s.control_refinement_ps > 0 else None,
-                                             revise_every_ps=s.control_refinement_ps,
-                                             thickness=s.control_thickness or s.local_density_thickness,
-                                             thickness_by="local_density" if s.local_density_thickness else "head_tail",
-                                             log=say)
+                                             revise_every_ps=s.control_refinement_ps, thickness=s.control_thickness, log=say)
                 channels = found["channels"]
-                thickness_label = "head–tail ramp (kJ/mol)"
-                if s.local_density_thickness:
-                    thickness_panel = channels[LOCAL_DENSITY_SHIFT]
-                    thickness_label = "spring's target shift (neighbours)"
-                elif s.control_thickness:
+                if s.control_thickness:
                     thickness_panel = channels[INTERMOLECULAR_SCALE]
                 else:  # observed only: the head–tail ramp held at 0
                     observed = found["observed"]["thickness"]
                     thickness_panel = {**observed, "trace": [{**row, "A": 0.0} for row in observed["trace"]]}
-                plot_controls([{**thickness_panel, "value_label": "thickness (nm)", "ramp_label": thickness_label},
+                plot_controls([{**thickness_panel, "value_label": "thickness (nm)", "ramp_label": "head–tail ramp (kJ/mol)"},
                                {**channels[INTERMOLECULAR_ALL_PAIRS], "value_label": "box area at zero tension (nm²)",
                                 "ramp_label": "all-pair ramp (kJ/mol)"}], out / "membrane_control.png",
-                              settled=0.15 if s.control_thickness or s.local_density_thickness else 0.4)
+                              settled=0.15 if s.control_thickness else 0.4)
                 (model["bonded"].with_pair_ramp(found["A_head_tail_kj_mol"], head_tail, intermolecular=True)
                  .with_pair_ramp(found["A_all_kj_mol"], intermolecular=True)).save(out / "tabulated_final.json")
                 return {**found, "head_tail_pairs": [list(p) for p in head_tail], "target_nm": target,
@@ -718,10 +694,6 @@ def main(argv=None) -> int:
             found = stages.run("membrane_control", control)
             # the controlled run's end, relaxed in the model, its lipids moved to the reference's area
             run_start = rescale_area(np.asarray(found["positions"]), np.asarray(found["box"]), boxes[start], mapping.chains)
-            if s.local_density_thickness:  # the spring's targets as the control run left them, for the CG runs
-                local_density["control_shift"] = float(found["rho0_shift"])
-                say(f"membrane control: the spring's targets shifted by {found['rho0_shift']:+.2f} neighbours for the "
-                    "thickness")
             say(f"membrane control: head–tail ramp {found['A_head_tail_kj_mol']:.2f} kJ/mol (thickness "
                 f"{found['thickness_nm']:.3f} nm, target {target:.3f}), all-pair ramp {found['A_all_kj_mol']:.2f} kJ/mol "
                 f"(box area at zero tension {found['area_nm2']:.2f} nm², target {target_area:.2f}); {found['revisions']} "

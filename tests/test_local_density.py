@@ -19,7 +19,7 @@ from multiscale.cg.analysis.local_density import (
     virial_neutral_shift,
     virial_neutral_shifts,
 )
-from multiscale.openmm.local_density import LOCAL_DENSITY_FORCE, LOCAL_DENSITY_SHIFT, local_density_force
+from multiscale.openmm.local_density import LOCAL_DENSITY_FORCE, local_density_force
 
 
 def _traj(xyz, box):
@@ -94,11 +94,6 @@ def test_openmm_energy_is_the_numpy_sum_and_its_forces_its_gradient():
     expected = kappa * sum((rho[k] - rho0[types[i]]) ** 2 for k, i in enumerate(members))
     assert energy(xyz) == pytest.approx(expected, rel=1e-5)
     assert abs(expected) > 1.0
-    # the global shift moves every target by the same count, in a live Context
-    context.setParameter(LOCAL_DENSITY_SHIFT, 0.8)
-    shifted = kappa * sum((rho[k] - rho0[types[i]] - 0.8) ** 2 for k, i in enumerate(members))
-    assert energy(xyz) == pytest.approx(shifted, rel=1e-5) and abs(shifted - expected) > 0.1
-    context.setParameter(LOCAL_DENSITY_SHIFT, 0.0)
     context.setPositions(xyz * unit.nanometer)
     forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
     assert np.allclose(forces[[i for i, t in enumerate(types) if t not in rho0]], 0.0)

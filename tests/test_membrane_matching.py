@@ -6,7 +6,6 @@ molecule."""
 import numpy as np
 import pytest
 
-from multiscale.openmm.local_density import LOCAL_DENSITY_SHIFT
 from multiscale.openmm.membrane_matching import control_membrane, control_settled
 from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
 from multiscale.openmm.ramp_iteration import iterate_ramp
@@ -53,15 +52,6 @@ def test_implausible_targets_are_refused():
     with pytest.raises(ValueError, match="MonteCarloMembraneBarostat"):
         control_membrane(system, None, None, [], target_nm=3.5, target_area_nm2=10.0, temperature_K=303.0, steps=10,
                          timestep_ps=0.02)
-    # the thickness's knob: one of two, and the spring's shift only where the System has the spring
-    system.addForce(openmm.MonteCarloMembraneBarostat(1.0, 0.0, 303.0, openmm.MonteCarloMembraneBarostat.XYIsotropic,
-                                                      openmm.MonteCarloMembraneBarostat.ZFixed))
-    with pytest.raises(ValueError, match="thickness_by='tail'"):
-        control_membrane(system, None, None, [], target_nm=3.5, target_area_nm2=10.0, temperature_K=303.0, steps=10,
-                         timestep_ps=0.02, thickness_by="tail")
-    with pytest.raises(ValueError, match="needs the spring"):
-        control_membrane(system, None, None, [], target_nm=3.5, target_area_nm2=10.0, temperature_K=303.0, steps=10,
-                         timestep_ps=0.02, thickness_by="local_density")
 
 
 def test_rescale_area_moves_whole_molecules():
@@ -99,8 +89,3 @@ def test_control_settled_asks_both_targets_within_the_tolerance():
                 "observed": {"thickness": {"value": 3.5 * 1.05, "target": 3.5}}}
     ok, why = control_settled(observed)
     assert not ok and "thickness +5.0 %" in why
-    # the thickness set by the local-density spring's shift (control_membrane(thickness_by="local_density"))
-    by_spring = {"channels": {LOCAL_DENSITY_SHIFT: {"value": 3.5 * 0.96, "target": 3.5},
-                              INTERMOLECULAR_ALL_PAIRS: {"value": 10.0, "target": 10.0}}}
-    ok, why = control_settled(by_spring)
-    assert not ok and "thickness -4.0 %" in why

@@ -24,20 +24,14 @@ import openmm
 
 #: the force's name in a System
 LOCAL_DENSITY_FORCE = "cg_local_density"
-#: its global parameter: one shift (neighbours) added to every target, U = Σ κ (ρ_i − ρ₀ − shift)²,
-#: so that a controller can move the packing the spring holds during a run (a Context's
-#: setParameter) without rebuilding the System
-LOCAL_DENSITY_SHIFT = "cg_local_density_shift"
 
 
 def local_density_force(types: Sequence[str], rho0: Mapping[str, float], kappa_kj_mol: float, inner_nm: float,
-                        outer_nm: float, periodic: bool = True, shift: float = 0.0) -> openmm.CustomGBForce:
+                        outer_nm: float, periodic: bool = True) -> openmm.CustomGBForce:
     """The force over beads of ``types`` (one per particle); members are the beads whose type is a
     key of ``rho0`` (target neighbour count per type), ``kappa_kj_mol`` the spring (kJ/mol per
     neighbour²). Neighbours are counted among members only, without exclusions (a bead's own
-    molecule counts, as in the reference's ρ₀), up to ``outer_nm`` (the force's cutoff).
-    ``shift``: the default of the global parameter :data:`LOCAL_DENSITY_SHIFT`, added to every
-    target."""
+    molecule counts, as in the reference's ρ₀), up to ``outer_nm`` (the force's cutoff)."""
     if not kappa_kj_mol > 0:
         raise ValueError(f"kappa_kj_mol must be > 0 (kJ/mol per neighbour squared), got {kappa_kj_mol!r}")
     if not 0.0 < inner_nm < outer_nm:
@@ -57,11 +51,7 @@ def local_density_force(types: Sequence[str], rho0: Mapping[str, float], kappa_k
     taper = f"0.5*(1+cos({math.pi!r}*(r-{float(inner_nm)!r})/{width!r}))"
     force.addComputedValue("rho", f"member1*member2*select(step(r-{float(inner_nm)!r}), {taper}, 1)",
                            openmm.CustomGBForce.ParticlePairNoExclusions)
-    if not abs(shift) < 1e3:
-        raise ValueError(f"shift={shift!r} is not a change of a neighbour count")
-    force.addGlobalParameter(LOCAL_DENSITY_SHIFT, float(shift))
-    force.addEnergyTerm(f"member*{float(kappa_kj_mol)!r}*(rho-rho0-{LOCAL_DENSITY_SHIFT})^2",
-                        openmm.CustomGBForce.SingleParticle)
+    force.addEnergyTerm(f"member*{float(kappa_kj_mol)!r}*(rho-rho0)^2", openmm.CustomGBForce.SingleParticle)
     for t in types:
         force.addParticle([1.0, float(rho0[t])] if t in rho0 else [0.0, 0.0])
     force.setNonbondedMethod(openmm.CustomGBForce.CutoffPeriodic if periodic else openmm.CustomGBForce.CutoffNonPeriodic)

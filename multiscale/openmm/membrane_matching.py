@@ -37,10 +37,12 @@ runs: the head–tail ramp thickens the bilayer and shrinks its area at a near-c
 (+2.8 kJ/mol: area −11 %, thickness +7 %), the all-pair ramp does the reverse, and the head–tail
 ramp rose to 2.8 and to its bound of 8 while the area channel made up for it.
 
-With the local-density spring (:mod:`~multiscale.openmm.local_density`) in the run,
-``thickness_by="local_density"`` gives the thickness channel another knob: one shift of the
-spring's targets. The spring sets how densely the tails pack, and so, at a given area, the
-thickness: a knob on the volume per lipid, which neither ramp moves much.
+A third knob was tried, with the local-density spring (:mod:`~multiscale.openmm.local_density`)
+in the run: one shift of the spring's targets, set by the thickness channel (DMPC quick run,
+12-07). It is a shape knob too: a denser target contracted the area (−13 % with the all-pair
+ramp at its bound of 2 kJ/mol) and thickened the bilayer (+3 %, the shift at its bound of +4
+neighbours within 180 ps), the volume nearly kept. So none of the three sets the volume per
+lipid, which the thickness at the reference's area needs; it comes from the fitted tables.
 
 Units: kJ/mol, nm, nm², K, ps.
 """
@@ -71,18 +73,6 @@ THICKNESS_CONTROL_TIME_PS = 30.0
 #: (settled values −0.5 to 1.2)
 HEAD_TAIL_RANGE_KJ_MOL = (0.0, 8.0)
 ALL_PAIR_LIMIT_KJ_MOL = 2.0
-#: the thickness channel on the local-density spring instead (``thickness_by="local_density"``):
-#: its sensitivity, relative thickness per neighbour of shift of the spring's targets
-#: (:data:`~multiscale.openmm.local_density.LOCAL_DENSITY_SHIFT`), and the shift's bound. A
-#: denser target thins the bilayer at a given area: the tail beads have ~20–24 neighbours, so one
-#: neighbour is ~4.5 % of the density, and a spring of κ = 0.5 kJ/mol holds part of that against
-#: the pair tables (an estimate: the settled runs' traces give the measured response, README).
-#: Unlike the head–tail ramp, this knob moves the volume per lipid, which the all-pair ramp does
-#: not (it trades area for thickness at a near-constant volume), so the two channels do not fight
-DENSITY_THICKNESS_SENSITIVITY = -0.03
-DENSITY_SHIFT_LIMIT = 4.0
-#: what may set the thickness in :func:`control_membrane`
-THICKNESS_KNOBS = ("head_tail", "local_density")
 #: the area channel of :func:`control_membrane`: its sensitivity, relative area at zero tension
 #: per kJ/mol of intermolecular all-pair ramp (an all-pair ramp of 1.4 kJ/mol moved the DMPC quick
 #: patch's area by 40 %; 0.58 against 0.90 kJ/mol gave −5 % against +3 %), its integral time and
@@ -122,7 +112,7 @@ def _box_area(x, cell, _parameters=None) -> float:
 def control_membrane(system: openmm.System, positions, box, head_indices: Sequence[int], *, target_nm: float,
                      target_area_nm2: float, temperature_K: float, steps: int, timestep_ps: float, inner_steps: int = 1,
                      platform: str = "CPU", seed: int = 0, updates: int = 0, revise=None, revise_every_ps: float = 0.0,
-                     thickness: bool = True, thickness_by: str = "head_tail", log=None) -> Dict:
+                     thickness: bool = True, log=None) -> Dict:
     """The head–tail ramp that holds the bilayer at thickness ``target_nm`` and the all-pair ramp
     that holds its box area (xy) at ``target_area_nm2`` at zero tension, both set by feedback
     during one run of ``steps`` (:func:`~multiscale.openmm.ramp_control.control_ramps`).
@@ -137,12 +127,6 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
     tables refined on the frames since its last call, so that the ramps and the bonded tables
     converge together.
 
-    ``thickness_by``: the knob of the thickness channel, ``"head_tail"`` (the head–tail ramp) or
-    ``"local_density"``: the shift of the local-density spring's targets
-    (:data:`~multiscale.openmm.local_density.LOCAL_DENSITY_SHIFT`, within ±
-    :data:`DENSITY_SHIFT_LIMIT` neighbours; the System must hold the spring), the head–tail ramp
-    held at 0; the result's ``rho0_shift`` is the shift found.
-
     ``thickness=False``: the area channel alone, the head–tail ramp held at 0 and the thickness
     only observed (``result["observed"]["thickness"]``, with its ``target``); the ramp is then
     averaged over the part of the run after the last revision (40 %), since no slow thickness
@@ -153,7 +137,6 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
     ``area_nm2`` (their means there). The thickness is the plain one: measured at the target
     area at the bilayer's volume (thickness × area / target) instead, it stayed 2–3 % high in one
     seed whose CG volume was larger than the reference's, and its ramp never settled."""
-    from multiscale.openmm.local_density import LOCAL_DENSITY_FORCE, LOCAL_DENSITY_SHIFT
     from multiscale.openmm.ramp_control import ControlChannel, control_ramps
     from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
 
@@ -164,23 +147,12 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
     if not any(isinstance(f, openmm.MonteCarloMembraneBarostat) for f in system.getForces()):
         raise ValueError("control_membrane sets the area at zero tension: the System needs a MonteCarloMembraneBarostat "
                          "(multiscale.openmm.assembly.MembraneBarostat, z_mode 'fixed')")
-    if thickness_by not in THICKNESS_KNOBS:
-        raise ValueError(f"thickness_by={thickness_by!r}: the thickness is set by one of {THICKNESS_KNOBS}")
-    by_density = thickness and thickness_by == "local_density"
-    if by_density and not any(isinstance(f, openmm.CustomGBForce) and f.getName() == LOCAL_DENSITY_FORCE
-                              for f in system.getForces()):
-        raise ValueError("thickness_by='local_density' moves the local-density spring's targets: the System needs the "
-                         "spring (multiscale.openmm.local_density.local_density_force)")
     measure_thickness = _thickness_measure(system.getNumParticles(), head_indices)
     channels = [
         ControlChannel(INTERMOLECULAR_ALL_PAIRS, _box_area, target_area_nm2, AREA_SENSITIVITY, AREA_CONTROL_TIME_PS,
                        filter_ps=AREA_FILTER_PS, limit=ALL_PAIR_LIMIT_KJ_MOL),
     ]
-    if by_density:
-        channels.insert(0, ControlChannel(LOCAL_DENSITY_SHIFT, measure_thickness, target_nm, DENSITY_THICKNESS_SENSITIVITY,
-                                          THICKNESS_CONTROL_TIME_PS, limit=DENSITY_SHIFT_LIMIT))
-        extra = {"settled": 0.15, "fixed": {INTERMOLECULAR_SCALE: 0.0}}
-    elif thickness:
+    if thickness:
         channels.insert(0, ControlChannel(INTERMOLECULAR_SCALE, measure_thickness, target_nm, THICKNESS_SENSITIVITY,
                                           THICKNESS_CONTROL_TIME_PS, lower=HEAD_TAIL_RANGE_KJ_MOL[0],
                                           limit=HEAD_TAIL_RANGE_KJ_MOL[1]))
@@ -199,11 +171,6 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
                            updates=updates, revise=revise, revise_every=revise_every, revise_until=REVISE_UNTIL,
                            log=log, **extra)
     area = result["channels"][INTERMOLECULAR_ALL_PAIRS]
-    if by_density:
-        channel = result["channels"][LOCAL_DENSITY_SHIFT]
-        return {**result, "A_head_tail_kj_mol": 0.0, "A_all_kj_mol": area["A"], "rho0_shift": channel["A"],
-                "thickness_nm": channel["value"], "area_nm2": area["value"], "thickness_by": thickness_by,
-                "chosen": "means of the controllers over the last 15 % of their run; the head-tail ramp held at 0"}
     if thickness:
         channel = result["channels"][INTERMOLECULAR_SCALE]
         return {**result, "A_head_tail_kj_mol": channel["A"], "A_all_kj_mol": area["A"],
@@ -227,15 +194,13 @@ SETTLED_TOLERANCE = 0.03
 def control_settled(found, tolerance: float = SETTLED_TOLERANCE) -> Tuple[bool, str]:
     """(whether :func:`control_membrane`'s result ``found`` met both targets within ``tolerance``
     (relative), the reason in words)."""
-    from multiscale.openmm.local_density import LOCAL_DENSITY_SHIFT
     from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
 
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"tolerance={tolerance} must be a fraction in (0, 1)")
     misses = []
-    for parameters, what in (((INTERMOLECULAR_SCALE, LOCAL_DENSITY_SHIFT), "thickness"),
-                             ((INTERMOLECULAR_ALL_PAIRS,), "box area")):
-        channel = next((found["channels"][p] for p in parameters if p in found["channels"]), None)
+    for parameter, what in ((INTERMOLECULAR_SCALE, "thickness"), (INTERMOLECULAR_ALL_PAIRS, "box area")):
+        channel = found["channels"].get(parameter)
         if channel is None:  # thickness observed, not controlled (control_membrane(thickness=False))
             channel = found["observed"]["thickness"]
         off = channel["value"] / channel["target"] - 1.0
