@@ -199,10 +199,6 @@ class Settings(YamlConfig):
     # tail-tail pair attraction in effect) and the bilayers came out thick instead (+1.9..+5.6 %
     # on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its bound; README)
     local_density_normal_neutral: bool = False
-    # the spring in the bonded refinement and the pair tables' inversion too, so that the pair
-    # tables are inverted to the reference's pair counts (the cross-leaflet ones, and so the
-    # thickness, among them) for the model the CG runs have, not for one without the spring
-    local_density_in_refinement: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
     # the fit's lateral virial constraint: the model's lateral pressure on the reference frames is
@@ -254,9 +250,6 @@ class Settings(YamlConfig):
             if self.local_density_outer_nm > self.cg_cutoff_nm:
                 raise ValueError(f"local_density_outer_nm ({self.local_density_outer_nm}) must not exceed cg_cutoff_nm "
                                  f"({self.cg_cutoff_nm})")
-        if self.local_density_in_refinement and not self.local_density_kappa > 0:
-            raise ValueError("local_density_in_refinement puts the local-density spring in the refinements: it needs "
-                             "local_density_kappa > 0")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
         if self.pair_refinement_smoothing_nm >= 0.5:
@@ -301,14 +294,13 @@ EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
 #: folder resumes as long as the setting keeps that value; local_density_in_control,
-#: local_density_virial_neutral, local_density_normal_neutral and local_density_in_refinement
-#: change nothing where local_density_kappa is 0, as in every shipped preset before them)
+#: local_density_virial_neutral and local_density_normal_neutral change nothing where
+#: local_density_kappa is 0, as in every shipped preset before them)
 ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pair_refinements": 0,
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
-                  "local_density_virial_neutral": False, "local_density_normal_neutral": False,
-                  "local_density_in_refinement": False}
+                  "local_density_virial_neutral": False, "local_density_normal_neutral": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -637,12 +629,11 @@ def main(argv=None) -> int:
         head_tail = [(h, t) for h in (HEAD_TYPE, PHOSPHATE_TYPE) for t in (TAIL_TYPE, TAIL_END_TYPE)]
 
         if s.bonded_refinements > 0:
-            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json",
-                                                    local=s.local_density_in_refinement))
+            stages.run("bonded_refinement", refined(tabulated, s.bonded_refinements, args.seed + 500, "tabulated_refined.json"))
             tabulated = TabulatedModel.load(out / "tabulated_refined.json")
         if s.pair_refinements > 0:
             stages.run("pair_refinement", refined(tabulated, s.pair_refinements, args.seed + 600, "tabulated_pairs_refined.json",
-                                                  pairs=True, local=s.local_density_in_refinement))
+                                                  pairs=True))
             tabulated = TabulatedModel.load(out / "tabulated_pairs_refined.json")
         if s.control_steps > 0:
             target = float(bilayer_thickness(ref_traj, phosphates).mean())
