@@ -160,12 +160,6 @@ class Settings(YamlConfig):
     # change what each lipid's head group sees, the bonded tables change the thickness and area:
     # they converge together); 0: off
     control_refinement_ps: float = 60.0
-    # with it, the pair tables too (one damped inversion step on the reference's pair counts at
-    # each revision), so that the tables and the all-pair ramp converge together at zero tension:
-    # inverted at the reference's area first, the tables were then held while the ramp set the
-    # area, and an attractive ramp went with a thin bilayer (the cross-leaflet pair counts, which
-    # carry the thickness, no longer matched)
-    control_pair_refinement: bool = False
     # tabulated family: iterative Boltzmann refinements of the bond and angle tables after the
     # control run, with its ramps (NVT at the reference area, refinement_steps each): the bonded
     # tables refined during the control run saw ramps still moving, and none in its settled part.
@@ -247,9 +241,6 @@ class Settings(YamlConfig):
             raise ValueError("control_steps applies to model_family tabulated (set it to 0 for the network)")
         if 0 < self.control_steps < 300:
             raise ValueError(f"control_steps={self.control_steps}: the controller needs at least 300 steps (0: off)")
-        if self.control_pair_refinement and not (self.control_steps > 0 and self.control_refinement_ps > 0):
-            raise ValueError("control_pair_refinement refines the pair tables at the control run's revisions: it needs "
-                             "control_steps > 0 and control_refinement_ps > 0")
         if self.local_density_kappa:
             if self.model_family != "tabulated":
                 raise ValueError("local_density_kappa applies to model_family tabulated (set it to 0 for the network)")
@@ -309,8 +300,7 @@ ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pa
                   "pair_refinement_steps": 5000, "control_thickness": True, "pair_refinement_smoothing_nm": 0.0,
                   "cg_single_core": False, "local_density_kappa": 0.0, "local_density_inner_nm": 0.8,
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
-                  "local_density_virial_neutral": False, "local_density_normal_neutral": False,
-                  "control_pair_refinement": False}
+                  "local_density_virial_neutral": False, "local_density_normal_neutral": False}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -580,21 +570,6 @@ def main(argv=None) -> int:
                                                 s.local_density_inner_nm, s.local_density_outer_nm))
         return system
 
-    def count_pairs(traj):
-        """pair counts per type pair and distance bin, as the pair tables' inversion compares them"""
-        from multiscale.cg.analysis import pair_counts
-
-        return pair_counts(traj, mapping.bead_bonds, cutoff_nm=s.cg_cutoff_nm, spacing_nm=s.tabulated_pair_spacing_nm,
-                           exclusion=prior_config.exclusion, types=mapping.bead_types)
-
-    reference_pairs = {}
-
-    def pair_reference():
-        """the mapped reference's pair counts (counted once)"""
-        if not reference_pairs:
-            reference_pairs["counts"] = count_pairs(ref_traj[::max(1, ref_traj.n_frames // PAIR_REFERENCE_FRAMES)])
-        return reference_pairs["counts"]
-
     def refined(model, rounds: int, seed: int, name: str, positions=None, pairs: bool = False, local: bool = False):
         """``rounds`` iterative Boltzmann refinements of the bonded tables, each after a short NVT
         run at the reference's area (from ``positions``, nm; default: the recorded frame): what
@@ -609,7 +584,14 @@ def main(argv=None) -> int:
         frames = min(REFINEMENT_FRAMES, max(40, steps // 20))
         extra = {}
         if pairs:
-            extra = {"pair_reference": pair_reference(), "count_pairs": count_pairs, "pair_damping": PAIR_REFINEMENT_DAMPING,
+            from multiscale.cg.analysis import pair_counts
+
+            def count(traj):
+                return pair_counts(traj, mapping.bead_bonds, cutoff_nm=s.cg_cutoff_nm, spacing_nm=s.tabulated_pair_spacing_nm,
+                                   exclusion=prior_config.exclusion, types=mapping.bead_types)
+
+            every = max(1, ref_traj.n_frames // PAIR_REFERENCE_FRAMES)
+            extra = {"pair_reference": count(ref_traj[::every]), "count_pairs": count, "pair_damping": PAIR_REFINEMENT_DAMPING,
                      "pair_smoothing_nm": s.pair_refinement_smoothing_nm, "continue_runs": True}
 
         def work() -> dict:
@@ -637,7 +619,7 @@ def main(argv=None) -> int:
         # the bonded tables refined again during that run
         from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
-        from multiscale.cg.tabulated import refine_bonded, refine_pairs
+        from multiscale.cg.tabulated import refine_bonded
         from multiscale.openmm.membrane_matching import control_membrane, rescale_area
         from multiscale.openmm.ramp_control_plot import plot_controls
         from multiscale.openmm.tabulated import INTERMOLECULAR_ALL_PAIRS, INTERMOLECULAR_SCALE
@@ -670,20 +652,12 @@ def main(argv=None) -> int:
                                                               barostat=barostat)[0], s.local_density_in_control)
 
                 def revise(xyz, cells):
-                    """the bonded tables (and with control_pair_refinement the pair tables) refined on
-                    the run's frames since the last revision"""
+                    """the bonded tables refined on the run's frames since the last revision"""
                     traj = mdtraj.Trajectory(xyz, mapping.mdtraj_topology())
                     traj.unitcell_vectors = cells
                     model["bonded"] = refine_bonded(model["bonded"], reference_bonded,
                                                     bonded_values(traj, types=mapping.bead_types), temperature_K=temperature,
                                                     damping=CONTROL_REFINEMENT_DAMPING)
-                    if s.control_pair_refinement:
-                        model["bonded"] = refine_pairs(model["bonded"], pair_reference(), count_pairs(traj),
-                                                       temperature_K=temperature, damping=PAIR_REFINEMENT_DAMPING,
-                                                       smoothing_nm=s.pair_refinement_smoothing_nm)
-                        off = model["bonded"].fit["pair_refinements"]["mean_relative_count_deviation"]
-                        say(f"control run: pair tables refined; pair counts were off by "
-                            f"{100 * float(np.mean(list(off.values()) or [0.0])):.0f} % (mean over types)")
                     return controlled_system()
 
                 with single_core(cg_one_core):
