@@ -195,7 +195,7 @@ class Settings(YamlConfig):
     # normal either (virial_neutral_shifts): the bilayer's thickness is as free as its area here
     # (no solvent holds the box height), and with the lateral shift alone the spring's normal
     # dU/dε on the reference frames was +720..+1,060 kJ/mol per frame (it squeezes the bilayer).
-    # Off: the shifts come out large and opposite (C +1.6..+2.4, CT -1.4..-2.3 neighbours, a
+    # Off by default: the shifts come out large and opposite (C +1.6..+2.4, CT -1.4..-2.3 neighbours, a
     # tail-tail pair attraction in effect) and the bilayers came out thick instead (+1.9..+5.6 %
     # on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its bound; README)
     local_density_normal_neutral: bool = False
