@@ -279,11 +279,11 @@ class Settings(YamlConfig):
 # --quick's CG runs at 30 fs (the same ps as at 20 fs in 2/3 of the steps): with the local-density
 # spring the CG step costs ~65 % more, and at 20 fs the job took 18.5 min; at 30 fs the spring-held
 # model kept its area, order and bonded distributions (README). Its NVT run is 150 ps (5000
-# steps): it feeds nothing back (structure, bonded distributions, diffusion and the CG speed are
-# read off it), and at 300 ps a fresh job took 14.9 min on a 2-core machine where earlier ones
-# took 13.6-14.1
+# steps) and its NPT run 330 ps (11000 steps; 220 ps analysed): neither feeds anything back, and
+# at 300 and 400 ps a fresh job took 14.9 min on a 2-core machine where earlier ones took
+# 13.6-14.1, at 150 and 400 ps 15.0
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
-                 sample_interval=50, reference_timing_steps=300, cg_timestep_ps=0.03, cg_steps=5000, cg_npt_steps=13340,
+                 sample_interval=50, reference_timing_steps=300, cg_timestep_ps=0.03, cg_steps=5000, cg_npt_steps=11000,
                  cg_report_interval=10, bonded_refinements=1, refinement_steps=2000, pair_refinement_steps=3340,
                  control_steps=16000, local_density_kappa=0.5)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
