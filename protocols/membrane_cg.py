@@ -195,9 +195,10 @@ class Settings(YamlConfig):
     # normal either (virial_neutral_shifts): the bilayer's thickness is as free as its area here
     # (no solvent holds the box height), and with the lateral shift alone the spring's normal
     # dU/dε on the reference frames was +720..+1,060 kJ/mol per frame (it squeezes the bilayer).
-    # Off by default: the shifts come out large and opposite (C +1.6..+2.4, CT -1.4..-2.3 neighbours, a
-    # tail-tail pair attraction in effect) and the bilayers came out thick instead (+1.9..+5.6 %
-    # on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its bound; README)
+    # Off by default: the shifts come out large and opposite (C +1.6..+2.4, CT -1.4..-2.3
+    # neighbours, a tail-tail pair attraction in effect) and the bilayers came out thick instead
+    # (+1.9..+5.6 % on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its
+    # bound; README)
     local_density_normal_neutral: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
@@ -292,7 +293,9 @@ FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=
                 model_cutoff_nm=1.0, channels=32, num_layers=3, lmax=2, control_steps=250_000, control_refinement_ps=500.0,
                 local_density_kappa=0.5)
 
-#: settings that may change between a run and its resumption (they only lengthen the CG runs)
+#: settings that may change between a run and its resumption: a larger value lengthens the CG runs;
+#: a smaller one (e.g. a folder made before --quick's runs were shortened) keeps the steps already
+#: done (CGSimulation.run stops at what it has)
 EXTENDABLE = ("cg_steps", "cg_npt_steps")
 
 #: settings added after earlier job folders were made, with the value that reproduces them (such a
