@@ -81,6 +81,30 @@ def test_monomer_pressure_equals_the_analytic_virial():
         assert p[t] == pytest.approx(expected, rel=1e-6, abs=1e-4)
 
 
+def test_lateral_pressure_equals_the_analytic_xy_virial():
+    # axes="xy": x and y scaled, z kept, so only the pairs' in-plane separations do work:
+    # P_L = N kT / V + Σ (−U'(r)) (Δx² + Δy²) / r / (2 V)
+    n = 40
+    x = configurations(n, 3, seed=4)
+    system = system_of(n, [lj_force(n)])
+    p = molecular_pressure(system, x, BOX, [[i] for i in range(n)], T, axes="xy")
+    isotropic = molecular_pressure(system, x, BOX, [[i] for i in range(n)], T)
+    volume = np.linalg.det(BOX)
+    for t in range(3):
+        virial = 0.0
+        for i, j in itertools.combinations(range(n), 2):
+            d = minimum_image(x[t, i] - x[t, j])
+            r = np.linalg.norm(d)
+            if r < RC:
+                virial += minus_dlj(r) * (d[0] ** 2 + d[1] ** 2) / r
+        expected = (n * kT(T) / volume + virial / (2 * volume)) * KJ_PER_MOL_NM3_TO_BAR
+        assert abs(virial) > 1.0
+        assert p[t] == pytest.approx(expected, rel=1e-6, abs=1e-4)
+        assert abs(p[t] - isotropic[t]) > 1e-3 * abs(p[t])  # a random frame is not isotropic
+    with pytest.raises(ValueError, match="axes"):
+        molecular_pressure(system, x, BOX, [[i] for i in range(n)], T, axes="z")
+
+
 def test_molecular_pressure_keeps_bonds_rigid_and_uses_centres():
     """Dimers: the bond energy does not change under the molecular move (so it adds no pressure),
     and the intermolecular virial is taken between molecular centres."""

@@ -117,3 +117,34 @@ def test_fixed_parameters_hold_and_observed_values_are_reported():
     with pytest.raises(ValueError, match="both controlled and fixed"):
         control_ramps(_wells(), np.ones((N, 3)), np.eye(3) * 5.0, [channel], temperature_K=300.0, steps=200,
                       timestep_ps=0.01, updates=10, fixed={"pull": 1.0})
+
+
+def test_two_one_sided_channels_on_one_value_take_turns():
+    """Two forces that each act one way on ⟨x⟩, each bounded to [0, limit] (as the bilayer's
+    head–tail repulsion shrinks its area and a repulsive all-pair ramp expands it,
+    membrane_matching's area_knobs="split"): both fed the same error, the one that can reach the
+    target holds it (A = k |target − x0|) and the other rests near its bound 0. 512 particles, as
+    in the coupled test."""
+    system = openmm.System()
+    force = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-1)^2+(z-1)^2) - up*x + down*x")
+    for name, value in (("up", 0.0), ("down", 0.0), ("k", K), ("x0", X0)):
+        force.addGlobalParameter(name, value)
+    for i in range(512):
+        system.addParticle(1000.0)
+        force.addParticle(i, [])
+    system.addForce(force)
+
+    def mean_x(x, box, p):
+        return float(x[:, 0].mean())
+
+    for target, moving, resting in ((1.3, "up", "down"), (0.8, "down", "up")):
+        channels = [ControlChannel("up", mean_x, target, 1.0 / (K * target), 10.0, lower=0.0, limit=100.0),
+                    ControlChannel("down", mean_x, target, -1.0 / (K * target), 10.0, lower=0.0, limit=100.0)]
+        result = control_ramps(system, np.full((512, 3), 1.0), np.eye(3) * 5.0, channels, temperature_K=300.0, steps=20000,
+                               timestep_ps=0.01, platform="CPU", seed=9, updates=400)
+        up, down = result["channels"]["up"]["A"], result["channels"]["down"]["A"]
+        assert up - down == pytest.approx(K * (target - X0), rel=0.05)
+        # the resting one answers only the noise on its side (proportionally: its integral is held
+        # while it sits at the bound)
+        assert 0.0 <= result["channels"][resting]["A"] < 0.1 * result["channels"][moving]["A"]
+        assert result["channels"][moving]["value"] == pytest.approx(target, abs=0.01)

@@ -10,7 +10,7 @@ Units: nm, ps, K.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Tuple
 
 import mdtraj
 import numpy as np
@@ -31,7 +31,9 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
                           pair_reference: Optional[PairCounts] = None,
                           count_pairs: Optional[Callable[[mdtraj.Trajectory], PairCounts]] = None,
                           pair_damping: float = 0.25, pair_smoothing_nm: float = 0.0, continue_runs: bool = False,
-                          average_last: int = 0, log: Optional[Callable[[str], None]] = None) -> TabulatedModel:
+                          average_last: int = 0, adjust: Optional[Callable[[TabulatedModel, TabulatedModel, mdtraj.Trajectory],
+                                                                           Tuple[TabulatedModel, str]]] = None,
+                          log: Optional[Callable[[str], None]] = None) -> TabulatedModel:
     """``rounds`` refinements of ``model``: each runs ``system_for(current model)`` for ``steps``
     steps from ``positions`` in ``box`` (nm), drops the first ``discard`` of ``frames`` frames,
     and moves the bond and angle tables (and, with ``dihedrals``, the bending–torsion
@@ -45,7 +47,11 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
     nearer its steady state. ``average_last``: the model returned is the mean of the models after
     the last ``average_last`` rounds (their tables and bending–torsion coefficients; 0 or 1: the
     last model), iterate averaging, which cancels the round-to-round swing of coupled refinements
-    and the runs' noise. Returns the refined model;
+    and the runs' noise. ``adjust(ran, refined, traj)``: called after each round's refinement
+    with the model that ran, the refined model and the round's frames; returns the model the next
+    round runs and a note for the log line (e.g. a pressure correction of the refined model from
+    the ran model's pressure on those frames, :func:`~multiscale.openmm.pressure.fit_pressure_correction`).
+    Returns the refined model;
     ``fit["bonded_refinements"]`` (and ``fit["pair_refinements"]``) count them."""
     if average_last < 0:
         raise ValueError(f"average_last must be >= 0 rounds, got {average_last}")
@@ -60,6 +66,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
     start = positions
     history = []
     for k in range(rounds):
+        ran = current
         xyz, cells = sample_run(system_for(current), start, box, temperature_K=temperature_K, steps=steps,
                                 timestep_ps=timestep_ps, inner_steps=inner_steps, platform=platform, seed=seed + k,
                                 frames=frames)
@@ -80,7 +87,10 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
             sampled["chain_pair"] = chain_pair_values(traj, sorted({key[0] for key in current.chain_pairs}), types=types)
         current = refine_bonded(current, reference, sampled, temperature_K=temperature_K, dihedrals=dihedrals,
                                 damping=damping)
-        if log is not None:
+        adjusted = ""
+        if adjust is not None:
+            current, adjusted = adjust(ran, current, traj)
+            adjusted = f"; {adjusted}" if adjusted else ""
             shifts = current.fit["bonded_refinements"]["max_abs_delta_u_kj_mol"]
             chain_line = ""
             if "chain_pair" in sampled:
@@ -89,7 +99,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
                 chain_line = "; chain pairs' mean distance off by " + ", ".join(
                     f"{v:+.1f} % (1-{key[0] + 1} {'-'.join(key[1:])})" for key, v in sorted(off.items()))
             log(f"{'structure' if pair_reference is not None else 'bonded'} refinement {k + 1}/{rounds}: largest bonded ΔU "
-                f"{max(shifts.values(), default=0.0):.2f} kJ/mol{pairs_line}{chain_line}")
+                f"{max(shifts.values(), default=0.0):.2f} kJ/mol{pairs_line}{chain_line}{adjusted}")
         history.append(current)
     if average_last > 1 and len(history) > 1:
         current = averaged_model(history[-average_last:])

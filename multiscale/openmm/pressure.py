@@ -72,9 +72,13 @@ def molecular_pressure(
     kinetic: bool = True,
     rel_volume_step: float = 1e-5,
     platform: str = "Reference",
+    axes: str = "xyz",
 ) -> np.ndarray:
     """Pressure (bar) of ``system`` on each configuration: N_mol k_B T / V − ∂U/∂V, with molecules
     scaled about their geometric centres (OpenMM's barostat move; see the module docstring).
+    ``axes="xy"``: the lateral pressure, the volume changed by scaling x and y only (the box height
+    and the z coordinates kept): what ``MonteCarloMembraneBarostat`` balances at zero tension with
+    its box height fixed, the bilayer's normal being z.
 
     ``positions_nm`` (T, N, 3), ``boxes_nm`` (T, 3, 3) periodic cells (rows); ``molecules``: the
     particle indices of every molecule (all particles, each once). ``groups``: force groups whose
@@ -94,11 +98,15 @@ def molecular_pressure(
         raise ValueError("positions or boxes contain NaN or Inf")
     if not 0 < rel_volume_step < 0.01:
         raise ValueError(f"rel_volume_step must lie in (0, 0.01), got {rel_volume_step}")
+    if axes not in ("xyz", "xy"):
+        raise ValueError(f"axes must be 'xyz' (isotropic) or 'xy' (lateral, box height kept), got {axes!r}")
     owner = _molecule_index(molecules, n)
     counts = np.bincount(owner, minlength=len(molecules)).astype(np.float64)
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
     group_mask = -1 if groups is None else sum(1 << int(g) for g in groups)
-    scales = ((1.0 + rel_volume_step) ** (1.0 / 3.0), (1.0 - rel_volume_step) ** (1.0 / 3.0))
+    power = 1.0 / len(axes)  # the length scale per scaled axis for a volume ratio 1 ± rel_volume_step
+    scaled = np.array([1.0, 1.0, 1.0 if axes == "xyz" else 0.0])  # which Cartesian components scale
+    scales = ((1.0 + rel_volume_step) ** power, (1.0 - rel_volume_step) ** power)
     out = np.empty(x.shape[0])
     try:
         for t in range(x.shape[0]):
@@ -108,11 +116,12 @@ def molecular_pressure(
             volume = abs(float(np.linalg.det(boxes[t])))
             energies, volumes = [], []
             for s in scales:
-                context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in boxes[t] * s])
-                context.setPositions(x[t] + ((s - 1.0) * centres)[owner])
+                factor = 1.0 + (s - 1.0) * scaled  # per Cartesian component
+                context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in boxes[t] * factor])
+                context.setPositions(x[t] + (centres * (factor - 1.0))[owner])
                 state = context.getState(getEnergy=True, groups=group_mask)
                 energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-                volumes.append(volume * s**3)
+                volumes.append(abs(float(np.linalg.det(boxes[t] * factor))))
             dudv = (energies[0] - energies[1]) / (volumes[0] - volumes[1])
             ideal = len(molecules) * kT(temperature_K) / volume if kinetic else 0.0
             out[t] = (ideal - dudv) * KJ_PER_MOL_NM3_TO_BAR
@@ -200,6 +209,7 @@ def fit_pressure_correction(
     rel_volume_step: float = 1e-5,
     platform: str = "Reference",
     sem_blocks: int = 10,
+    axes: str = "xyz",
 ) -> PressureCorrection:
     """The ramp height A (kJ/mol) that brings the mean pressure of ``system`` on the given
     configurations (e.g. the mapped reference, sampled at ``target_bar``) to ``target_bar``.
@@ -207,7 +217,8 @@ def fit_pressure_correction(
     ``system``: the CG System without the correction (priors + network, best with a float64
     network). The ramp is added to it in a spare force group while the pressures are evaluated (and
     removed after), so P(0) and ∂P/∂A come from the same configurations. Refuses configurations on
-    which the ramp exerts no pressure.
+    which the ramp exerts no pressure. ``axes="xy"``: the lateral pressure (:func:`molecular_pressure`),
+    for a bilayer at zero tension.
     """
     from multiscale.cg.analysis import block_sem
 
@@ -225,9 +236,9 @@ def fit_pressure_correction(
     index = system.addForce(ramp)
     try:
         base = molecular_pressure(system, positions_nm, boxes_nm, molecules, temperature_K, groups=used,
-                                  rel_volume_step=rel_volume_step, platform=platform)
+                                  rel_volume_step=rel_volume_step, platform=platform, axes=axes)
         slope = molecular_pressure(system, positions_nm, boxes_nm, molecules, temperature_K, groups={free[0]},
-                                   kinetic=False, rel_volume_step=rel_volume_step, platform=platform)
+                                   kinetic=False, rel_volume_step=rel_volume_step, platform=platform, axes=axes)
     finally:
         system.removeForce(index)
     mean_slope = float(slope.mean())
