@@ -170,6 +170,11 @@ class Settings(YamlConfig):
     # the quick run whose bilayer froze at zero tension. Smoothed over 0.08 nm, that run still
     # froze, so it is off (multiscale.cg.tabulated.pair_refinement)
     pair_refinement_smoothing_nm: float = 0.0
+    # which distance bins the inversion steps on (multiscale.cg.tabulated.refine_pairs): "both"
+    # (counted >= 30 times in the reference and in the CG run) or "either" (in one of them, the
+    # other at a floor of half a pair, each step clipped to 3 kBT), so that contacts the CG model
+    # makes and the reference almost never does (chain ends at head groups) are pushed apart too
+    pair_refinement_trust: str = "both"
     # tabulated family: during the first 60 % of the control run, an iterative Boltzmann refinement
     # of the bonded tables every control_refinement_ps on the frames since the last (the ramps
     # change what each lipid's head group sees, the bonded tables change the thickness and area:
@@ -215,11 +220,12 @@ class Settings(YamlConfig):
     # (+1.9..+5.6 % on three fits, +11.2 % with area -7.2 % in a fresh run whose ramp hit its
     # bound; README)
     local_density_normal_neutral: bool = False
-    # the spring in the pair tables' inversion runs too (on in both presets), so that the tables
-    # are inverted for the model the CG runs have: inverted without it, then run with it, three
-    # fresh DMPC quick references came out 13.6 % thin, a gel (area -9 %) and within the bars;
-    # inverted with it (and a pressure correction of at most ±0.26 kJ/mol in all), +0.6 % / -2.0 %
-    # (area / thickness), +1.9 / +3.6 % (fluid) and 13.8 % thin (area -7.4 %; README)
+    # the spring in the pair tables' inversion runs too, so that the tables are inverted for the
+    # model the CG runs have. Off in both presets: on three fresh DMPC quick references that the
+    # model inverted without it left 13.6 % thin, a gel (area -9 %) and within the bars, inverted
+    # with it they came out +0.6 % / -2.0 % (area / thickness), +1.9 / +3.6 % (fluid) and -7.4 /
+    # -13.8 %; and a fresh clone with it on (aaae1bb) -8.5 / -11.2 %, its inverted model 9 % thin
+    # at the reference's area (README)
     local_density_in_pair_refinement: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1
@@ -275,6 +281,8 @@ class Settings(YamlConfig):
                                  f"({self.cg_cutoff_nm})")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
+        if self.pair_refinement_trust not in ("both", "either"):
+            raise ValueError(f"membrane_cg setting pair_refinement_trust must be 'both' or 'either', got {self.pair_refinement_trust!r}")
         if self.pair_refinement_pressure_damping > 1.0:
             raise ValueError(f"pair_refinement_pressure_damping={self.pair_refinement_pressure_damping} must be a fraction "
                              "in [0, 1] of the pressure correction's step (0: off)")
@@ -311,12 +319,12 @@ class Settings(YamlConfig):
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
                  sample_interval=50, reference_timing_steps=300, cg_timestep_ps=0.03, cg_steps=5000, cg_npt_steps=11000,
                  cg_report_interval=10, bonded_refinements=1, refinement_steps=2000, pair_refinement_steps=3340,
-                 control_steps=16000, local_density_kappa=0.5, local_density_in_pair_refinement=True)
+                 control_steps=16000, local_density_kappa=0.5)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
                 cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
                 model_cutoff_nm=1.0, channels=32, num_layers=3, lmax=2, control_steps=250_000, control_refinement_ps=500.0,
-                local_density_kappa=0.5, local_density_in_pair_refinement=True)
+                local_density_kappa=0.5)
 
 #: settings that may change between a run and its resumption: a larger value lengthens the CG runs;
 #: a smaller one (e.g. a folder made before --quick's runs were shortened) keeps the steps already
@@ -333,7 +341,7 @@ ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pa
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
                   "local_density_virial_neutral": False, "local_density_normal_neutral": False,
                   "pair_refinement_pressure_damping": 0.0, "pair_refinement_pressure_step_kj_mol": 1.0,
-                  "local_density_in_pair_refinement": False}
+                  "local_density_in_pair_refinement": False, "pair_refinement_trust": "both"}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -625,7 +633,8 @@ def main(argv=None) -> int:
 
             every = max(1, ref_traj.n_frames // PAIR_REFERENCE_FRAMES)
             extra = {"pair_reference": count(ref_traj[::every]), "count_pairs": count, "pair_damping": PAIR_REFINEMENT_DAMPING,
-                     "pair_smoothing_nm": s.pair_refinement_smoothing_nm, "continue_runs": True}
+                     "pair_smoothing_nm": s.pair_refinement_smoothing_nm, "pair_trust": s.pair_refinement_trust,
+                     "continue_runs": True}
             if s.pair_refinement_pressure_damping > 0:
                 from multiscale.openmm.pressure import fit_pressure_correction
 

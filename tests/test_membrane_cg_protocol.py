@@ -44,6 +44,7 @@ TINY = """membrane_cg:
   local_density_kappa: 0.5  # the local-density spring on the tail beads (as in the presets), within the 0.9 nm cutoff
   local_density_inner_nm: 0.6
   local_density_outer_nm: 0.9
+  pair_refinement_pressure_damping: 0.5  # off in the presets; the path is tested
 """
 
 
@@ -58,6 +59,7 @@ def job(tmp_path_factory):
     config.write_text(TINY)
     result = run("--quick", "--lipid", "DMPC", "--config", config, "--out", out / "run", "--no-progress")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (out / "stdout.txt").write_text(result.stdout)
     return out, config
 
 
@@ -119,6 +121,19 @@ def test_outputs_follow_the_file_contract(job):
     pairs_refined = json.loads((run_dir / "tabulated_pairs_refined.json").read_text())
     fitted = json.loads((run_dir / "tabulated.json").read_text())
     assert pairs_refined["pairs"] != fitted["pairs"]  # the inversion moved the pair tables
+    # each inversion round's pressure correction, a plain ramp in the tables: half the ramp that
+    # zeroes the lateral pressure on its frames, within the step bound
+    corrections = pairs_refined["fit"]["pressure_corrections"]
+    assert len(corrections) == 2
+    for c in corrections:
+        full = (1.0 - c["lateral_pressure_bar"]) / c["bar_per_kj_mol"]
+        assert c["step_kj_mol"] == pytest.approx(float(np.clip(0.5 * full, -1.0, 1.0)))
+    assert pairs_refined["fit"]["pair_ramp_kj_mol"] == pytest.approx(sum(c["step_kj_mol"] for c in corrections))
+    # every round says how far it got, with its pressure correction
+    said = (out / "stdout.txt").read_text()
+    for k in (1, 2):
+        assert f"structure refinement {k}/2" in said
+    assert said.count("bar, all-pair ramp") == 2
     assert fitted["fit"]["pair_force_prior"]["width_kj_mol_nm"] == 30.0  # the preset's prior on the pair knots
     # then (final_refinements, off by default) 2 after it, on the final ramps (which the polished
     # model keeps), only if the control run met its targets within 3 %; the report says which

@@ -206,3 +206,29 @@ def test_rounds_in_openmm_bring_a_perturbed_models_packing_back(tmp_path):
     with pytest.raises(ValueError, match="both pair_reference and count_pairs"):
         refine_bonded_in_runs(perturbed, system_for, top, types, reference.xyz[-1], cell, {}, rounds=1, temperature_K=T,
                               steps=100, timestep_ps=0.004, pair_reference=ref_counts)
+
+
+def test_trust_either_pushes_apart_contacts_the_reference_never_makes():
+    """The CG run counts 1000 pairs per bin at 0.36–0.44 nm, where the reference counts none (a
+    contact the reference never makes), and the same as the reference beyond. ``trust="both"``
+    leaves those knots alone; ``"either"`` steps there too, ΔU = kBT ln(n_cg / floor) clipped to
+    3 kBT (the reference's floor is half a pair), so the table's energy at 0.40 nm rises by
+    damping × 3 kBT against 0.6 nm, where the counts agree."""
+    spacing, cutoff = 0.02, 1.2
+    r = cutoff - spacing * np.arange(int(round(cutoff / spacing)))[::-1]
+    n_ref = np.where(r > 0.45, 2e5 * r ** 2, 0.0)
+    n_cg = np.where(r > 0.45, n_ref, np.where(r > 0.35, 1000.0, 0.0))
+    ref = PairCounts(r, spacing, {("A", "A"): n_ref}, frames=100)
+    cg = PairCounts(r, spacing, {("A", "A"): n_cg}, frames=100)
+    knots = r[r >= 0.36]
+    force = np.zeros_like(knots)
+    model = _model(knots, force)
+    both = refine_pairs(model, ref, cg, temperature_K=T, damping=0.5)
+    np.testing.assert_array_equal(both.pairs[("A", "A")].force, force)  # nothing both runs counted differs
+    either = refine_pairs(model, ref, cg, temperature_K=T, damping=0.5, trust="either")
+    table = either.pairs[("A", "A")]
+    rise = float(table.energy_at(np.array([0.40]))[0] - table.energy_at(np.array([0.60]))[0])
+    assert rise == pytest.approx(0.5 * 3.0 * kT(T), rel=0.05)
+    assert either.fit["pair_refinements"]["max_abs_delta_u_kj_mol"]["A-A"] == pytest.approx(3.0 * kT(T), rel=1e-6)
+    with pytest.raises(ValueError, match="trust"):
+        refine_pairs(model, ref, cg, temperature_K=T, trust="any")

@@ -30,7 +30,8 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
                           frames: int = 40, discard: int = 10, dihedrals: bool = False, damping: float = 1.0,
                           pair_reference: Optional[PairCounts] = None,
                           count_pairs: Optional[Callable[[mdtraj.Trajectory], PairCounts]] = None,
-                          pair_damping: float = 0.25, pair_smoothing_nm: float = 0.0, continue_runs: bool = False,
+                          pair_damping: float = 0.25, pair_smoothing_nm: float = 0.0, pair_trust: str = "both",
+                          continue_runs: bool = False,
                           average_last: int = 0, adjust: Optional[Callable[[TabulatedModel, TabulatedModel, mdtraj.Trajectory],
                                                                            Tuple[TabulatedModel, str]]] = None,
                           log: Optional[Callable[[str], None]] = None) -> TabulatedModel:
@@ -41,7 +42,8 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
     the bead types ``types``; with its "chain_pair" distances, :func:`chain_pair_values`, when
     the model has chain-pair tables). With ``pair_reference`` (the mapped reference's pair counts) and
     ``count_pairs`` (the same counting for a run), the pair tables move too, by ``pair_damping``
-    × the inversion step, smoothed over ``pair_smoothing_nm`` (:func:`refine_pairs`).
+    × the inversion step, smoothed over ``pair_smoothing_nm``, on the bins ``pair_trust`` says
+    (:func:`refine_pairs`).
     ``continue_runs``: each run starts where the last one ended instead of at ``positions``, so
     that a property that relaxes slower than one run (a bilayer's thickness, ~100 ps) is measured
     nearer its steady state. ``average_last``: the model returned is the mean of the models after
@@ -77,7 +79,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
         pairs_line = ""
         if pair_reference is not None:
             current = refine_pairs(current, pair_reference, count_pairs(traj), temperature_K=temperature_K,
-                                   damping=pair_damping, smoothing_nm=pair_smoothing_nm)
+                                   damping=pair_damping, smoothing_nm=pair_smoothing_nm, trust=pair_trust)
             done = current.fit["pair_refinements"]
             deviation = done["mean_relative_count_deviation"]
             pairs_line = (f"; pair counts off by {100 * float(np.mean(list(deviation.values()) or [0.0])):.0f} % "
@@ -91,6 +93,7 @@ def refine_bonded_in_runs(model: TabulatedModel, system_for: Callable[[Tabulated
         if adjust is not None:
             current, adjusted = adjust(ran, current, traj)
             adjusted = f"; {adjusted}" if adjusted else ""
+        if log is not None:
             shifts = current.fit["bonded_refinements"]["max_abs_delta_u_kj_mol"]
             chain_line = ""
             if "chain_pair" in sampled:

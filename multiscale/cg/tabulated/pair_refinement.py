@@ -18,10 +18,14 @@ tail attraction makes a solvent-free lipid model gel (Cooke, Kremer & Deserno, P
 (38 % unsmoothed), and the area controller settled inside its bound. But the bilayer still froze
 at zero tension (area −12.8 %, tail P₂ 0.77 against 0.48). So the option is off by default.
 
-Only bins with at least ``min_count`` pairs in both runs are trusted: ΔU is taken on the span from
+``trust="both"`` (the default): only bins with at least ``min_count`` pairs in both runs are
+trusted: ΔU is taken on the span from
 the first trusted bin to the cutoff (the table's force at the cutoff stays 0, so ΔU is referenced
 there), and its force enters at the trusted knots only. Below the trusted span (contacts too rare
-to count) the table and its wall are left as they are.
+to count) the table and its wall are left as they are. ``trust="either"``: a bin counts when
+either run has ``min_count`` pairs there, the empty side at its floor of half a pair, so that
+contacts the CG model makes and the reference (almost) never does are pushed apart too; each
+knot's ΔU is clipped to ±``max_step_kt`` kBT before damping.
 
 Units: nm, kJ/mol, K.
 """
@@ -40,6 +44,9 @@ from multiscale.units import kT
 #: the fewest pairs in a bin, in each of the two runs, for its ratio to count (relative error of
 #: a count of 30 is ~18 %, 0.18 kBT in ΔU)
 MIN_PAIR_COUNT = 30
+#: the largest |ΔU| (kBT) of one step at a knot, before damping: with ``trust="either"`` a bin
+#: counted in one run and (nearly) empty in the other has a ratio set by the empty run's floor
+MAX_STEP_KT = 3.0
 
 
 def gaussian_smooth(x: np.ndarray, values: np.ndarray, width: float) -> np.ndarray:
@@ -50,7 +57,8 @@ def gaussian_smooth(x: np.ndarray, values: np.ndarray, width: float) -> np.ndarr
 
 
 def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *, temperature_K: float,
-                 damping: float = 0.25, min_count: int = MIN_PAIR_COUNT, smoothing_nm: float = 0.0) -> TabulatedModel:
+                 damping: float = 0.25, min_count: int = MIN_PAIR_COUNT, smoothing_nm: float = 0.0,
+                 trust: str = "both", max_step_kt: float = MAX_STEP_KT) -> TabulatedModel:
     """A copy of ``model`` whose pair tables carry ``damping`` × the inversion step above, from
     the pair counts of the mapped ``reference`` and of a ``cg`` run of ``model`` in the same box,
     smoothed over the knots by a Gaussian of width ``smoothing_nm`` (0: not smoothed).
@@ -60,6 +68,10 @@ def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *
         raise ValueError(f"damping must be in (0, 1], got {damping!r}")
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count!r}")
+    if trust not in ("both", "either"):
+        raise ValueError(f"trust must be 'both' or 'either', got {trust!r}")
+    if not max_step_kt > 0:
+        raise ValueError(f"max_step_kt must be > 0 (kBT), got {max_step_kt!r}")
     if not 0.0 <= smoothing_nm < 0.5:
         raise ValueError(f"smoothing_nm must be a width in nm in [0, 0.5), got {smoothing_nm!r}")
     out = copy.deepcopy(model)
@@ -75,7 +87,10 @@ def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *
 
         n_ref, raw_ref = on_knots(reference)
         n_cg, raw_cg = on_knots(cg)
-        trusted = (raw_ref >= min_count) & (raw_cg >= min_count)
+        if trust == "both":
+            trusted = (raw_ref >= min_count) & (raw_cg >= min_count)
+        else:
+            trusted = (raw_ref >= min_count) | (raw_cg >= min_count)
         if trusted.sum() < 3:
             continue
         first = int(np.flatnonzero(trusted)[0])
@@ -83,7 +98,8 @@ def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *
         floor_ref = 0.5 / (reference.frames * reference.spacing)
         floor_cg = 0.5 / (cg.frames * cg.spacing)
         delta_u = np.zeros_like(q)
-        delta_u[span] = kT(temperature_K) * np.log(np.maximum(n_cg[span], floor_cg) / np.maximum(n_ref[span], floor_ref))
+        ratio = np.log(np.maximum(n_cg[span], floor_cg) / np.maximum(n_ref[span], floor_ref))
+        delta_u[span] = kT(temperature_K) * np.clip(ratio, -max_step_kt, max_step_kt)
         delta_g = np.zeros_like(q)
         delta_g[span] = -np.gradient(delta_u[span], q[span])
         delta_g[~trusted] = 0.0
@@ -95,7 +111,9 @@ def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *
         out.pairs[key] = Table("pair", q, table.force + damping * delta_g, table.wall, samples=table.samples)
         name = "-".join(key)
         shifts[name] = float(np.max(np.abs(delta_u[trusted] - delta_u[trusted][-1])))
-        deviations[name] = float(np.mean(np.abs(n_cg[trusted] - n_ref[trusted]) / n_ref[trusted]))
+        both = (raw_ref >= min_count) & (raw_cg >= min_count)  # where the relative deviation is defined
+        if both.any():
+            deviations[name] = float(np.mean(np.abs(n_cg[both] - n_ref[both]) / n_ref[both]))
     done = int(out.fit.get("pair_refinements", {}).get("count", 0)) + 1
     out.fit = {**out.fit, "pair_refinements": {"count": done, "max_abs_delta_u_kj_mol": shifts,
                                                "mean_relative_count_deviation": deviations}}
