@@ -173,7 +173,9 @@ class Settings(YamlConfig):
     # which distance bins the inversion steps on (multiscale.cg.tabulated.refine_pairs): "both"
     # (counted >= 30 times in the reference and in the CG run) or "either" (in one of them, the
     # other at a floor of half a pair, each step clipped to 3 kBT), so that contacts the CG model
-    # makes and the reference almost never does (chain ends at head groups) are pushed apart too
+    # makes and the reference almost never does (chain ends at head groups) are pushed apart too.
+    # "both" in both presets: "either" on three DMPC quick references gave +3.1 % / -9.3 % (area /
+    # thickness; -13.6 % with "both"), a gel again (-7.4 / +8.5 %) and -0.6 / -4.4 % (README)
     pair_refinement_trust: str = "both"
     # tabulated family: during the first 60 % of the control run, an iterative Boltzmann refinement
     # of the bonded tables every control_refinement_ps on the frames since the last (the ramps
@@ -224,8 +226,7 @@ class Settings(YamlConfig):
     # model the CG runs have. Off in both presets: on three fresh DMPC quick references that the
     # model inverted without it left 13.6 % thin, a gel (area -9 %) and within the bars, inverted
     # with it they came out +0.6 % / -2.0 % (area / thickness), +1.9 / +3.6 % (fluid) and -7.4 /
-    # -13.8 %; and a fresh clone with it on (aaae1bb) -8.5 / -11.2 %, its inverted model 9 % thin
-    # at the reference's area (README)
+    # -13.8 %; and a fresh clone with it on (aaae1bb) -8.5 / -11.2 % (README)
     local_density_in_pair_refinement: bool = False
     local_density_inner_nm: float = 0.8
     local_density_outer_nm: float = 1.1

@@ -25,7 +25,7 @@ there), and its force enters at the trusted knots only. Below the trusted span (
 to count) the table and its wall are left as they are. ``trust="either"``: a bin counts when
 either run has ``min_count`` pairs there, the empty side at its floor of half a pair, so that
 contacts the CG model makes and the reference (almost) never does are pushed apart too; each
-knot's ΔU is clipped to ±``max_step_kt`` kBT before damping.
+knot's ΔU is then clipped to ±``max_step_kt`` kBT before damping.
 
 Units: nm, kJ/mol, K.
 """
@@ -44,7 +44,7 @@ from multiscale.units import kT
 #: the fewest pairs in a bin, in each of the two runs, for its ratio to count (relative error of
 #: a count of 30 is ~18 %, 0.18 kBT in ΔU)
 MIN_PAIR_COUNT = 30
-#: the largest |ΔU| (kBT) of one step at a knot, before damping: with ``trust="either"`` a bin
+#: the largest |ΔU| (kBT) of one step at a knot with ``trust="either"``, before damping: a bin
 #: counted in one run and (nearly) empty in the other has a ratio set by the empty run's floor
 MAX_STEP_KT = 3.0
 
@@ -99,7 +99,9 @@ def refine_pairs(model: TabulatedModel, reference: PairCounts, cg: PairCounts, *
         floor_cg = 0.5 / (cg.frames * cg.spacing)
         delta_u = np.zeros_like(q)
         ratio = np.log(np.maximum(n_cg[span], floor_cg) / np.maximum(n_ref[span], floor_ref))
-        delta_u[span] = kT(temperature_K) * np.clip(ratio, -max_step_kt, max_step_kt)
+        if trust == "either":  # a floor's ratio is as large as the other run's count makes it
+            ratio = np.clip(ratio, -max_step_kt, max_step_kt)
+        delta_u[span] = kT(temperature_K) * ratio
         delta_g = np.zeros_like(q)
         delta_g[span] = -np.gradient(delta_u[span], q[span])
         delta_g[~trusted] = 0.0
