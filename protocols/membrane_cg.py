@@ -287,6 +287,9 @@ class Settings(YamlConfig):
         if self.pair_refinement_pressure_damping > 1.0:
             raise ValueError(f"pair_refinement_pressure_damping={self.pair_refinement_pressure_damping} must be a fraction "
                              "in [0, 1] of the pressure correction's step (0: off)")
+        if self.pair_refinement_pressure_damping > 0 and not self.pair_refinement_pressure_step_kj_mol > 0:
+            raise ValueError("pair_refinement_pressure_step_kj_mol must be > 0 kJ/mol when the pressure correction is on "
+                             f"(pair_refinement_pressure_damping={self.pair_refinement_pressure_damping})")
         if self.pair_refinement_smoothing_nm >= 0.5:
             raise ValueError(f"pair_refinement_smoothing_nm={self.pair_refinement_smoothing_nm} is not a smoothing width in nm "
                              "(the pair tables' knots are 0.02 nm apart; e.g. 0.08, or 0: off, the default)")
@@ -644,8 +647,8 @@ def main(argv=None) -> int:
                     pressure of the model that ran, on the run's frames"""
                     system = with_local_density(build_cg_system(mapping, None, tabulated=ran, box=boxes[start],
                                                                 nonbonded_cutoff_nm=s.cg_cutoff_nm)[0], local)
-                    every = max(1, traj.n_frames // PRESSURE_FRAMES)
-                    found = fit_pressure_correction(system, traj.xyz[::every], traj.unitcell_vectors[::every], mapping.chains,
+                    stride = max(1, traj.n_frames // PRESSURE_FRAMES)
+                    found = fit_pressure_correction(system, traj.xyz[::stride], traj.unitcell_vectors[::stride], mapping.chains,
                                                     temperature, target_bar=s.pressure_bar, cutoff_nm=s.cg_cutoff_nm,
                                                     axes="xy")
                     limit = s.pair_refinement_pressure_step_kj_mol
@@ -661,7 +664,6 @@ def main(argv=None) -> int:
                                        f"bar, all-pair ramp {step:+.2f} kJ/mol")
 
                 extra["adjust"] = pressure_corrected
-
 
         def work() -> dict:
             with single_core(cg_one_core):  # the runs' Contexts are made and stepped in the block
