@@ -175,13 +175,12 @@ def _kernel_force(term: str, form: str, n: int, types, bonds, angles, cutoff_nm:
             elif form == "one table":
                 force = openmm.CustomNonbondedForce(f"upair(r-{float(grid[0])!r})")
                 force.addTabulatedFunction("upair", openmm.Continuous1DFunction(u.tolist(), 0.0, span))
-            else:  # the shipped form: every type pair's table end to end, picked by an offset
-                m = len(codes)
-                force = openmm.CustomNonbondedForce(f"upair(r-{float(grid[0])!r}+pairstart(type1, type2))")
+            else:  # the shipped form: every ordered type pair's table end to end, picked by an offset
+                m = len(codes)  # arithmetic on the type codes (multiscale.openmm.tabulated says why)
+                step = len(grid) * KERNEL_TABLE_SPACING_NM
+                force = openmm.CustomNonbondedForce(f"upair(r-{float(grid[0])!r}+{step!r}*({m}*type1+type2))")
                 force.addTabulatedFunction("upair", openmm.Continuous1DFunction(
                     np.tile(u, m * m).tolist(), 0.0, (m * m * len(grid) - 1) * KERNEL_TABLE_SPACING_NM))
-                step = len(grid) * KERNEL_TABLE_SPACING_NM
-                force.addTabulatedFunction("pairstart", openmm.Discrete2DFunction(m, m, [k * step for k in range(m * m)]))
             force.addPerParticleParameter("type")
             for t in types:
                 force.addParticle([float(codes[t])])

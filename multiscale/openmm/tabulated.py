@@ -334,13 +334,18 @@ def tabulated_forces(model: TabulatedModel, bead_types: Sequence[str], bonds: An
             force = openmm.CustomNonbondedForce("upair(r)" + ramp)
             force.addTabulatedFunction("upair", openmm.Continuous1DFunction(rows[0].tolist(), r_lo, r_hi))
         else:
-            # the type pairs' tables end to end, each picked by its offset (a Continuous2DFunction
-            # over (r, table index) cost twice the step: a bicubic lookup per pair)
-            function, starts = _concatenated([(energy(key), r_lo, count) for key in keys], spacing)
-            offsets = np.vectorize(lambda k: starts[int(k)] - r_lo)(which)
-            force = openmm.CustomNonbondedForce("upair(r+pairstart(type1, type2))" + ramp)
+            # the type pairs' tables end to end, one per ordered pair of type codes (a, b), table
+            # U a + b at a fixed stride, so that the offset is arithmetic on the codes: looked up
+            # in a Discrete2DFunction it cost as much as the spline (CPU platform, 320 DMPC beads:
+            # 8.0 against 3.9 ms a force evaluation), and a Continuous2DFunction over (r, table
+            # index) twice the step (a bicubic lookup per pair)
+            u = len(unique)
+            function, starts = _concatenated([(energy(keys[int(which[a, b])]), r_lo, count)
+                                              for a in range(u) for b in range(u)], spacing)
+            stride = starts[1] - starts[0]
+            force = openmm.CustomNonbondedForce(
+                f"upair(r+{_num(starts[0] - r_lo)}+{_num(stride)}*({u}*type1+type2))" + ramp)
             force.addTabulatedFunction("upair", function)
-            force.addTabulatedFunction("pairstart", openmm.Discrete2DFunction(len(unique), len(unique), offsets.T.ravel().tolist()))
         force.setName("cg_tabulated_pairs")
         force.addPerParticleParameter("type")
         if adjustable_ramps:
