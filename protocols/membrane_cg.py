@@ -22,15 +22,18 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
    Boltzmann refinement of the bonded tables (NVT at the reference's area); DIR/tabulated_refined.json
    iterative Boltzmann inversion of the pair tables on the pair counts,     DIR/tabulated_pairs_refined.json
    with the bonded tables, each NVT run continuing the last; then, in       DIR/membrane_control.json,
-   one run at zero tension, two intermolecular ramps set together by        membrane_control.png
-   feedback: a head–tail repulsion (to the reference's thickness) and an
-   all-pair ramp (to the reference's area), the bonded tables refined
+   one run at zero external tension, the model's area term −γ_A·A set by    membrane_control.png
+   feedback to the reference's area (control_area_by "tension"; or an
+   all-pair ramp, "ramp", optionally with a head–tail repulsion to the
+   reference's thickness), the bonded tables refined
    again every 60 ps in its first 60 %                                      DIR/tabulated_final.json
    and, optionally (final_refinements, off by default), more refinements    DIR/tabulated_polished.json
-   on the final ramps if that run met both targets within 3 %
+   on the final model if that run met both targets within 3 %
    "network": the bead network on F_mapped − F_prior                        DIR/model/
 6. CG runs from the matched state: NVT at the reference's area, then NPT   DIR/cg.pdb, cg.dcd,
-   at zero tension (MonteCarloMembraneBarostat, box height fixed)           DIR/cg_npt.pdb, cg_npt.dcd
+   at zero external tension (MonteCarloMembraneBarostat, box height fixed;  DIR/cg_npt.pdb, cg_npt.dcd
+   its tension parameter carries the area term γ_A)                         DIR/cg_system.xml,
+                                                                            cg_npt_system.xml
 7. validate: area per lipid, thickness, density profiles, bonded JSD, tail  DIR/reference_cg.pdb/.dcd,
    order, in-plane head RDF, lipids lost, lateral diffusion, speed-up       DIR/report.json, report.md, *.png
 
@@ -146,6 +149,14 @@ class Settings(YamlConfig):
     # per lipid is the reference's, and with both channels on the two ramps fought in two of three
     # quick runs; multiscale.openmm.membrane_matching)
     control_thickness: bool = False
+    # tabulated family: what sets the area in the control run: "tension" (the model's area term
+    # −γ_A·A, carried by the membrane barostat's tension parameter in the control and CG NPT
+    # runs, every pair ramp at 0; multiscale.openmm.membrane_matching says why a solvent-free
+    # model has one) or "ramp" (the all-pair ramp). A ramp moves the volume per lipid with the
+    # area: with it 4 of 9 fresh quick runs came out 6-14 % thin or froze; on four of their
+    # references the area term gave -5.3..+2.9 % area and -5.0..+3.3 % thickness, all fluid
+    # (README)
+    control_area_by: str = "tension"
     # tabulated family: rounds of iterative Boltzmann inversion of the pair tables, with the bonded
     # tables, on the pair counts of pair_refinement_steps NVT runs at the reference area, each run
     # continuing the last (the fitted tables' core came out ~20 % too dense, the bilayer 16 % thin,
@@ -282,6 +293,8 @@ class Settings(YamlConfig):
                                  f"({self.cg_cutoff_nm})")
         if self.model_family not in MODEL_FAMILIES:
             raise ValueError(f"membrane_cg setting model_family must be one of {MODEL_FAMILIES}, got {self.model_family!r}")
+        if self.control_area_by not in ("ramp", "tension"):
+            raise ValueError(f"membrane_cg setting control_area_by must be 'ramp' or 'tension', got {self.control_area_by!r}")
         if self.pair_refinement_trust not in ("both", "either"):
             raise ValueError(f"membrane_cg setting pair_refinement_trust must be 'both' or 'either', got {self.pair_refinement_trust!r}")
         if self.pair_refinement_pressure_damping > 1.0:
@@ -323,7 +336,7 @@ class Settings(YamlConfig):
 QUICK = Settings(lipids_per_leaflet=16, waters_per_lipid=25, equilibration_steps=2000, sample_frames=200,
                  sample_interval=50, reference_timing_steps=300, cg_timestep_ps=0.03, cg_steps=5000, cg_npt_steps=11000,
                  cg_report_interval=10, bonded_refinements=1, refinement_steps=2000, pair_refinement_steps=3340,
-                 control_steps=16000, local_density_kappa=0.5)
+                 control_steps=20000, local_density_kappa=0.5)
 FULL = Settings(lipids_per_leaflet=64, waters_per_lipid=30, equilibration_steps=250_000, sample_frames=5000,
                 sample_interval=500, reference_timing_steps=5000, cg_steps=1_000_000, cg_npt_steps=1_000_000,
                 cg_report_interval=500, cg_cutoff_nm=1.4, train_max_time_s=4 * 3600.0, train_epochs=2000,
@@ -345,7 +358,8 @@ ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pa
                   "local_density_outer_nm": 1.1, "local_density_in_control": False,
                   "local_density_virial_neutral": False, "local_density_normal_neutral": False,
                   "pair_refinement_pressure_damping": 0.0, "pair_refinement_pressure_step_kj_mol": 1.0,
-                  "local_density_in_pair_refinement": False, "pair_refinement_trust": "both"}
+                  "local_density_in_pair_refinement": False, "pair_refinement_trust": "both",
+                  "control_area_by": "ramp"}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -572,6 +586,7 @@ def main(argv=None) -> int:
     start = int(np.argmin(np.abs(areas - areas.mean())))
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     final_refinement = None  # the final bonded refinement's rounds and why (tabulated family)
+    area_term_bar_nm = 0.0  # the model's area term γ_A (control_area_by "tension"), in the NPT run's barostat
     cg_one_core = cg_on_one_core(s, args)  # the CG runs' threads (the all-atom reference keeps every core)
     local_density = None  # the local-density spring's settings and targets (tabulated family, when on)
     if s.local_density_kappa > 0:
@@ -715,11 +730,14 @@ def main(argv=None) -> int:
                 barostat = MembraneBarostat(s.pressure_bar, temperature, z_mode="fixed", seed=args.seed + 15)
                 model = {"bonded": fitted}
 
+                ramps = s.control_area_by == "ramp" or s.control_thickness
+
                 def controlled_system():
-                    # the head–tail ramp at 1 kJ/mol times the controlled scale, the all-pair ramp a global
-                    ramped = model["bonded"].with_pair_ramp(1.0, head_tail, intermolecular=True)
+                    # the head–tail ramp at 1 kJ/mol times the controlled scale, the all-pair ramp a
+                    # global; with the area term alone, no ramp at all (the model as the CG runs have it)
+                    ramped = model["bonded"].with_pair_ramp(1.0, head_tail, intermolecular=True) if ramps else model["bonded"]
                     return with_local_density(build_cg_system(mapping, None, tabulated=ramped, box=boxes[start],
-                                                              nonbonded_cutoff_nm=s.cg_cutoff_nm, adjustable_ramps=True,
+                                                              nonbonded_cutoff_nm=s.cg_cutoff_nm, adjustable_ramps=ramps,
                                                               barostat=barostat)[0], s.local_density_in_control)
 
                 def revise(xyz, cells):
@@ -737,16 +755,19 @@ def main(argv=None) -> int:
                                              timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
                                              platform=args.platform, seed=args.seed + 300,
                                              revise=revise if s.control_refinement_ps > 0 else None,
-                                             revise_every_ps=s.control_refinement_ps, thickness=s.control_thickness, log=say)
+                                             revise_every_ps=s.control_refinement_ps, thickness=s.control_thickness,
+                                             area_by=s.control_area_by, log=say)
                 channels = found["channels"]
                 if s.control_thickness:
                     thickness_panel = channels[INTERMOLECULAR_SCALE]
                 else:  # observed only: the head–tail ramp held at 0
                     observed = found["observed"]["thickness"]
                     thickness_panel = {**observed, "trace": [{**row, "A": 0.0} for row in observed["trace"]]}
+                area_label = ("all-pair ramp (kJ/mol)" if s.control_area_by == "ramp"
+                              else "area term's γ_A (bar·nm)")
                 plot_controls([{**thickness_panel, "value_label": "thickness (nm)", "ramp_label": "head–tail ramp (kJ/mol)"},
-                               {**channels[INTERMOLECULAR_ALL_PAIRS], "value_label": "box area at zero tension (nm²)",
-                                "ramp_label": "all-pair ramp (kJ/mol)"}], out / "membrane_control.png",
+                               {**channels[found["area_parameter"]], "value_label": "box area at zero tension (nm²)",
+                                "ramp_label": area_label}], out / "membrane_control.png",
                               settled=0.15 if s.control_thickness else 0.4)
                 (model["bonded"].with_pair_ramp(found["A_head_tail_kj_mol"], head_tail, intermolecular=True)
                  .with_pair_ramp(found["A_all_kj_mol"], intermolecular=True)).save(out / "tabulated_final.json")
@@ -756,8 +777,11 @@ def main(argv=None) -> int:
             found = stages.run("membrane_control", control)
             # the controlled run's end, relaxed in the model, its lipids moved to the reference's area
             run_start = rescale_area(np.asarray(found["positions"]), np.asarray(found["box"]), boxes[start], mapping.chains)
+            area_term_bar_nm = float(found.get("tension_bar_nm", 0.0))
+            area_knob = (f"all-pair ramp {found['A_all_kj_mol']:.2f} kJ/mol" if s.control_area_by == "ramp" else
+                         f"area term γ_A {found['tension_bar_nm']:.0f} bar·nm ({found['tension_bar_nm'] / 10:.1f} mN/m)")
             say(f"membrane control: head–tail ramp {found['A_head_tail_kj_mol']:.2f} kJ/mol (thickness "
-                f"{found['thickness_nm']:.3f} nm, target {target:.3f}), all-pair ramp {found['A_all_kj_mol']:.2f} kJ/mol "
+                f"{found['thickness_nm']:.3f} nm, target {target:.3f}), {area_knob} "
                 f"(box area at zero tension {found['area_nm2']:.2f} nm², target {target_area:.2f}); {found['revisions']} "
                 f"bonded refinements during the run; {found['chosen']}")
         else:
@@ -787,10 +811,13 @@ def main(argv=None) -> int:
     runs = {}
     for name, barostat, steps, seed in (("cg", None, s.cg_steps, args.seed),
                                         ("cg_npt", MembraneBarostat(s.pressure_bar, temperature, z_mode="fixed",
-                                                                    seed=args.seed + 14), s.cg_npt_steps, args.seed + 100)):
+                                                                    tension_bar_nm=area_term_bar_nm, seed=args.seed + 14),
+                                         s.cg_npt_steps, args.seed + 100)):
         if steps == 0:
             continue
         system, cg_top = cg_system(barostat)
+        # the run's System, for running the model on in OpenMM (with cg.pdb's topology)
+        atomic_write_text(out / f"{name}_system.xml", openmm.XmlSerializer.serialize(system))
         with single_core(cg_one_core):  # made and run in the block (multiscale.openmm.affinity)
             sim = CGSimulation(cg_top, system, run_start, out, name=name, temperature_K=temperature,
                                timestep_ps=s.cg_timestep_ps, report_interval=s.cg_report_interval,
@@ -835,7 +862,12 @@ def main(argv=None) -> int:
                                extra={"cg": runs.get("cg"), "cg_npt": runs.get("cg_npt"), "temperature_K": temperature,
                                       "lipid": args.lipid, "wall_seconds": time.perf_counter() - t0,
                                       "ensembles": {"reference": f"NPT {s.pressure_bar} bar, zero tension (membrane barostat)",
-                                                    "cg": "NVT at the reference's area", "cg_npt": "zero tension, box height fixed"},
+                                                    "cg": "NVT at the reference's area",
+                                                    "cg_npt": "zero tension, box height fixed" if area_term_bar_nm == 0 else
+                                                    f"zero external tension, box height fixed; the model's area term "
+                                                    f"-γ_A·A (γ_A = {area_term_bar_nm:.0f} bar·nm, fitted to the "
+                                                    "reference's area in the control run) carried by the barostat's "
+                                                    "tension parameter"},
                                       "timesteps_ps": {"reference": s.fine_timestep_ps, "cg": s.cg_timestep_ps,
                                                        "cg_inner_steps": s.cg_inner_steps},
                                       "tabulated_fit": None if tabulated is None else tabulated.fit,

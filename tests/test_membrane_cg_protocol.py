@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from openmm import app
 
-from multiscale.openmm.membrane_matching import control_settled
+from multiscale.openmm.membrane_matching import AREA_TENSION_PARAMETER, control_settled
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "protocols" / "membrane_cg.py"
@@ -99,20 +99,27 @@ def test_outputs_follow_the_file_contract(job):
     assert isinstance(report["tail_phase"]["ordered"], bool) and len(report["tail_phase"]["cg_npt_halves"]) == 2
     assert report["tail_phase"]["n_bonds"] > 0 and -0.5 <= report["tail_phase"]["reference"] <= 1.0
     control = json.loads((run_dir / "membrane_control.json").read_text())
-    # the default: the area controlled, the thickness observed with the head–tail ramp held at 0
-    assert "cg_intermolecular_ramp_scale" not in control["channels"]
+    # the default: the area set by the model's area term (the barostat's tension parameter), the
+    # thickness observed, no ramp at all
+    assert set(control["channels"]) == {AREA_TENSION_PARAMETER} == {control["area_parameter"]}
     thickness = control["observed"]["thickness"]
-    area = control["channels"]["cg_intermolecular_all_pair_ramp"]
+    area = control["channels"][AREA_TENSION_PARAMETER]
     assert len(thickness["trace"]) == len(area["trace"]) == 10  # 600 steps, an update every 60
-    assert control["A_head_tail_kj_mol"] == 0.0
-    assert control["A_all_kj_mol"] == pytest.approx(np.mean([t["A"] for t in area["trace"][-4:]]))  # last 40 %
+    assert control["A_head_tail_kj_mol"] == control["A_all_kj_mol"] == 0.0
+    gamma = control["tension_bar_nm"]
+    assert gamma == pytest.approx(np.mean([t["A"] for t in area["trace"][-4:]]))  # last 40 %
     assert control["thickness_nm"] == pytest.approx(np.mean([t["value"] for t in thickness["trace"][-4:]]))
     assert thickness["target"] == pytest.approx(control["target_nm"])
     final = json.loads((run_dir / "tabulated_final.json").read_text())
-    ramps = {tuple(r["types"]): r["A_kj_mol"] for r in final["intermolecular_ramps"]}
-    A_ht, A_all = control["A_head_tail_kj_mol"], control["A_all_kj_mol"]
-    assert ramps[("C", "PO")] == pytest.approx(A_ht + A_all)  # head–tail (0 here) + all-pair
-    assert ramps[("C", "C")] == pytest.approx(A_all)
+    assert not any(r["A_kj_mol"] for r in final["intermolecular_ramps"])
+    # the NPT run has the area term in its barostat, and the report says so
+    assert report["extra"]["membrane_control"]["tension_bar_nm"] == pytest.approx(gamma)
+    assert f"γ_A = {gamma:.0f} bar·nm" in report["extra"]["ensembles"]["cg_npt"]
+    import openmm
+
+    npt_system = openmm.XmlSerializer.deserialize((run_dir / "cg_npt_system.xml").read_text())
+    barostat, = [f for f in npt_system.getForces() if isinstance(f, openmm.MonteCarloMembraneBarostat)]
+    assert barostat.getDefaultSurfaceTension().value_in_unit(openmm.unit.bar * openmm.unit.nanometer) == pytest.approx(gamma)
     # 1 bonded refinement before the control run (the quick preset's), 2 with the pair tables'
     # inversion, 2 during the control run (600 steps of the quick preset's 30 fs = 18 ps: every
     # 4 ps in its first 60 %, at 4 and 8 ps)
@@ -149,7 +156,6 @@ def test_outputs_follow_the_file_contract(job):
         assert not (run_dir / "tabulated_polished.json").exists() and used == 5
     assert control["target_area_per_lipid_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
     assert control["target_nm"] == pytest.approx(report["thickness"]["reference"])
-    assert report["extra"]["membrane_control"]["A_all_kj_mol"] == pytest.approx(A_all)
     assert report["stability"]["reference"]["lost"] == 0
     assert report["reference_speed"]["timestep_ps"] == 0.004
     # cg_single_core: every CG run on one pinned core, and the all-atom reference timed both ways,

@@ -89,3 +89,58 @@ def test_control_settled_asks_both_targets_within_the_tolerance():
                 "observed": {"thickness": {"value": 3.5 * 1.05, "target": 3.5}}}
     ok, why = control_settled(observed)
     assert not ok and "thickness +5.0 %" in why
+
+
+def _ideal_gas_leaflets(n: int, side_nm: float, height_nm: float, pressure_bar: float, seed: int = 0):
+    """``n`` non-interacting particles held (in z only) in two layers 3 nm apart, in a membrane
+    barostat at ``pressure_bar`` with the box height fixed: (system, positions, box, heads)."""
+    import openmm
+
+    from multiscale.openmm.assembly import MembraneBarostat
+
+    system = openmm.System()
+    box = np.diag([side_nm, side_nm, height_nm])
+    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+    layer = openmm.CustomExternalForce("50*periodicdistance(0, 0, z, 0, 0, z0)^2")  # no x or y: no area work
+    layer.addPerParticleParameter("z0")
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, side_nm, size=(n, 3))
+    for i in range(n):
+        system.addParticle(50.0)
+        z0 = 0.5 * height_nm + (1.5 if i % 2 else -1.5)
+        layer.addParticle(i, [z0])
+        x[i, 2] = z0
+    system.addForce(layer)
+    MembraneBarostat(pressure_bar, 300.0, z_mode="fixed", seed=seed + 1).add_to(system)
+    return system, x, box, np.arange(0, 40)
+
+
+@pytest.mark.parametrize("target_area", [4.0, 4.25])
+def test_the_area_term_found_for_an_ideal_gas_is_the_closed_form(target_area):
+    """The model's area term −γ_A·A (the barostat's tension parameter) set by the controller to
+    hold an ideal gas at a target area, with the box height L_z fixed: the area of N molecules
+    at pressure P and tension γ_A is distributed as A^N exp(−(P L_z − γ_A) A / kT), whose mean is
+    (N + 1) kT / (P L_z − γ_A). With 1250 molecules and P = 2000 bar, γ_A ≈ −950 bar·nm at 4 nm²
+    and ≈ −190 at 4.25 (a relative sensitivity close to the bilayer's, so the controller's gains
+    suit it). Checks the sign and units of the knob and the controller that sets it."""
+    from multiscale.openmm.membrane_matching import AREA_TENSION_PARAMETER
+
+    n, height, pressure = 1250, 6.0, 2000.0
+    system, x, box, heads = _ideal_gas_leaflets(n, 2.06, height, pressure)
+    found = control_membrane(system, x, box, heads, target_nm=3.0, target_area_nm2=target_area, temperature_K=300.0,
+                             steps=30000, timestep_ps=0.02, seed=3, thickness=False, area_by="tension")
+    assert found["area_parameter"] == AREA_TENSION_PARAMETER and found["A_all_kj_mol"] == 0.0
+    channel = found["channels"][AREA_TENSION_PARAMETER]
+    assert found["tension_bar_nm"] == pytest.approx(np.mean([t["A"] for t in channel["trace"][-200:]]))
+    assert found["area_nm2"] == pytest.approx(target_area, rel=0.01)
+    kT_bar_nm3 = 0.0083144626 * 300.0 * 16.6054  # kJ/mol -> bar·nm³
+    expected = pressure * height - (n + 1) * kT_bar_nm3 / found["area_nm2"]
+    assert found["tension_bar_nm"] == pytest.approx(expected, abs=150.0)
+    assert found["thickness_nm"] == pytest.approx(3.0, abs=0.05)  # observed only
+
+
+def test_the_area_knob_is_checked():
+    system, x, box, heads = _ideal_gas_leaflets(20, 2.0, 6.0, 1.0)
+    with pytest.raises(ValueError, match="area_by"):
+        control_membrane(system, x, box, heads, target_nm=3.0, target_area_nm2=4.0, temperature_K=300.0, steps=600,
+                         timestep_ps=0.02, area_by="pressure")

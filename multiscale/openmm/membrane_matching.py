@@ -44,7 +44,21 @@ ramp at its bound of 2 kJ/mol) and thickened the bilayer (+3 %, the shift at its
 neighbours within 180 ps), the volume nearly kept. So none of the three sets the volume per
 lipid, which the thickness at the reference's area needs; it comes from the fitted tables.
 
-Units: kJ/mol, nm, nm², K, ps.
+The area can instead be set by an **area term** of the model (``area_by="tension"``):
+U_A = −γ_A·A, linear in the box area A, with every pair ramp at 0. A solvent-free model's
+potential of mean force depends on the box as well as on the bead positions (the removed
+solvent's free energy changes with the box: Das & Andersen's multiscale coarse-graining in the
+isothermal–isobaric ensemble, JCP 2010, and Dunn & Noid's volume potential U_V(V), JCP 2015);
+for a bilayer whose height is fixed that dependence is on its area, and a linear term is its
+lowest order. Unlike an all-pair ramp it exerts no force, so at a given area the packing, and
+so the volume per lipid the pair tables' inversion matched, is untouched: the thickness at the
+reference's area is what the tables give. A linear area term and a barostat's surface tension
+are the same thing to a Monte Carlo barostat (ΔU_A = −γ_A ΔA in its acceptance), and no OpenMM
+force can read the box, so the term is carried by ``MonteCarloMembraneBarostat``'s tension
+parameter (:data:`AREA_TENSION_PARAMETER`): the CG System at zero external tension shows a
+tension of γ_A, which is the model's, not the surroundings'. In NVT it is a constant.
+
+Units: kJ/mol, nm, nm², K, ps; the area term's γ_A in bar·nm (10 bar·nm = 1 mN/m).
 """
 
 from __future__ import annotations
@@ -81,6 +95,15 @@ ALL_PAIR_LIMIT_KJ_MOL = 2.0
 AREA_SENSITIVITY = 0.28
 AREA_CONTROL_TIME_PS = 40.0
 AREA_FILTER_PS = 5.0
+#: the area term's channel (``area_by="tension"``): the barostat's surface tension parameter, its
+#: sensitivity (relative area per bar·nm: the all-pair ramp's 0.28 per kJ/mol over the lateral
+#: pressure that 1 kJ/mol of it makes in the DMPC quick patch, ~630 bar, times its 5.96 nm
+#: height) and bound (±6000 bar·nm, the lateral pressure of the all-pair ramp's ±2 kJ/mol
+#: bound within a factor of 1.3); the area channel's integral time and filter
+AREA_TENSION_PARAMETER = openmm.MonteCarloMembraneBarostat.SurfaceTension()
+AREA_TENSION_SENSITIVITY = 7.5e-5
+AREA_TENSION_LIMIT_BAR_NM = 6000.0
+AREA_KNOBS = ("ramp", "tension")
 #: revisions (``revise``) only within this first fraction of the control run: each moves the
 #: bilayer's equilibrium, which then takes ~100 ps to settle under the controllers
 REVISE_UNTIL = 0.6
@@ -105,6 +128,14 @@ def _thickness_measure(n: int, head_indices: Sequence[int]):
     return thickness
 
 
+def _global_parameters(system: openmm.System) -> set:
+    names = set()
+    for force in system.getForces():
+        for k in range(getattr(force, "getNumGlobalParameters", lambda: 0)()):
+            names.add(force.getGlobalParameterName(k))
+    return names
+
+
 def _box_area(x, cell, _parameters=None) -> float:
     return float(abs(np.cross(np.asarray(cell)[0], np.asarray(cell)[1])[2]))
 
@@ -112,7 +143,7 @@ def _box_area(x, cell, _parameters=None) -> float:
 def control_membrane(system: openmm.System, positions, box, head_indices: Sequence[int], *, target_nm: float,
                      target_area_nm2: float, temperature_K: float, steps: int, timestep_ps: float, inner_steps: int = 1,
                      platform: str = "CPU", seed: int = 0, updates: int = 0, revise=None, revise_every_ps: float = 0.0,
-                     thickness: bool = True, log=None) -> Dict:
+                     thickness: bool = True, area_by: str = "ramp", log=None) -> Dict:
     """The head–tail ramp that holds the bilayer at thickness ``target_nm`` and the all-pair ramp
     that holds its box area (xy) at ``target_area_nm2`` at zero tension, both set by feedback
     during one run of ``steps`` (:func:`~multiscale.openmm.ramp_control.control_ramps`).
@@ -132,9 +163,14 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
     averaged over the part of the run after the last revision (40 %), since no slow thickness
     drift keeps it climbing.
 
+    ``area_by="tension"``: the area set by the model's area term −γ_A·A instead (see the module's
+    docstring), the barostat's tension parameter :data:`AREA_TENSION_PARAMETER` (bar·nm), with
+    the all-pair ramp held at 0; ``tension_bar_nm`` in the result is γ_A (0 with the ramp).
+
     Returns :func:`~multiscale.openmm.ramp_control.control_ramps`'s result with ``A_head_tail_kj_mol``
-    and ``A_all_kj_mol`` (each its mean over the last 15 % of the run), ``thickness_nm`` and
-    ``area_nm2`` (their means there). The thickness is the plain one: measured at the target
+    and ``A_all_kj_mol`` (each its mean over the last 15 % of the run), ``tension_bar_nm``,
+    ``thickness_nm`` and ``area_nm2`` (their means there), and ``area_parameter`` (the area
+    channel's parameter). The thickness is the plain one: measured at the target
     area at the bilayer's volume (thickness × area / target) instead, it stayed 2–3 % high in one
     seed whose CG volume was larger than the reference's, and its ramp never settled."""
     from multiscale.openmm.ramp_control import ControlChannel, control_ramps
@@ -147,18 +183,30 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
     if not any(isinstance(f, openmm.MonteCarloMembraneBarostat) for f in system.getForces()):
         raise ValueError("control_membrane sets the area at zero tension: the System needs a MonteCarloMembraneBarostat "
                          "(multiscale.openmm.assembly.MembraneBarostat, z_mode 'fixed')")
+    if area_by not in AREA_KNOBS:
+        raise ValueError(f"area_by must be one of {AREA_KNOBS} (an all-pair ramp, or the model's area term), got {area_by!r}")
     measure_thickness = _thickness_measure(system.getNumParticles(), head_indices)
-    channels = [
-        ControlChannel(INTERMOLECULAR_ALL_PAIRS, _box_area, target_area_nm2, AREA_SENSITIVITY, AREA_CONTROL_TIME_PS,
-                       filter_ps=AREA_FILTER_PS, limit=ALL_PAIR_LIMIT_KJ_MOL),
-    ]
+    fixed = {}
+    if area_by == "ramp":
+        area_parameter = INTERMOLECULAR_ALL_PAIRS
+        area_channel = ControlChannel(INTERMOLECULAR_ALL_PAIRS, _box_area, target_area_nm2, AREA_SENSITIVITY,
+                                      AREA_CONTROL_TIME_PS, filter_ps=AREA_FILTER_PS, limit=ALL_PAIR_LIMIT_KJ_MOL)
+    else:
+        area_parameter = AREA_TENSION_PARAMETER
+        area_channel = ControlChannel(AREA_TENSION_PARAMETER, _box_area, target_area_nm2, AREA_TENSION_SENSITIVITY,
+                                      AREA_CONTROL_TIME_PS, filter_ps=AREA_FILTER_PS, limit=AREA_TENSION_LIMIT_BAR_NM)
+        if INTERMOLECULAR_ALL_PAIRS in _global_parameters(system):
+            fixed[INTERMOLECULAR_ALL_PAIRS] = 0.0
+    channels = [area_channel]
     if thickness:
         channels.insert(0, ControlChannel(INTERMOLECULAR_SCALE, measure_thickness, target_nm, THICKNESS_SENSITIVITY,
                                           THICKNESS_CONTROL_TIME_PS, lower=HEAD_TAIL_RANGE_KJ_MOL[0],
                                           limit=HEAD_TAIL_RANGE_KJ_MOL[1]))
-        extra = {"settled": 0.15}
+        extra = {"settled": 0.15, "fixed": fixed}
     else:
-        extra = {"settled": 1.0 - REVISE_UNTIL, "fixed": {INTERMOLECULAR_SCALE: 0.0},
+        if INTERMOLECULAR_SCALE in _global_parameters(system) or area_by == "ramp":
+            fixed[INTERMOLECULAR_SCALE] = 0.0
+        extra = {"settled": 1.0 - REVISE_UNTIL, "fixed": fixed,
                  "observe": {"thickness": measure_thickness}}
     updates = updates or max(10, min(1000, steps // 60))
     revise_every = 0
@@ -170,14 +218,15 @@ def control_membrane(system: openmm.System, positions, box, head_indices: Sequen
                            timestep_ps=timestep_ps, inner_steps=inner_steps, platform=platform, seed=seed,
                            updates=updates, revise=revise, revise_every=revise_every, revise_until=REVISE_UNTIL,
                            log=log, **extra)
-    area = result["channels"][INTERMOLECULAR_ALL_PAIRS]
+    area = result["channels"][area_parameter]
+    knob = {"area_parameter": area_parameter, "A_all_kj_mol": area["A"] if area_by == "ramp" else 0.0,
+            "tension_bar_nm": area["A"] if area_by == "tension" else 0.0}
     if thickness:
         channel = result["channels"][INTERMOLECULAR_SCALE]
-        return {**result, "A_head_tail_kj_mol": channel["A"], "A_all_kj_mol": area["A"],
-                "thickness_nm": channel["value"], "area_nm2": area["value"],
-                "chosen": "means of the controllers over the last 15 % of their run"}
+        return {**result, **knob, "A_head_tail_kj_mol": channel["A"], "thickness_nm": channel["value"],
+                "area_nm2": area["value"], "chosen": "means of the controllers over the last 15 % of their run"}
     result["observed"]["thickness"]["target"] = float(target_nm)
-    return {**result, "A_head_tail_kj_mol": 0.0, "A_all_kj_mol": area["A"],
+    return {**result, **knob, "A_head_tail_kj_mol": 0.0,
             "thickness_nm": result["observed"]["thickness"]["value"], "area_nm2": area["value"],
             "chosen": "the area controller's mean over the last 40 % of its run (after the last revision); "
                       "the head-tail ramp held at 0"}
@@ -199,7 +248,8 @@ def control_settled(found, tolerance: float = SETTLED_TOLERANCE) -> Tuple[bool, 
     if not 0.0 < tolerance < 1.0:
         raise ValueError(f"tolerance={tolerance} must be a fraction in (0, 1)")
     misses = []
-    for parameter, what in ((INTERMOLECULAR_SCALE, "thickness"), (INTERMOLECULAR_ALL_PAIRS, "box area")):
+    area_parameter = found.get("area_parameter", INTERMOLECULAR_ALL_PAIRS)  # results before the area term: a ramp
+    for parameter, what in ((INTERMOLECULAR_SCALE, "thickness"), (area_parameter, "box area")):
         channel = found["channels"].get(parameter)
         if channel is None:  # thickness observed, not controlled (control_membrane(thickness=False))
             channel = found["observed"]["thickness"]
