@@ -115,6 +115,7 @@ def test_outputs_follow_the_file_contract(job):
     # the NPT run has the area term in its barostat, and the report says so
     assert report["extra"]["membrane_control"]["tension_bar_nm"] == pytest.approx(gamma)
     assert f"γ_A = {gamma:.0f} bar·nm" in report["extra"]["ensembles"]["cg_npt"]
+    assert f"γ_A = {gamma:.0f} bar·nm" in (run_dir / "report.md").read_text()
     import openmm
 
     npt_system = openmm.XmlSerializer.deserialize((run_dir / "cg_npt_system.xml").read_text())
@@ -204,6 +205,45 @@ def test_a_finished_job_resumes_without_redoing_work(job):
 
     other = run_script_here(SCRIPT, "--quick", "--lipid", "POPC", "--config", config, "--out", out / "run", "--no-progress")
     assert other.returncode == 2 and "error:" in other.stderr and "lipid" in other.stderr
+
+
+def test_the_area_may_be_set_by_an_all_pair_ramp_instead(job, tmp_path):
+    """control_area_by "ramp" (the version before the area term), resumed from a copy of the tiny
+    job's folder after its pair inversion: the control run sets the all-pair ramp, which the final
+    tables carry, and the NPT run is at zero tension."""
+    import shutil
+
+    import openmm
+
+    out, config = job
+    source, run_dir = out / "run", tmp_path / "ramp"
+    (run_dir / ".stages").mkdir(parents=True)
+    shutil.copytree(source / "fine", run_dir / "fine")
+    for name in ("mapping.json", "priors.json", "tabulated.json", "tabulated_refined.json", "tabulated_pairs_refined.json"):
+        shutil.copy(source / name, run_dir / name)
+    for stage in ("build", "tabulated_fit", "bonded_refinement", "pair_refinement"):
+        shutil.copy(source / ".stages" / f"{stage}.done", run_dir / ".stages" / f"{stage}.done")
+    settings = json.loads((source / "settings.json").read_text())
+    assert settings["control_area_by"] == "tension"
+    (run_dir / "settings.json").write_text(json.dumps({**settings, "control_area_by": "ramp"}))
+    ramp_config = tmp_path / "ramp.yaml"
+    ramp_config.write_text(config.read_text() + "  control_area_by: ramp\n")
+    result = run("--quick", "--lipid", "DMPC", "--config", ramp_config, "--out", run_dir, "--no-progress")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "structure refinement" not in result.stdout  # the pair inversion was not redone
+    control = json.loads((run_dir / "membrane_control.json").read_text())
+    area = control["channels"]["cg_intermolecular_all_pair_ramp"]
+    assert control["area_parameter"] == "cg_intermolecular_all_pair_ramp" and control["tension_bar_nm"] == 0.0
+    assert control["A_all_kj_mol"] == pytest.approx(np.mean([t["A"] for t in area["trace"][-4:]]))
+    final = json.loads((run_dir / "tabulated_final.json").read_text())
+    ramps = {tuple(r["types"]): r["A_kj_mol"] for r in final["intermolecular_ramps"]}
+    assert ramps[("C", "C")] == ramps[("C", "PO")] == pytest.approx(control["A_all_kj_mol"])  # no head–tail ramp
+    npt_system = openmm.XmlSerializer.deserialize((run_dir / "cg_npt_system.xml").read_text())
+    barostat, = [f for f in npt_system.getForces() if isinstance(f, openmm.MonteCarloMembraneBarostat)]
+    assert barostat.getDefaultSurfaceTension().value_in_unit(openmm.unit.bar * openmm.unit.nanometer) == 0.0
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["extra"]["ensembles"]["cg_npt"] == "zero tension, box height fixed"
+    assert "all-pair ramp" in result.stdout
 
 
 @pytest.mark.parametrize("args, message", [

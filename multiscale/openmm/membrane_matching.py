@@ -1,6 +1,7 @@
-"""Area and thickness matching of a solvent-free CG bilayer: two intermolecular pair ramps set
-by feedback during one run at zero tension, so that the bilayer's phosphate-to-phosphate thickness
-and its area at zero tension are the reference's.
+"""Area and thickness matching of a solvent-free CG bilayer: the model's area term (the default
+in ``membrane_cg.py``; below) or intermolecular pair ramps, set by feedback during one run at zero
+external tension, so that the bilayer's area, and with ramps its phosphate-to-phosphate
+thickness, are the reference's.
 
 Why a solvent-free force-matched bilayer needs it: its pair tables are fitted to mapped forces
 that are mostly noise (the water's kicks: ~97 % of the mean-square force in the DMPC quick run),
