@@ -185,9 +185,11 @@ class Settings(YamlConfig):
     # (counted >= 30 times in the reference and in the CG run) or "either" (in one of them, the
     # other at a floor of half a pair, each step clipped to 3 kBT), so that contacts the CG model
     # makes and the reference almost never does (chain ends at head groups) are pushed apart too.
-    # "both" in both presets: "either" on three DMPC quick references gave +3.1 % / -9.3 % (area /
-    # thickness; -13.6 % with "both"), a gel again (-7.4 / +8.5 %) and -0.6 / -4.4 % (README)
-    pair_refinement_trust: str = "both"
+    # "either" in both presets since the area term: on six DMPC quick references, re-run from
+    # their bonded refinement with the area term, five met the area and thickness bars with
+    # "either" and three with "both" (one whose head-group pair counts stayed 120-145 % off with
+    # "both" came within 3.5 %; README). With the all-pair ramp "either" had not helped
+    pair_refinement_trust: str = "either"
     # tabulated family: during the first 60 % of the control run, an iterative Boltzmann refinement
     # of the bonded tables every control_refinement_ps on the frames since the last (the ramps
     # change what each lipid's head group sees, the bonded tables change the thickness and area:
