@@ -126,6 +126,13 @@ def test_outputs_follow_the_file_contract(job):
     # 4 ps in its first 60 %, at 4 and 8 ps)
     assert control["revisions"] == 2 and final["fit"]["bonded_refinements"]["count"] == 5
     assert final["fit"]["pair_refinements"]["count"] == 2
+    # whether the inversion converged (its last round's pair counts, mean over type pairs), and a
+    # warning when not
+    off = np.mean(list(final["fit"]["pair_refinements"]["mean_relative_count_deviation"].values()))
+    inversion = report["extra"]["pair_inversion"]
+    assert inversion["mean_relative_count_deviation"] == pytest.approx(off) and inversion["threshold"] == 0.5
+    assert inversion["converged"] == (off < 0.5)
+    assert ("inversion did not converge" in (out / "stdout.txt").read_text()) == (not inversion["converged"])
     pairs_refined = json.loads((run_dir / "tabulated_pairs_refined.json").read_text())
     fitted = json.loads((run_dir / "tabulated.json").read_text())
     assert pairs_refined["pairs"] != fitted["pairs"]  # the inversion moved the pair tables
