@@ -773,7 +773,7 @@ def main(argv=None) -> int:
                 area_label = ("all-pair ramp (kJ/mol)" if s.control_area_by == "ramp"
                               else "area term's γ_A (bar·nm)")
                 plot_controls([{**thickness_panel, "value_label": "thickness (nm)", "ramp_label": "head–tail ramp (kJ/mol)"},
-                               {**channels[found["area_parameter"]], "value_label": "box area at zero tension (nm²)",
+                               {**channels[found["area_parameter"]], "value_label": "box area at zero external tension (nm²)",
                                 "ramp_label": area_label}], out / "membrane_control.png",
                               settled=0.15 if s.control_thickness else 0.4)
                 (model["bonded"].with_pair_ramp(found["A_head_tail_kj_mol"], head_tail, intermolecular=True)

@@ -130,6 +130,7 @@ def _thickness_measure(n: int, head_indices: Sequence[int]):
 
 
 def _global_parameters(system: openmm.System) -> set:
+    """The names of the global parameters the System's forces declare (a barostat's excluded)."""
     names = set()
     for force in system.getForces():
         for k in range(getattr(force, "getNumGlobalParameters", lambda: 0)()):
