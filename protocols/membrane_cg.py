@@ -88,9 +88,10 @@ REFINEMENT_FRAMES = 150
 #: within 3 rounds
 PAIR_REFINEMENT_DAMPING = 0.25
 #: the pair tables' inversion has converged when its last round's pair counts are off by less
-#: than this (mean over type pairs of the relative count deviation): in 13 DMPC quick runs with
-#: the area term, those at 16-36 % met the area and thickness bars but one (+2.9 / -5.0 %), and
-#: all four at 69-79 % missed them (the head-group pairs 80-170 % off; README)
+#: than this (mean over type pairs of the relative count deviation): in 14 DMPC quick runs with
+#: the area term, those at 16-36 % met the area and thickness bars but two (+2.9 / -5.0 % and
+#: +3.3 / -7.6 %: converged is no guarantee), and all four at 69-79 % missed them (the head-group
+#: pairs 80-170 % off; README)
 PAIR_INVERSION_CONVERGED = 0.5
 #: the reference frames whose pair counts the inversion compares against (at most; evenly spaced)
 PAIR_REFERENCE_FRAMES = 1000
