@@ -287,6 +287,38 @@ def test_intermolecular_ramp_acts_between_chains_only(melt, tmp_path):
                                                                   rel=1e-5)
 
 
+def test_adjustable_ramps_of_any_type_pattern_match_the_fixed_form(melt):
+    """A head–tail ramp (one height between two type sets) becomes arithmetic on per-bead flags in
+    the adjustable form; any other pattern (here E–E and E–M of different heights) a table
+    lookup. Both give the fixed form's energy, and the scale multiplies the ramps."""
+    from multiscale.openmm.tabulated import _bipartite_ramps
+
+    A, h, t = _bipartite_ramps(np.array([[0.0, 1.5, 0.0], [1.5, 0.0, 1.5], [0.0, 1.5, 0.0]]))
+    assert A == 1.5 and {tuple(h), tuple(t)} == {(0.0, 1.0, 0.0), (1.0, 0.0, 1.0)}
+    assert _bipartite_ramps(np.array([[1.0, 1.0], [1.0, 1.0]])) is None  # an all-pair ramp: not two disjoint sets
+    assert _bipartite_ramps(np.array([[0.0, 1.0], [1.0, 2.0]])) is None
+    model = fit_tabulated(melt["X"][:10], melt["F"][:10], melt["types"], melt["bonds"], melt["angles"],
+                          temperature_K=T, boxes=melt["B"][:10])
+    x, box = melt["X"][5], melt["B"][5]
+
+    def energy(context, scale=None):
+        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+        context.setPositions(x)
+        if scale is not None:
+            context.setParameter(INTERMOLECULAR_SCALE, scale)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    plain = energy(_context(model, melt))
+    for pattern in ([("E", "M")], [("E", "E"), ("E", "M")]):
+        ramped = model.with_pair_ramp(1.3, pattern[:1], intermolecular=True)
+        if len(pattern) > 1:
+            ramped = ramped.with_pair_ramp(-0.6, pattern[1:], intermolecular=True)
+        fixed = energy(_context(ramped, melt))
+        assert abs(fixed - plain) > 1.0
+        adjustable = _context(ramped, melt, adjustable_ramps=True)
+        assert energy(adjustable) == pytest.approx(fixed, rel=1e-6, abs=1e-4), pattern
+        assert energy(adjustable, 0.5) - plain == pytest.approx(0.5 * (fixed - plain), rel=1e-5), pattern
+
 def test_bending_torsion_is_finite_at_a_straight_angle():
     """sin³θ₁ sin³θ₂ Σ aₙ cos nφ: a plain torsion's force diverges when a bead angle reaches 180°."""
     from multiscale.cg.tabulated import Table
