@@ -123,6 +123,14 @@ class Settings(YamlConfig):
     pressure_bar: float = 1.0
     model_family: str = "tabulated"
     cg_cutoff_nm: float = 1.2
+    # vacuum (nm) added to the box height of every CG run (and of the reference frames whose pair
+    # counts the inversion matches), so that no pair table reaches across the removed water to the
+    # periodic image's head groups: in the reference's own box the 32-lipid patch's beads come
+    # within 0.4 nm of the box faces, and in the two DMPC quick references examined whose pair
+    # inversion never converged (75-100 % off after six rounds) the bilayer fused with its image
+    # in the inversion's first NVT run; padded by the cutoff, both converged (20 and 21 %) and met
+    # the area and thickness bars (README); -1: cg_cutoff_nm
+    cg_box_padding_nm: float = -1.0
     cg_timestep_ps: float = 0.02
     cg_inner_steps: int = 1
     cg_max_restarts: int = 3
@@ -150,11 +158,15 @@ class Settings(YamlConfig):
     # fixed), a head–tail repulsion to the reference's thickness (the CG thickness relaxes over
     # ~100 ps) and an all-pair ramp to the reference's area; 0: off
     control_steps: int = 24000
-    # tabulated family: the control run also sets the head–tail ramp to the reference's thickness
-    # (False: the area alone, the head–tail ramp at 0: after the pair tables' inversion the volume
-    # per lipid is the reference's, and with both channels on the two ramps fought in two of three
-    # quick runs; multiscale.openmm.membrane_matching)
-    control_thickness: bool = False
+    # tabulated family: the control run also sets an intermolecular head–tail repulsion (0 to 8
+    # kJ/mol) to the reference's thickness, beside the area channel (False: the area alone, the
+    # thickness observed). With the area term the two channels do not fight: the term exerts no
+    # force, so the head–tail ramp alone moves the packing. In the padded box (cg_box_padding_nm)
+    # the area alone left two of two DMPC quick references off (+2.2 / -7.1 and -5.5 / +2.4 %
+    # area / thickness); with the thickness channel all four tried met both bars (README); with
+    # the all-pair ramp for the area the two ramps fought in two of three quick runs
+    # (multiscale.openmm.membrane_matching)
+    control_thickness: bool = True
     # tabulated family: what sets the area in the control run: "tension" (the model's area term
     # −γ_A·A, carried by the membrane barostat's tension parameter in the control and CG NPT
     # runs, every pair ramp at 0; multiscale.openmm.membrane_matching says why a solvent-free
@@ -284,6 +296,9 @@ class Settings(YamlConfig):
                      "pair_refinement_pressure_step_kj_mol"):
             if getattr(self, name) < 0:
                 raise ValueError(f"membrane_cg setting {name} must be >= 0, got {getattr(self, name)!r}")
+        if not (self.cg_box_padding_nm == -1.0 or 0.0 <= self.cg_box_padding_nm <= 10.0):
+            raise ValueError(f"membrane_cg setting cg_box_padding_nm must be vacuum in nm in [0, 10] (-1: cg_cutoff_nm), "
+                             f"got {self.cg_box_padding_nm!r}")
         if self.tabulated_bonded not in ("boltzmann", "force_matching"):
             raise ValueError(f"membrane_cg setting tabulated_bonded must be 'boltzmann' or 'force_matching', got {self.tabulated_bonded!r}")
         if self.control_steps and self.model_family != "tabulated":
@@ -367,7 +382,7 @@ ADDED_SETTINGS = {"final_refinements": 0, "tabulated_pair_force_prior": 0.0, "pa
                   "local_density_virial_neutral": False, "local_density_normal_neutral": False,
                   "pair_refinement_pressure_damping": 0.0, "pair_refinement_pressure_step_kj_mol": 1.0,
                   "local_density_in_pair_refinement": False, "pair_refinement_trust": "both",
-                  "control_area_by": "ramp"}
+                  "control_area_by": "ramp", "cg_box_padding_nm": 0.0}
 
 STAGES = (
     Stage("build", outputs=("fine/bilayer.pdb",)),
@@ -592,6 +607,11 @@ def main(argv=None) -> int:
     # box, then NPT at zero tension with the box height fixed (no solvent: the normal is vacuum)
     areas = boxes[:, 0, 0] * boxes[:, 1, 1]
     start = int(np.argmin(np.abs(areas - areas.mean())))
+    # every CG run's box: the reference frame's, its height padded with vacuum (cg_box_padding_nm)
+    padding = s.cg_cutoff_nm if s.cg_box_padding_nm == -1.0 else s.cg_box_padding_nm
+    cg_boxes = boxes.copy()
+    cg_boxes[:, 2, 2] += padding
+    cg_box = cg_boxes[start]
     run_start = np.asarray(cg_pos[start])  # the matching moves it on to a state relaxed in the model
     final_refinement = None  # the final bonded refinement's rounds and why (tabulated family)
     area_term_bar_nm = 0.0  # the model's area term γ_A (control_area_by "tension"), in the NPT run's barostat
@@ -659,7 +679,9 @@ def main(argv=None) -> int:
                                    exclusion=prior_config.exclusion, types=mapping.bead_types)
 
             every = max(1, ref_traj.n_frames // PAIR_REFERENCE_FRAMES)
-            extra = {"pair_reference": count(ref_traj[::every]), "count_pairs": count, "pair_damping": PAIR_REFINEMENT_DAMPING,
+            padded = ref_traj[::every]  # counted in the CG runs' padded boxes: no pair across the water
+            padded.unitcell_vectors = cg_boxes[::every]
+            extra = {"pair_reference": count(padded), "count_pairs": count, "pair_damping": PAIR_REFINEMENT_DAMPING,
                      "pair_smoothing_nm": s.pair_refinement_smoothing_nm, "pair_trust": s.pair_refinement_trust,
                      "continue_runs": True}
             if s.pair_refinement_pressure_damping > 0:
@@ -668,7 +690,7 @@ def main(argv=None) -> int:
                 def pressure_corrected(ran, inverted, traj):
                     """the inverted model plus a damped all-pair ramp step from the lateral
                     pressure of the model that ran, on the run's frames"""
-                    system = with_local_density(build_cg_system(mapping, None, tabulated=ran, box=boxes[start],
+                    system = with_local_density(build_cg_system(mapping, None, tabulated=ran, box=cg_box,
                                                                 nonbonded_cutoff_nm=s.cg_cutoff_nm)[0], local)
                     stride = max(1, traj.n_frames // PRESSURE_FRAMES)
                     found = fit_pressure_correction(system, traj.xyz[::stride], traj.unitcell_vectors[::stride], mapping.chains,
@@ -691,9 +713,9 @@ def main(argv=None) -> int:
         def work() -> dict:
             with single_core(cg_one_core):  # the runs' Contexts are made and stepped in the block
                 refined_model = refine_bonded_in_runs(
-                    model, lambda m: with_local_density(build_cg_system(mapping, None, tabulated=m, box=boxes[start],
+                    model, lambda m: with_local_density(build_cg_system(mapping, None, tabulated=m, box=cg_box,
                                                                         nonbonded_cutoff_nm=s.cg_cutoff_nm)[0], local),
-                    mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, boxes[start],
+                    mapping.mdtraj_topology(), mapping.bead_types, cg_pos[start] if positions is None else positions, cg_box,
                     reference_bonded, rounds=rounds, temperature_K=temperature,
                     steps=steps, timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps, platform=args.platform,
                     seed=seed, frames=frames, discard=frames // 4, log=lambda line: say(f"{line} ({name})"), **extra)
@@ -744,7 +766,7 @@ def main(argv=None) -> int:
                     # the head–tail ramp at 1 kJ/mol times the controlled scale, the all-pair ramp a
                     # global; with the area term alone, no ramp at all (the model as the CG runs have it)
                     ramped = model["bonded"].with_pair_ramp(1.0, head_tail, intermolecular=True) if ramps else model["bonded"]
-                    return with_local_density(build_cg_system(mapping, None, tabulated=ramped, box=boxes[start],
+                    return with_local_density(build_cg_system(mapping, None, tabulated=ramped, box=cg_box,
                                                               nonbonded_cutoff_nm=s.cg_cutoff_nm, adjustable_ramps=ramps,
                                                               barostat=barostat)[0], s.local_density_in_control)
 
@@ -758,7 +780,7 @@ def main(argv=None) -> int:
                     return controlled_system()
 
                 with single_core(cg_one_core):
-                    found = control_membrane(controlled_system(), cg_pos[start], boxes[start], phosphates, target_nm=target,
+                    found = control_membrane(controlled_system(), cg_pos[start], cg_box, phosphates, target_nm=target,
                                              target_area_nm2=target_area, temperature_K=temperature, steps=s.control_steps,
                                              timestep_ps=s.cg_timestep_ps, inner_steps=s.cg_inner_steps,
                                              platform=args.platform, seed=args.seed + 300,
@@ -784,7 +806,7 @@ def main(argv=None) -> int:
 
             found = stages.run("membrane_control", control)
             # the controlled run's end, relaxed in the model, its lipids moved to the reference's area
-            run_start = rescale_area(np.asarray(found["positions"]), np.asarray(found["box"]), boxes[start], mapping.chains)
+            run_start = rescale_area(np.asarray(found["positions"]), np.asarray(found["box"]), cg_box, mapping.chains)
             area_term_bar_nm = float(found.get("tension_bar_nm", 0.0))
             area_knob = (f"all-pair ramp {found['A_all_kj_mol']:.2f} kJ/mol" if s.control_area_by == "ramp" else
                          f"area term γ_A {found['tension_bar_nm']:.0f} bar·nm ({found['tension_bar_nm'] / 10:.1f} mN/m)")
@@ -811,7 +833,7 @@ def main(argv=None) -> int:
                 say(f"no final bonded refinement: {why}; the CG runs use tabulated_final.json")
 
     def cg_system(barostat=None):
-        system, top = build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=boxes[start],
+        system, top = build_cg_system(mapping, family_priors, tabulated=tabulated, model=model, box=cg_box,
                                       nonbonded_cutoff_nm=s.cg_cutoff_nm, barostat=barostat)
         return with_local_density(system), top
 

@@ -18,6 +18,7 @@ import pytest
 from openmm import app
 
 from multiscale.openmm.membrane_matching import AREA_TENSION_PARAMETER, control_settled
+from multiscale.openmm.tabulated import INTERMOLECULAR_SCALE
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "protocols" / "membrane_cg.py"
@@ -83,8 +84,11 @@ def test_outputs_follow_the_file_contract(job):
     assert [a.name for a in cg.topology.atoms] == [a.name for a in ref.topology.atoms]  # same bead order
     assert ref.unitcell_vectors is not None and npt.unitcell_vectors is not None
     assert np.all(np.isfinite(cg.xyz)) and np.all(np.isfinite(npt.xyz))
-    # NVT at the reference's area; the NPT run's box height stays fixed (no solvent)
+    # NVT at the reference's area; the NPT run's box height stays fixed (no solvent), a reference
+    # frame's padded with cg_box_padding_nm (-1: the cutoff, 0.9 nm here) of vacuum
     assert np.allclose(npt.unitcell_lengths[:, 2], npt.unitcell_lengths[0, 2])
+    assert np.allclose(cg.unitcell_lengths[:, 2], npt.unitcell_lengths[0, 2])
+    assert np.min(np.abs(ref.unitcell_lengths[:, 2] + 0.9 - npt.unitcell_lengths[0, 2])) < 1e-4
     report = json.loads((run_dir / "report.json").read_text())
     assert report["speedup"] > 0
     for key in ("area_per_lipid", "thickness"):
@@ -100,18 +104,25 @@ def test_outputs_follow_the_file_contract(job):
     assert report["tail_phase"]["n_bonds"] > 0 and -0.5 <= report["tail_phase"]["reference"] <= 1.0
     control = json.loads((run_dir / "membrane_control.json").read_text())
     # the default: the area set by the model's area term (the barostat's tension parameter), the
-    # thickness observed, no ramp at all
-    assert set(control["channels"]) == {AREA_TENSION_PARAMETER} == {control["area_parameter"]}
-    thickness = control["observed"]["thickness"]
+    # thickness by an intermolecular head–tail repulsion, no all-pair ramp
+    assert set(control["channels"]) == {AREA_TENSION_PARAMETER, INTERMOLECULAR_SCALE}
+    assert control["area_parameter"] == AREA_TENSION_PARAMETER
+    thickness = control["channels"][INTERMOLECULAR_SCALE]
     area = control["channels"][AREA_TENSION_PARAMETER]
     assert len(thickness["trace"]) == len(area["trace"]) == 10  # 600 steps, an update every 60
-    assert control["A_head_tail_kj_mol"] == control["A_all_kj_mol"] == 0.0
-    gamma = control["tension_bar_nm"]
-    assert gamma == pytest.approx(np.mean([t["A"] for t in area["trace"][-4:]]))  # last 40 %
-    assert control["thickness_nm"] == pytest.approx(np.mean([t["value"] for t in thickness["trace"][-4:]]))
+    assert control["A_all_kj_mol"] == 0.0
+    gamma, head_tail = control["tension_bar_nm"], control["A_head_tail_kj_mol"]
+    assert gamma == pytest.approx(np.mean([t["A"] for t in area["trace"][-2:]]))  # the last 15 %
+    assert head_tail == pytest.approx(np.mean([t["A"] for t in thickness["trace"][-2:]]))
+    assert 0.0 <= head_tail <= 8.0  # a repulsion, within its bound
+    assert control["thickness_nm"] == pytest.approx(np.mean([t["value"] for t in thickness["trace"][-2:]]))
     assert thickness["target"] == pytest.approx(control["target_nm"])
     final = json.loads((run_dir / "tabulated_final.json").read_text())
-    assert not any(r["A_kj_mol"] for r in final["intermolecular_ramps"])
+    ramps = {tuple(r["types"]): r["A_kj_mol"] for r in final["intermolecular_ramps"]}
+    head_tail_pairs = {("C", "NC"), ("C", "PO"), ("CT", "NC"), ("CT", "PO")}
+    assert set(ramps) >= head_tail_pairs
+    for pair, A in ramps.items():
+        assert A == pytest.approx(head_tail if pair in head_tail_pairs else 0.0, abs=1e-12), pair
     # the NPT run has the area term in its barostat, and the report says so
     assert report["extra"]["membrane_control"]["tension_bar_nm"] == pytest.approx(gamma)
     assert f"γ_A = {gamma:.0f} bar·nm" in report["extra"]["ensembles"]["cg_npt"]
@@ -231,10 +242,10 @@ def test_the_area_may_be_set_by_an_all_pair_ramp_instead(job, tmp_path):
     for stage in ("build", "tabulated_fit", "bonded_refinement", "pair_refinement"):
         shutil.copy(source / ".stages" / f"{stage}.done", run_dir / ".stages" / f"{stage}.done")
     settings = json.loads((source / "settings.json").read_text())
-    assert settings["control_area_by"] == "tension"
-    (run_dir / "settings.json").write_text(json.dumps({**settings, "control_area_by": "ramp"}))
+    assert settings["control_area_by"] == "tension" and settings["control_thickness"] is True
+    (run_dir / "settings.json").write_text(json.dumps({**settings, "control_area_by": "ramp", "control_thickness": False}))
     ramp_config = tmp_path / "ramp.yaml"
-    ramp_config.write_text(config.read_text() + "  control_area_by: ramp\n")
+    ramp_config.write_text(config.read_text() + "  control_area_by: ramp\n  control_thickness: false\n")
     result = run("--quick", "--lipid", "DMPC", "--config", ramp_config, "--out", run_dir, "--no-progress")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "structure refinement" not in result.stdout  # the pair inversion was not redone
