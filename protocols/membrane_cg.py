@@ -127,7 +127,7 @@ class Settings(YamlConfig):
     # counts the inversion matches), so that no pair table reaches across the removed water to the
     # periodic image's head groups: in the reference's own box the 32-lipid patch's beads come
     # within 0.4 nm of the box faces, and in the two DMPC quick references examined whose pair
-    # inversion never converged (75-100 % off after six rounds) the bilayer fused with its image
+    # inversion never converged (75 and 79 % off after six rounds) the bilayer fused with its image
     # in the inversion's first NVT run; padded by the cutoff, both converged (20 and 21 %) and met
     # the area and thickness bars (README); -1: cg_cutoff_nm
     cg_box_padding_nm: float = -1.0

@@ -291,3 +291,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
     result = run("--quick", "--config", config, "--out", tmp_path / "q")
     assert result.returncode == 2 and "local_density" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "q" / "fine").exists()
+    config.write_text("membrane_cg:\n  cg_box_padding_nm: 12.0\n")  # Å, not nm
+    result = run("--quick", "--config", config, "--out", tmp_path / "r")
+    assert result.returncode == 2 and "cg_box_padding_nm" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "r" / "fine").exists()
