@@ -237,6 +237,16 @@ def test_held_out_frames_may_bring_an_unsampled_pair_within_the_cutoff(melt):
     assert again.fit["relative_force_residual_held_out"] < 1e-3
 
 
+def _energy_at(context, x, box, scale=None) -> float:
+    """The Context's potential energy (kJ/mol) at positions ``x`` in ``box``, with the
+    intermolecular ramps' global scale set to ``scale`` first (None: left as it is)."""
+    context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+    context.setPositions(x)
+    if scale is not None:
+        context.setParameter(INTERMOLECULAR_SCALE, scale)
+    return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
 def test_intermolecular_ramp_acts_between_chains_only(melt, tmp_path):
     # the energy an intermolecular E–M ramp adds in OpenMM is A (1 − r/r_c) summed here over the
     # E–M pairs of different chains within the cutoff; pairs within a chain get nothing
@@ -256,11 +266,7 @@ def test_intermolecular_ramp_acts_between_chains_only(melt, tmp_path):
     x, box = melt["X"][5], melt["B"][5]
 
     def energy(context, scale=None):
-        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-        context.setPositions(x)
-        if scale is not None:
-            context.setParameter(INTERMOLECULAR_SCALE, scale)
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return _energy_at(context, x, box, scale)
 
     # the fast form (ramps in the tables, taken off each chain's own pairs by a bond force) and
     # the adjustable one (a global scale in the nonbonded expression) are the same energy
@@ -302,11 +308,7 @@ def test_adjustable_ramps_of_any_type_pattern_match_the_fixed_form(melt):
     x, box = melt["X"][5], melt["B"][5]
 
     def energy(context, scale=None):
-        context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
-        context.setPositions(x)
-        if scale is not None:
-            context.setParameter(INTERMOLECULAR_SCALE, scale)
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return _energy_at(context, x, box, scale)
 
     plain = energy(_context(model, melt))
     for pattern in ([("E", "M")], [("E", "E"), ("E", "M")]):
