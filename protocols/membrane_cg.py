@@ -153,10 +153,10 @@ class Settings(YamlConfig):
     # ramps (short NVT runs at the reference area, refinement_steps each); 0: off
     bonded_refinements: int = 2
     refinement_steps: int = 3000
-    # tabulated family (multiscale.openmm.membrane_matching.control_membrane): two intermolecular
-    # ramps set together by feedback during one run of control_steps at zero tension (box height
+    # tabulated family (multiscale.openmm.membrane_matching.control_membrane): two knobs set
+    # together by feedback during one run of control_steps at zero external tension (box height
     # fixed), a head–tail repulsion to the reference's thickness (the CG thickness relaxes over
-    # ~100 ps) and an all-pair ramp to the reference's area; 0: off
+    # ~100 ps) and the area term (or an all-pair ramp: control_area_by) to its area; 0: off
     control_steps: int = 24000
     # tabulated family: the control run also sets an intermolecular head–tail repulsion (0 to 8
     # kJ/mol) to the reference's thickness, beside the area channel (False: the area alone, the
@@ -730,9 +730,9 @@ def main(argv=None) -> int:
     if tabulated is not None:
         # 5b–5d. what force matching cannot give a solvent-free bilayer (multiscale.openmm.
         # membrane_matching says why): the bonded distributions (iterative Boltzmann refinement
-        # in NVT at the reference's area), then at zero tension the thickness (a head–tail
-        # repulsion) and the area (an all-pair ramp), together since each ramp moves both, with
-        # the bonded tables refined again during that run
+        # in NVT at the reference's area), the pair tables' inversion, then at zero tension the
+        # thickness (a head–tail repulsion) and the area (the model's area term, or an all-pair
+        # ramp), in one run, with the bonded tables refined again during it
         from multiscale.cg.analysis import area_per_lipid, bilayer_thickness, bonded_values, lipid_head_beads
         from multiscale.cg.mapping.lipids import HEAD_TYPE, PHOSPHATE_TYPE, TAIL_END_TYPE, TAIL_TYPE
         from multiscale.cg.tabulated import refine_bonded
