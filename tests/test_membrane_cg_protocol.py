@@ -126,7 +126,9 @@ def test_outputs_follow_the_file_contract(job):
     # the NPT run has the area term in its barostat, and the report says so
     assert report["extra"]["membrane_control"]["tension_bar_nm"] == pytest.approx(gamma)
     assert f"γ_A = {gamma:.0f} bar·nm" in report["extra"]["ensembles"]["cg_npt"]
-    assert f"γ_A = {gamma:.0f} bar·nm" in (run_dir / "report.md").read_text()
+    said_md = (run_dir / "report.md").read_text()
+    assert f"γ_A = {gamma:.0f} bar·nm" in said_md
+    assert f"A_ht = {head_tail:.2f} kJ/mol" in said_md and "area and thickness are fitted" in said_md
     import openmm
 
     npt_system = openmm.XmlSerializer.deserialize((run_dir / "cg_npt_system.xml").read_text())

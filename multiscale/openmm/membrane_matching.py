@@ -1,7 +1,7 @@
 """Area and thickness matching of a solvent-free CG bilayer: the model's area term (the default
 in ``membrane_cg.py``; below) or intermolecular pair ramps, set by feedback during one run at zero
-external tension, so that the bilayer's area, and with ramps its phosphate-to-phosphate
-thickness, are the reference's.
+external tension, so that the bilayer's area, and with the head–tail ramp its
+phosphate-to-phosphate thickness (both on in ``membrane_cg.py``), are the reference's.
 
 Why a solvent-free force-matched bilayer needs it: its pair tables are fitted to mapped forces
 that are mostly noise (the water's kicks: ~97 % of the mean-square force in the DMPC quick run),
