@@ -26,6 +26,11 @@ def error_line(prog: str, message) -> str:
     return f"{prog}: error: " + " ".join(str(message).split())
 
 
+#: a run that became unstable (NaN, or boiling: multiscale.openmm.overheating): its message names
+#: the step and the fix (a shorter time step), so it ends as an error line, not a traceback
+UNSTABLE_RUN_ERRORS = ("OverheatingError", "CGInstabilityError")
+
+
 def run_main(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
     """Call ``main(argv)``; report input errors as ``PROG: error: ...`` with exit status 2."""
     prog = prog or Path(sys.argv[0]).name
@@ -46,6 +51,10 @@ def run_main(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequ
     except Exception as err:  # noqa: BLE001
         if type(err).__name__ == "OpenMMException":  # OpenMM refuses an input (platform, NaN, ...)
             print(error_line(prog, f"OpenMM: {err}"), file=sys.stderr)
+            return USAGE_ERROR
+        if type(err).__name__ in UNSTABLE_RUN_ERRORS:  # by name: importing them would import torch
+            print(error_line(prog, f"{err}. Finished stages are kept; a changed setting needs a new --out"),
+                  file=sys.stderr)
             return USAGE_ERROR
         raise
 

@@ -23,6 +23,8 @@ from openmm import app, unit
 
 from multiscale.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from multiscale.openmm.molecules import whole_positions
+from multiscale.openmm.overheating import (OverheatingError, check_temperature, degrees_of_freedom, kinetic_temperature,
+                                           particle_masses)
 
 #: columns of the energy log (OpenMM units)
 ENERGY_COLUMNS = ("step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "temperature_K", "volume_nm3")
@@ -35,9 +37,7 @@ class EnergyLog:
 
     def __init__(self, path, interval: int, system: openmm.System, append: bool = False):
         self.interval = int(interval)
-        removes_com = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
-        massive = sum(1 for k in range(system.getNumParticles()) if system.getParticleMass(k).value_in_unit(unit.dalton) > 0)
-        self.dof = 3 * massive - system.getNumConstraints() - (3 if removes_com else 0)
+        self.dof = degrees_of_freedom(system)
         self.handle = open(path, "a" if append else "w")
         if not append:
             self.handle.write(",".join(ENERGY_COLUMNS) + "\n")
@@ -48,7 +48,7 @@ class EnergyLog:
 
     def report(self, simulation, state) -> None:
         kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-        temperature = 2.0 * kinetic / (self.dof * unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin))
+        temperature = kinetic_temperature(kinetic, self.dof)
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
         row = (simulation.currentStep, state.getTime().value_in_unit(unit.picosecond),
                state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), kinetic, temperature,
@@ -62,7 +62,8 @@ class EnergyLog:
 
 
 class CGInstabilityError(RuntimeError):
-    """CG MD produced NaN coordinates (the integrator became unstable)."""
+    """CG MD became unstable: NaN coordinates, or a kinetic temperature far above the thermostat's
+    (:mod:`multiscale.openmm.overheating`)."""
 
 
 #: the most characters of the underlying error that a :class:`CGInstabilityError` message quotes
@@ -149,6 +150,7 @@ class CGSimulation:
         self.seed = int(seed)
         self.topology = topology
         self.log_energies = bool(log_energies)
+        self._dof, self._masses = degrees_of_freedom(system), particle_masses(system)
 
     @property
     def paths(self):
@@ -184,7 +186,8 @@ class CGSimulation:
     def run(self, steps: int, *, minimize: bool = True, progress: bool = True, max_restarts: int = 0) -> dict:
         """Run to ``steps`` steps in total (resuming if a checkpoint exists); returns timings.
 
-        A numerical blow-up (NaN coordinates) raises :class:`CGInstabilityError`, naming the
+        A numerical blow-up (NaN coordinates, or a kinetic temperature far above the thermostat's at
+        a checkpoint, :mod:`multiscale.openmm.overheating`) raises :class:`CGInstabilityError`, naming the
         steps and the intact checkpoint. With ``max_restarts`` > 0 the run instead goes back to the
         last checkpoint, draws fresh Maxwell–Boltzmann velocities (a new seed each time: the
         checkpoint restores the integrator's random state too, so it would fail the same way) and
@@ -242,7 +245,10 @@ class CGSimulation:
             chunk = min(self.checkpoint_interval - done % self.checkpoint_interval, steps - done)
             try:
                 self.simulation.step(chunk)
-            except (openmm.OpenMMException, ValueError) as error:
+                # a run can boil with every coordinate finite; nothing hot is checkpointed
+                check_temperature(self.simulation.context, self.temperature_K, what=f"{self.name} MD",
+                                  timestep_ps=self.timestep_ps, dof=self._dof, masses=self._masses)
+            except (openmm.OpenMMException, ValueError, OverheatingError) as error:
                 # OpenMM raises on NaN coordinates (CPU/CUDA), the DCD reporter on NaN positions
                 if isinstance(error, ValueError) and "NaN" not in str(error):
                     raise

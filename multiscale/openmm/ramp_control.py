@@ -38,6 +38,8 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from multiscale.openmm.overheating import OverheatingError, check_temperature, degrees_of_freedom, particle_masses
+
 #: measure(positions (n, 3) nm, box (3, 3) nm, parameters {name: current value}) -> value
 Measure = Callable[[np.ndarray, np.ndarray, Mapping[str, float]], float]
 
@@ -120,6 +122,7 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
                                            inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize,
                                            parameters={**fixed, **{c.parameter: c.start for c in channels}})
     observed: Dict[str, list] = {name: [] for name in observe}
+    dof, masses = degrees_of_freedom(system), particle_masses(system)
 
     chunk = int(steps) // int(updates)
     dt = chunk * timestep_ps
@@ -137,7 +140,10 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
         x = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         cell = np.asarray(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
         if not np.all(np.isfinite(x)):
-            raise RuntimeError(f"the controlled run blew up (NaN positions) after {(k + 1) * chunk} steps at {current}")
+            raise OverheatingError(f"the controlled run blew up (NaN positions) after {(k + 1) * chunk} steps at {current}; "
+                                   f"the time step {timestep_ps:g} ps is too long for the model's stiffest terms")
+        check_temperature(context, temperature_K, what=f"the controlled run (after {(k + 1) * chunk} steps at {current})",
+                          timestep_ps=timestep_ps, dof=dof, masses=masses)
         values = {c.parameter: float(c.measure(x, cell, dict(current))) for c in channels}
         for name, measure in observe.items():
             observed[name].append({"time_ps": (k + 1) * dt, "value": float(measure(x, cell, {**fixed, **current}))})

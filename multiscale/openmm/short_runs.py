@@ -12,6 +12,8 @@ import numpy as np
 import openmm
 from openmm import unit
 
+from multiscale.openmm.overheating import OverheatingError, check_temperature, degrees_of_freedom, particle_masses
+
 
 def langevin_context(system: openmm.System, positions, box, *, temperature_K: float, timestep_ps: float,
                      inner_steps: int = 1, platform: str = "CPU", seed: int = 0, minimize: bool = True,
@@ -48,17 +50,22 @@ def sample_run(system: openmm.System, positions, box, *, temperature_K: float, s
     """``frames`` evenly spaced frames of a Langevin run of ``steps`` steps of ``system`` (its
     barostat, if any, included) from ``positions`` in ``box`` (nm; energy-minimised first when
     ``minimize``): (positions (frames, n, 3) nm, boxes (frames, 3, 3) nm). A run that blows up
-    raises RuntimeError."""
+    raises RuntimeError (:class:`~multiscale.openmm.overheating.OverheatingError` when it boils or
+    its velocities turn NaN)."""
     context, integrator = langevin_context(system, positions, box, temperature_K=temperature_K, timestep_ps=timestep_ps,
                                            inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize)
     chunk = max(int(steps) // int(frames), 1)
     xyz, cells = [], []
-    for _ in range(int(frames)):
+    dof, masses = degrees_of_freedom(system), particle_masses(system)
+    for k in range(int(frames)):
         integrator.step(chunk)
+        check_temperature(context, temperature_K, what=f"a short run (after {(k + 1) * chunk} of {steps} steps)",
+                          timestep_ps=timestep_ps, dof=dof, masses=masses)
         state = context.getState(getPositions=True)
         xyz.append(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         cells.append(state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
     xyz, cells = np.asarray(xyz, dtype=np.float64), np.asarray(cells, dtype=np.float64)
     if not np.all(np.isfinite(xyz)):
-        raise RuntimeError(f"a short run of {steps} steps at {timestep_ps} ps blew up (NaN positions)")
+        raise OverheatingError(f"a short run of {steps} steps at {timestep_ps} ps blew up (NaN positions); the time step "
+                               "is too long for the model's stiffest terms")
     return xyz, cells
