@@ -51,6 +51,16 @@ LIPIDS = ("POPC", "DPPC", "DMPC", "DLPC", "DOPC", "POPE", "DLPE")
 LIPID_TEMPERATURES_K: Dict[str, float] = {"POPC": 303.0, "DPPC": 323.0, "DMPC": 303.0, "DLPC": 303.0,
                                            "DOPC": 303.0, "POPE": 310.0, "DLPE": 310.0}
 
+#: experimental area per lipid (nm²) of the fluid bilayer at LIPID_TEMPERATURES_K (joint X-ray and
+#: neutron scattering; Kučerka, Nieh & Katsaras, BBA 1808, 2761 (2011); the PE lipids are not in it)
+FLUID_AREA_PER_LIPID_NM2: Dict[str, float] = {"DLPC": 0.632, "DMPC": 0.606, "DPPC": 0.631, "POPC": 0.643,
+                                              "DOPC": 0.674}
+
+#: a bilayer this much smaller in area per lipid than the fluid one is packed like a gel (a gel PC's
+#: area is ~20 % below its fluid one: DPPC 0.479 nm² at 293 K against 0.631 at 323 K, Nagle &
+#: Tristram-Nagle, BBA 1469, 159 (2000)); OpenMM's fluid patches lie within 5 % of the fluid areas
+GEL_AREA_DEFICIT = 0.10
+
 #: the force field files (amber14's lipid17 terms + TIP3P) the patches load with
 FORCEFIELD_FILES = ("amber14-all.xml", "amber14/tip3p.xml")
 
@@ -288,6 +298,38 @@ def lipid_residues(topology) -> List[int]:
     return [r.index for r in topology.residues() if r.name not in WATER_RESIDUES]
 
 
+def packing_check(lipid: str, area_per_lipid_nm2: float, temperature_K: Optional[float] = None) -> dict:
+    """Whether a bilayer of ``lipid`` at ``area_per_lipid_nm2`` is packed like the fluid phase.
+
+    Compares the area per lipid with the experimental fluid one (:data:`FLUID_AREA_PER_LIPID_NM2`).
+    Returns ``{"lipid", "area_per_lipid_nm2", "fluid_area_per_lipid_nm2", "relative_difference_percent",
+    "gel_like", "message"}``; ``fluid_area_per_lipid_nm2`` and the difference are None for a lipid
+    with no published value (then ``gel_like`` is False), and ``message`` says what to do when
+    ``gel_like``. Why it matters: OpenMM's DPPC patch is at 0.497 nm² per lipid, a gel's packing,
+    and a reference equilibrated for tens of ps does not melt it (that takes ns), so a CG model
+    fitted to it is fitted to a gel, whatever the temperature."""
+    name = check_lipid(lipid)
+    area = float(area_per_lipid_nm2)
+    if not 0.2 < area < 2.0:
+        raise ValueError(f"area per lipid {area} is outside 0.2-2 nm²; it is in nm² (1 nm² = 100 Å²)")
+    fluid = FLUID_AREA_PER_LIPID_NM2.get(name)
+    result = {"lipid": name, "area_per_lipid_nm2": area, "fluid_area_per_lipid_nm2": fluid,
+              "relative_difference_percent": None if fluid is None else 100.0 * (area / fluid - 1.0),
+              "gel_like": False, "message": None}
+    if fluid is not None and area < (1.0 - GEL_AREA_DEFICIT) * fluid:
+        at = LIPID_TEMPERATURES_K[name]
+        result["gel_like"] = True
+        result["message"] = (
+            f"this {name} bilayer is packed like a gel: {area:.3f} nm² per lipid against the fluid phase's "
+            f"{fluid:.3f} nm² measured at {at:g} K (Kučerka et al., BBA 1808, 2761 (2011)), "
+            f"{100 * (1 - area / fluid):.0f} % smaller"
+            + ("" if temperature_K is None else f"; simulated at {float(temperature_K):g} K")
+            + ". Melting it takes ns of all-atom MD, so a reference equilibrated for less describes the gel, and so "
+            "does a CG model fitted to it. Use a lipid whose patch is fluid (DMPC, POPC, DLPC, DOPC), or equilibrate "
+            "for ns first (equilibration_steps in a --config file)")
+    return result
+
+
 def check_lipid(lipid: str) -> str:
     """The upper-case lipid name, or a ValueError naming the patches OpenMM ships."""
     name = str(lipid).upper()
@@ -296,6 +338,7 @@ def check_lipid(lipid: str) -> str:
     return name
 
 
-__all__: Sequence[str] = ("LIPIDS", "LIPID_TEMPERATURES_K", "Bilayer", "patch_file", "load_patch", "leaflets",
+__all__: Sequence[str] = ("LIPIDS", "LIPID_TEMPERATURES_K", "FLUID_AREA_PER_LIPID_NM2", "GEL_AREA_DEFICIT",
+                          "packing_check", "Bilayer", "patch_file", "load_patch", "leaflets",
                           "cut_patch", "membrane_system", "minimise", "lipid_residues", "check_lipid",
                           "REFERENCE_TIMESTEP_PS", "HMR_HYDROGEN_MASS_AMU")

@@ -96,6 +96,14 @@ def test_outputs_follow_the_file_contract(job):
         assert report[key]["reference"] > 0 and report[key]["cg"] > 0
     assert 0.4 < report["area_per_lipid"]["reference"] < 0.8      # nm² per lipid
     assert 2.5 < report["thickness"]["reference"] < 4.5           # nm, phosphate to phosphate
+    sub_steps = report["extra"]["timesteps_ps"]["cg_bonded_sub_steps"]  # raised only when a run boiled
+    assert sub_steps["adaptive"] and 1 <= sub_steps["inner_steps"] <= sub_steps["maximum"]
+    assert report["extra"]["timesteps_ps"]["cg_inner_steps"] == sub_steps["inner_steps"]
+    assert len(sub_steps["escalations"]) == sub_steps["inner_steps"] - 1
+    packing = report["reference_packing"]                          # against the measured fluid DMPC
+    assert packing["fluid_area_per_lipid_nm2"] == pytest.approx(0.606)
+    assert packing["area_per_lipid_nm2"] == pytest.approx(report["area_per_lipid"]["reference"])
+    assert packing["gel_like"] is False and "Reference packing" in (run_dir / "report.md").read_text()
     for key in ("density_profiles", "bonded", "tail_order", "lateral_rdf", "stability", "lateral_diffusion",
                 "reference_speed", "restarts", "tail_phase"):
         assert report[key] is not None, key

@@ -13,8 +13,8 @@ import multiscale  # noqa: F401
 from multiscale.cg.mapping import build_mapping, constraints_of, lipid_mapping_definition
 from multiscale.cg.mapping.definition import MappingDefinition
 from multiscale.openmm.assembly import MembraneBarostat
-from systems.membrane import (HMR_HYDROGEN_MASS_AMU, LIPID_TEMPERATURES_K, cut_patch, leaflets, load_patch,
-                              membrane_system, minimise)
+from systems.membrane import (FLUID_AREA_PER_LIPID_NM2, HMR_HYDROGEN_MASS_AMU, LIPID_TEMPERATURES_K, cut_patch,
+                              leaflets, load_patch, membrane_system, minimise, packing_check)
 
 CUTOFF = 0.7
 
@@ -40,6 +40,22 @@ def test_cut_patch_counts_area_and_water(patch):
     x = bilayer.positions
     d = np.array([np.linalg.norm(x[a.index] - x[b.index]) for a, b in bilayer.topology.bonds()])
     assert d.max() < 0.2
+
+
+def test_only_the_gel_packed_dppc_patch_is_flagged_against_the_measured_fluid_areas():
+    # OpenMM's DPPC patch is at a gel's area per lipid (~0.50 nm²), far below the fluid DPPC's 0.631 nm²
+    # measured by Kučerka et al. (2011); the other PC patches lie near their measured fluid areas
+    for lipid in FLUID_AREA_PER_LIPID_NM2:
+        check = packing_check(lipid, load_patch(lipid).area_per_lipid_nm2, LIPID_TEMPERATURES_K[lipid])
+        assert check["gel_like"] == (lipid == "DPPC"), (lipid, check)
+        if lipid == "DPPC":
+            assert check["relative_difference_percent"] < -15 and "equilibration_steps" in check["message"]
+        else:
+            assert abs(check["relative_difference_percent"]) < 6 and check["message"] is None
+    # a lipid with no published fluid area is not judged; an area in Å² is refused
+    assert packing_check("POPE", 0.40)["gel_like"] is False
+    with pytest.raises(ValueError, match="nm²"):
+        packing_check("DPPC", 63.1)
 
 
 def test_no_water_sits_on_a_lipid_across_the_new_faces():
