@@ -4,7 +4,7 @@ A time step too long for a model's stiffest terms does not always end in NaN coo
 bonded tables as stiff as a gel's (a narrow bond distribution inverts to a steep well), a
 Langevin run at 30 fs gains energy faster than the 1/ps friction removes it, and settles as a
 gas of broken molecules at 10³–10⁷ K with every coordinate finite (measured on a DPPC model:
-2,100 K after 0.3 ps, 4×10⁷ K after 2 ps; stable at 10 fs). Nothing downstream would notice: the
+2,100 K after 0.15 ps, 4×10⁷ K after 2.3 ps; stable at 10 fs). Nothing downstream would notice: the
 frames are written, and the report compares them. So the runs that know their thermostat's
 temperature check the kinetic one against it and raise :class:`OverheatingError`.
 
