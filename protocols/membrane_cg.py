@@ -46,6 +46,7 @@ included, at its 4 fs step, both measured in this job. ``--quick`` finishes with
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -884,6 +885,10 @@ def main(argv=None) -> int:
             for suffix in (".chk", "_state.json", ".dcd", ".pdb"):
                 (out / f"{name}{suffix}").unlink(missing_ok=True)
 
+        made = out / f"{name}_state.json"  # a run made with other sub-steps (a later run escalated) starts over
+        if made.exists() and json.loads(made.read_text()).get("inner_steps", 1) != sub_steps.inner_steps:
+            say(f"the CG run {name} was made with other bonded sub-steps than the job's {sub_steps.inner_steps}; starting it over")
+            start_over()
         runs[name] = sub_steps.run(f"the CG run {name}", cg_run, before_retry=start_over)
         runs[name]["threads"] = "one, pinned to one core" if cg_one_core else "the platform's default"
         say(f"CG {name}: {runs[name]['steps']} steps, {runs[name]['simulated_ps_per_wall_second']:.2f} ps/s, "

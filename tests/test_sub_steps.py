@@ -72,3 +72,18 @@ def test_without_adaptation_or_at_the_maximum_a_boiling_run_raises(tmp_path):
     with pytest.raises(ValueError, match="delete it"):
         BondedSubSteps(tmp_path / "e.json", 1, 0.03)
     assert OverheatingError.__mro__[1] is RuntimeError
+
+
+def test_a_checkpoint_made_with_other_sub_steps_is_not_resumed_silently(tmp_path):
+    from multiscale.openmm.cg_simulation import CGSimulation
+
+    system, x, box = with_slow_force()
+    _, _, topology = diatomics(60)
+    plain = CGSimulation(topology, system, x, tmp_path, temperature_K=TARGET_K, timestep_ps=0.002, report_interval=5,
+                         checkpoint_interval=10, platform="Reference")
+    plain.run(20, progress=False)
+    assert json.loads((tmp_path / "cg_state.json").read_text())["inner_steps"] == 1
+    mts = CGSimulation(topology, system, x, tmp_path, temperature_K=TARGET_K, timestep_ps=0.002, report_interval=5,
+                       checkpoint_interval=10, platform="Reference", inner_steps=2)
+    with pytest.raises(ValueError, match="made with 1 bonded sub-steps per step and this run has 2.*start it over"):
+        mts.run(40, progress=False)

@@ -135,6 +135,7 @@ class CGSimulation:
         self.report_interval = int(report_interval)
         self.checkpoint_interval = int(checkpoint_interval)
         self.timestep_ps = float(timestep_ps)
+        self.inner_steps = int(inner_steps)
         if inner_steps == 1:
             integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, friction_per_ps / unit.picosecond,
                                                          timestep_ps * unit.picosecond)
@@ -168,7 +169,8 @@ class CGSimulation:
     def _save_checkpoint(self, steps: int, frames: int, wall_seconds: float) -> None:
         paths = self.paths
         atomic_write_bytes(paths["chk"], self.simulation.context.createCheckpoint())
-        atomic_write_json(paths["state"], {"steps": steps, "frames": frames, "wall_seconds": wall_seconds})
+        atomic_write_json(paths["state"], {"steps": steps, "frames": frames, "wall_seconds": wall_seconds,
+                                           "inner_steps": self.inner_steps})
 
     def _truncate_dcd(self, frames: int) -> None:
         import mdtraj
@@ -215,6 +217,11 @@ class CGSimulation:
         resumed = paths["chk"].exists() and paths["state"].exists()
         if resumed:
             state = json.loads(paths["state"].read_text())
+            if int(state.get("inner_steps", 1)) != self.inner_steps:  # a checkpoint holds its integrator's state
+                raise ValueError(
+                    f"{paths['chk']} was made with {state.get('inner_steps', 1)} bonded sub-steps per step and this run has "
+                    f"{self.inner_steps}: run it with inner_steps={state.get('inner_steps', 1)}, or delete {paths['chk'].name}, "
+                    f"{paths['state'].name} and {paths['dcd'].name} to start it over")
             done, frames = int(state["steps"]), int(state["frames"])
             wall_before = float(state.get("wall_seconds", 0.0))
             self.simulation.context.loadCheckpoint(paths["chk"].read_bytes())
