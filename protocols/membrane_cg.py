@@ -38,6 +38,11 @@ Steps (each resumable: a re-run skips the finished ones; the CG runs resume from
 7. validate: area per lipid, thickness, density profiles, bonded JSD, tail  DIR/reference_cg.pdb/.dcd,
    order, in-plane head RDF, lipids lost, lateral diffusion, speed-up       DIR/report.json, report.md, *.png
 
+Every CG run checks its kinetic temperature; one that boils (a model too stiff for the step) is
+redone with the bonded terms on one more sub-step (cg_step_check; DIR/cg_step.json). The build
+warns when the patch is packed like a gel (OpenMM's DPPC patch is), and the report compares the
+reference's area per lipid with the measured fluid one (report.json "reference_packing").
+
 The speed-up is CG simulated time per wall second (NVT run) over the all-atom reference's, water
 included, at its 4 fs step, both measured in this job. ``--quick`` finishes within ~15 minutes on
 2 CPU cores; the defaults are the scientific run (128 lipids, ns of reference), meant for a GPU.
