@@ -20,8 +20,8 @@ from openmm import app, unit
 
 import multiscale  # noqa: F401
 from multiscale.openmm.cg_simulation import CGInstabilityError, CGSimulation
-from multiscale.openmm.overheating import (OverheatingError, check_temperature, degrees_of_freedom,
-                                           temperature_limit)
+from multiscale.openmm.evaluation import degrees_of_freedom
+from multiscale.openmm.overheating import OverheatingError, check_temperature, temperature_limit
 from multiscale.openmm.short_runs import sample_run
 
 TARGET_K = 300.0

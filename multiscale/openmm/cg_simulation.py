@@ -23,8 +23,8 @@ from openmm import app, unit
 
 from multiscale.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from multiscale.openmm.molecules import whole_positions
-from multiscale.openmm.overheating import (OverheatingError, check_temperature, degrees_of_freedom, kinetic_temperature,
-                                           particle_masses)
+from multiscale.openmm.evaluation import degrees_of_freedom, system_masses
+from multiscale.openmm.overheating import OverheatingError, check_temperature, kinetic_temperature
 
 #: columns of the energy log (OpenMM units)
 ENERGY_COLUMNS = ("step", "time_ps", "potential_kj_mol", "kinetic_kj_mol", "temperature_K", "volume_nm3")
@@ -151,7 +151,7 @@ class CGSimulation:
         self.seed = int(seed)
         self.topology = topology
         self.log_energies = bool(log_energies)
-        self._dof, self._masses = degrees_of_freedom(system), particle_masses(system)
+        self._dof, self._masses = degrees_of_freedom(system), system_masses(system)
 
     @property
     def paths(self):

@@ -9,7 +9,7 @@ frames are written, and the report compares them. So the runs that know their th
 temperature check the kinetic one against it and raise :class:`OverheatingError`.
 
 The check allows the instantaneous kinetic temperature's own spread, sqrt(2 / N_dof) of the mean
-(8 % for 300 beads), many times over: it fires at ``limit_factor`` (1.5) × the target or 1 + 8
+(8 % for 300 beads), many times over: it fires at :data:`LIMIT_FACTOR` (1.5) × the target or 1 + 8
 spreads, whichever is higher, so a correctly thermostatted run never trips it (8σ) while a
 boiling one does within its first picoseconds.
 
@@ -25,6 +25,9 @@ import numpy as np
 import openmm
 from openmm import unit
 
+# the degrees of freedom and masses as the NVE checks count them (one definition for the project)
+from multiscale.openmm.evaluation import degrees_of_freedom, system_masses
+
 #: the kinetic temperature, as a multiple of the thermostat's, above which a run is boiling
 LIMIT_FACTOR = 1.5
 #: ... or this many standard deviations of the instantaneous kinetic temperature, if higher
@@ -39,39 +42,26 @@ class OverheatingError(RuntimeError):
     too long for the model (a RuntimeError)."""
 
 
-def degrees_of_freedom(system: openmm.System) -> int:
-    """N_dof = 3 N − N_constraints − 3 with a CMMotionRemover (3 N − N_constraints without), N the
-    particles with mass, as OpenMM's StateDataReporter counts them."""
-    removes_com = any(isinstance(f, openmm.CMMotionRemover) for f in system.getForces())
-    massive = sum(1 for k in range(system.getNumParticles()) if system.getParticleMass(k).value_in_unit(unit.dalton) > 0)
-    return max(3 * massive - system.getNumConstraints() - (3 if removes_com else 0), 1)
-
-
 def kinetic_temperature(kinetic_energy_kj_mol: float, dof: int) -> float:
     """T = 2 K / (N_dof R), K in kJ/mol (amu nm²/ps² is kJ/mol)."""
-    return 2.0 * float(kinetic_energy_kj_mol) / (int(dof) * GAS_CONSTANT_KJ_MOL_K)
+    return 2.0 * float(kinetic_energy_kj_mol) / (max(int(dof), 1) * GAS_CONSTANT_KJ_MOL_K)
 
 
 def temperature_limit(target_K: float, dof: int) -> float:
     """The kinetic temperature above which a run at ``target_K`` with ``dof`` degrees of freedom is
     boiling: max(LIMIT_FACTOR, 1 + LIMIT_SIGMAS sqrt(2 / N_dof)) × target."""
-    return float(target_K) * max(LIMIT_FACTOR, 1.0 + LIMIT_SIGMAS * math.sqrt(2.0 / int(dof)))
-
-
-def particle_masses(system: openmm.System) -> np.ndarray:
-    """The particles' masses (amu), (N,)."""
-    return np.array([system.getParticleMass(k).value_in_unit(unit.dalton) for k in range(system.getNumParticles())])
+    return float(target_K) * max(LIMIT_FACTOR, 1.0 + LIMIT_SIGMAS * math.sqrt(2.0 / max(int(dof), 1)))
 
 
 def check_temperature(context: openmm.Context, target_K: float, *, what: str, timestep_ps: float,
                       dof: Optional[int] = None, masses: Optional[np.ndarray] = None) -> float:
     """The context's kinetic temperature (K), from its velocities (no force evaluation); raises
     :class:`OverheatingError` naming ``what``, the temperature and the fix when it is above
-    :func:`temperature_limit`. ``dof`` and ``masses`` (:func:`degrees_of_freedom`,
-    :func:`particle_masses`) may be passed to save recounting them at every check."""
+    :func:`temperature_limit`. ``dof`` and ``masses`` (``multiscale.openmm.evaluation``'s
+    ``degrees_of_freedom`` and ``system_masses``) may be passed to save recounting them at every check."""
     system = context.getSystem()
     dof = degrees_of_freedom(system) if dof is None else dof
-    masses = particle_masses(system) if masses is None else masses
+    masses = system_masses(system) if masses is None else masses
     v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
     temperature = kinetic_temperature(0.5 * float(np.sum(masses[:, None] * np.asarray(v) ** 2)), dof)
     limit = temperature_limit(target_K, dof)
@@ -86,5 +76,5 @@ def check_temperature(context: openmm.Context, target_K: float, *, what: str, ti
     return temperature
 
 
-__all__ = ["LIMIT_FACTOR", "LIMIT_SIGMAS", "OverheatingError", "degrees_of_freedom", "kinetic_temperature",
-           "particle_masses", "temperature_limit", "check_temperature"]
+__all__ = ["LIMIT_FACTOR", "LIMIT_SIGMAS", "OverheatingError", "kinetic_temperature", "temperature_limit",
+           "check_temperature"]

@@ -38,7 +38,8 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from multiscale.openmm.overheating import OverheatingError, check_temperature, degrees_of_freedom, particle_masses
+from multiscale.openmm.evaluation import degrees_of_freedom, system_masses
+from multiscale.openmm.overheating import OverheatingError, check_temperature
 
 #: measure(positions (n, 3) nm, box (3, 3) nm, parameters {name: current value}) -> value
 Measure = Callable[[np.ndarray, np.ndarray, Mapping[str, float]], float]
@@ -122,7 +123,7 @@ def control_ramps(system: openmm.System, positions, box, channels: Sequence[Cont
                                            inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize,
                                            parameters={**fixed, **{c.parameter: c.start for c in channels}})
     observed: Dict[str, list] = {name: [] for name in observe}
-    dof, masses = degrees_of_freedom(system), particle_masses(system)
+    dof, masses = degrees_of_freedom(system), system_masses(system)
 
     chunk = int(steps) // int(updates)
     dt = chunk * timestep_ps

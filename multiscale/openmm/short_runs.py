@@ -12,7 +12,8 @@ import numpy as np
 import openmm
 from openmm import unit
 
-from multiscale.openmm.overheating import OverheatingError, check_temperature, degrees_of_freedom, particle_masses
+from multiscale.openmm.evaluation import degrees_of_freedom, system_masses
+from multiscale.openmm.overheating import OverheatingError, check_temperature
 
 
 def langevin_context(system: openmm.System, positions, box, *, temperature_K: float, timestep_ps: float,
@@ -56,7 +57,7 @@ def sample_run(system: openmm.System, positions, box, *, temperature_K: float, s
                                            inner_steps=inner_steps, platform=platform, seed=seed, minimize=minimize)
     chunk = max(int(steps) // int(frames), 1)
     xyz, cells = [], []
-    dof, masses = degrees_of_freedom(system), particle_masses(system)
+    dof, masses = degrees_of_freedom(system), system_masses(system)
     for k in range(int(frames)):
         integrator.step(chunk)
         check_temperature(context, temperature_K, what=f"a short run (after {(k + 1) * chunk} of {steps} steps)",
